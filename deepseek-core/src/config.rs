@@ -1,0 +1,697 @@
+//! `config.json` -> a validated [`Config`]: every field that changes the math, checked once here.
+//!
+//! Accepts both the Hub's form (`rope_theta` + `rope_scaling`, `torch_dtype`) and the form
+//! transformers 5 writes (`rope_parameters`, `dtype`). Defaults follow transformers' config
+//! classes for each `model_type`.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Which DeepSeek generation the checkpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    /// `deepseek_v2` (V2, V2-Lite, V2.5).
+    DeepseekV2,
+    /// `deepseek_v3` (V3, R1).
+    DeepseekV3,
+}
+
+/// How the router picks experts (`topk_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopkMethod {
+    /// Plain top-k over all experts' scores.
+    Greedy,
+    /// Keep the `topk_group` groups with the best max score, then top-k inside them (V2).
+    GroupLimitedGreedy,
+    /// V3: top-k over `score + e_score_correction_bias` inside the `topk_group` groups whose
+    /// top-2 biased scores sum highest; the bias steers selection only.
+    NoauxTc,
+}
+
+/// How router logits become scores (`scoring_func`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoringFunc {
+    /// Softmax over all experts (V2).
+    Softmax,
+    /// Independent sigmoid per expert (V3).
+    Sigmoid,
+}
+
+/// The routed-expert part of the config; absent for a dense model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    /// Number of routed experts.
+    pub n_routed_experts: usize,
+    /// Number of shared experts (fused into one MLP of width `moe_intermediate_size * n`).
+    pub n_shared_experts: usize,
+    /// Experts chosen per token (k).
+    pub num_experts_per_tok: usize,
+    /// Hidden width of each expert's SwiGLU.
+    pub moe_intermediate_size: usize,
+    /// Selection rule.
+    pub topk_method: TopkMethod,
+    /// Score function.
+    pub scoring_func: ScoringFunc,
+    /// Number of contiguous expert groups.
+    pub n_group: usize,
+    /// Groups kept per token by group-limited rules.
+    pub topk_group: usize,
+    /// Renormalise the chosen weights to sum to one.
+    pub norm_topk_prob: bool,
+    /// Multiplier on the routed weights.
+    pub routed_scaling_factor: f32,
+}
+
+/// YaRN context extension (`rope_scaling.type == "yarn"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yarn {
+    /// Context extension factor.
+    pub factor: f64,
+    /// Context length the model was pretrained with.
+    pub original_max_position_embeddings: usize,
+    /// Rotations per context above which frequencies are kept (high frequencies).
+    pub beta_fast: f64,
+    /// Rotations per context below which frequencies are interpolated.
+    pub beta_slow: f64,
+    /// mscale for the rotary cos/sin.
+    pub mscale: f64,
+    /// mscale for the softmax scale.
+    pub mscale_all_dim: f64,
+}
+
+/// FP8 block quantisation as declared by `quantization_config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp8Quantization {
+    /// `weight_block_size`: rows x columns covered by one `weight_scale_inv` entry.
+    pub weight_block_size: [usize; 2],
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The architecture generation.
+    pub model_type: ModelType,
+    /// Rows of the embedding and of lm_head.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Width of the dense layers' SwiGLU.
+    pub intermediate_size: usize,
+    /// Decoder layers (the MTP layer is not counted).
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Rank of the query compression; `None` means a plain `q_proj` (V2-Lite).
+    pub q_lora_rank: Option<usize>,
+    /// Rank of the compressed KV latent.
+    pub kv_lora_rank: usize,
+    /// Per-head query/key width without position information.
+    pub qk_nope_head_dim: usize,
+    /// Per-head query/key width that carries RoPE (shared key across heads).
+    pub qk_rope_head_dim: usize,
+    /// Per-head value width.
+    pub v_head_dim: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// YaRN scaling, if any.
+    pub rope_scaling: Option<Yarn>,
+    /// Epsilon of the decoder RMSNorms (the q/kv latent norms always use 1e-6).
+    pub rms_norm_eps: f64,
+    /// Routed experts, if the model has any.
+    pub moe: Option<MoeConfig>,
+    /// The first layers that are dense.
+    pub first_k_dense_replace: usize,
+    /// Every `moe_layer_freq`-th layer past the dense ones is MoE.
+    pub moe_layer_freq: usize,
+    /// lm_head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Longest context the model supports.
+    pub max_position_embeddings: usize,
+    /// FP8 block quantisation of the checkpoint, if declared.
+    pub quantization: Option<Fp8Quantization>,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token(s).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Reads one field with its name in every error.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                Error::config(key, format!("expected a non-negative integer, found {v}"))
+            }),
+        }
+    }
+
+    fn usize_req(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| Error::config(key, "missing"))
+    }
+
+    fn positive(&self, key: &str) -> Result<usize> {
+        let n = self.usize_req(key)?;
+        if n == 0 {
+            return Err(Error::config(key, "must be > 0, found 0"));
+        }
+        Ok(n)
+    }
+
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(Some)
+                .ok_or_else(|| Error::config(key, format!("expected a finite number, found {v}"))),
+        }
+    }
+
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| Error::config(key, format!("expected true or false, found {v}"))),
+        }
+    }
+
+    fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| Error::config(key, format!("expected a string, found {v}"))),
+        }
+    }
+
+    /// An id field that may be a single integer or a list of them (as `eos_token_id` can be).
+    fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        let bad = |v: &Value| {
+            Error::config(
+                key,
+                format!("expected a token id or a list of ids, found {v}"),
+            )
+        };
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| bad(v))
+                })
+                .collect(),
+            Some(v) => Ok(vec![v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad(v))?]),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `config.json` at `path`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            Error::Json { message, .. } => Error::Json {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates the text of a `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::Json {
+            path: "config.json".into(),
+            message: e.to_string(),
+        })?;
+        let map = value.as_object().ok_or_else(|| Error::Json {
+            path: "config.json".into(),
+            message: "top level is not an object".into(),
+        })?;
+        Self::from_map(map)
+    }
+
+    fn from_map(map: &Map<String, Value>) -> Result<Self> {
+        let f = Fields { map };
+        let model_type = match f.str_opt("model_type")? {
+            Some("deepseek_v2") => ModelType::DeepseekV2,
+            Some("deepseek_v3") => ModelType::DeepseekV3,
+            Some(other) => return Err(Error::UnsupportedArchitecture(other.to_string())),
+            None => return Err(Error::config("model_type", "missing")),
+        };
+        let v3 = model_type == ModelType::DeepseekV3;
+
+        let hidden_size = f.positive("hidden_size")?;
+        let num_hidden_layers = f.positive("num_hidden_layers")?;
+        let num_attention_heads = f.positive("num_attention_heads")?;
+        let q_lora_rank = f.usize_opt("q_lora_rank")?;
+        if q_lora_rank == Some(0) {
+            return Err(Error::config("q_lora_rank", "must be null or > 0, found 0"));
+        }
+        let qk_rope_head_dim = f.positive("qk_rope_head_dim")?;
+        if qk_rope_head_dim % 2 != 0 {
+            return Err(Error::config(
+                "qk_rope_head_dim",
+                format!("must be even, found {qk_rope_head_dim}"),
+            ));
+        }
+
+        let (rope_theta, rope_scaling) = parse_rope(&f, qk_rope_head_dim)?;
+        let moe = parse_moe(&f, v3)?;
+        let quantization = parse_quantization(&f)?;
+
+        let moe_layer_freq = f.usize_opt("moe_layer_freq")?.unwrap_or(1);
+        if moe_layer_freq == 0 {
+            return Err(Error::config("moe_layer_freq", "must be > 0, found 0"));
+        }
+        let rms_norm_eps = f.f64_opt("rms_norm_eps")?.unwrap_or(1e-6);
+        if rms_norm_eps <= 0.0 {
+            return Err(Error::config(
+                "rms_norm_eps",
+                format!("must be > 0, found {rms_norm_eps}"),
+            ));
+        }
+
+        Ok(Config {
+            model_type,
+            vocab_size: f.positive("vocab_size")?,
+            hidden_size,
+            intermediate_size: f.positive("intermediate_size")?,
+            num_hidden_layers,
+            num_attention_heads,
+            q_lora_rank,
+            kv_lora_rank: f.positive("kv_lora_rank")?,
+            qk_nope_head_dim: f.positive("qk_nope_head_dim")?,
+            qk_rope_head_dim,
+            v_head_dim: f.positive("v_head_dim")?,
+            rope_theta,
+            rope_scaling,
+            rms_norm_eps,
+            moe,
+            first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
+            moe_layer_freq,
+            tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+            max_position_embeddings: f.positive("max_position_embeddings")?,
+            quantization,
+            bos_token_id: f.ids("bos_token_id")?.first().copied(),
+            eos_token_ids: f.ids("eos_token_id")?,
+        })
+    }
+
+    /// Width of one head's query/key (`qk_nope_head_dim + qk_rope_head_dim`).
+    pub fn qk_head_dim(&self) -> usize {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// Whether decoder layer `layer` uses routed experts (DeepSeek's rule).
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        self.moe.is_some()
+            && layer >= self.first_k_dense_replace
+            && layer % self.moe_layer_freq == 0
+    }
+
+    /// The attention softmax scale: `qk_head_dim^-0.5`, times `mscale^2` under YaRN.
+    pub fn softmax_scale(&self) -> f32 {
+        let mut scale = (self.qk_head_dim() as f64).powf(-0.5);
+        if let Some(y) = &self.rope_scaling {
+            if y.mscale_all_dim != 0.0 {
+                let m = yarn_get_mscale(y.factor, y.mscale_all_dim);
+                scale *= m * m;
+            }
+        }
+        scale as f32
+    }
+}
+
+/// YaRN's attention temperature: `0.1 * mscale * ln(factor) + 1` (1 when not extending).
+pub(crate) fn yarn_get_mscale(factor: f64, mscale: f64) -> f64 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * factor.ln() + 1.0
+    }
+}
+
+fn parse_rope(f: &Fields<'_>, rope_dim: usize) -> Result<(f64, Option<Yarn>)> {
+    // transformers 5 folds rope_theta and the scaling into `rope_parameters`.
+    let (scaling, field, theta) = match f.get("rope_parameters") {
+        Some(Value::Object(p)) => {
+            let pf = Fields { map: p };
+            let theta = pf.f64_opt("rope_theta")?.or(f.f64_opt("rope_theta")?);
+            (Some(p), "rope_parameters", theta)
+        }
+        Some(v) => {
+            return Err(Error::config(
+                "rope_parameters",
+                format!("expected an object, found {v}"),
+            ))
+        }
+        None => match f.get("rope_scaling") {
+            Some(Value::Object(p)) => (Some(p), "rope_scaling", f.f64_opt("rope_theta")?),
+            Some(v) => {
+                return Err(Error::config(
+                    "rope_scaling",
+                    format!("expected an object or null, found {v}"),
+                ))
+            }
+            None => (None, "rope_scaling", f.f64_opt("rope_theta")?),
+        },
+    };
+    let theta = theta.unwrap_or(10000.0);
+    if theta <= 0.0 {
+        return Err(Error::config(
+            "rope_theta",
+            format!("must be > 0, found {theta}"),
+        ));
+    }
+    let Some(p) = scaling else {
+        return Ok((theta, None));
+    };
+    let pf = Fields { map: p };
+    let kind = pf
+        .str_opt("rope_type")?
+        .or(pf.str_opt("type")?)
+        .unwrap_or("default");
+    match kind {
+        "default" => Ok((theta, None)),
+        "yarn" => {
+            let name = |k: &str| format!("{field}.{k}");
+            let num = |k: &str, default: Option<f64>| -> Result<f64> {
+                pf.f64_opt(k)
+                    .map_err(|e| match e {
+                        Error::Config { message, .. } => Error::config(&name(k), message),
+                        e => e,
+                    })?
+                    .or(default)
+                    .ok_or_else(|| Error::config(&name(k), "missing"))
+            };
+            let factor = num("factor", None)?;
+            if factor < 1.0 {
+                return Err(Error::config(
+                    &name("factor"),
+                    format!("must be >= 1, found {factor}"),
+                ));
+            }
+            let orig = num("original_max_position_embeddings", Some(4096.0))?;
+            if orig < 1.0 || orig.fract() != 0.0 {
+                return Err(Error::config(
+                    &name("original_max_position_embeddings"),
+                    format!("must be a positive integer, found {orig}"),
+                ));
+            }
+            let yarn = Yarn {
+                factor,
+                original_max_position_embeddings: orig as usize,
+                beta_fast: num("beta_fast", Some(32.0))?,
+                beta_slow: num("beta_slow", Some(1.0))?,
+                mscale: num("mscale", Some(1.0))?,
+                mscale_all_dim: num("mscale_all_dim", Some(0.0))?,
+            };
+            if yarn.beta_fast <= 0.0 || yarn.beta_slow <= 0.0 {
+                return Err(Error::config(
+                    &name("beta_fast"),
+                    "beta_fast and beta_slow must be > 0",
+                ));
+            }
+            let _ = rope_dim;
+            Ok((theta, Some(yarn)))
+        }
+        other => Err(Error::config(
+            &format!("{field}.type"),
+            format!(
+                "unsupported rope scaling {other:?} for DeepSeek models (supported: yarn, default)"
+            ),
+        )),
+    }
+}
+
+fn parse_moe(f: &Fields<'_>, v3: bool) -> Result<Option<MoeConfig>> {
+    let Some(n_routed_experts) = f.usize_opt("n_routed_experts")? else {
+        return Ok(None);
+    };
+    if n_routed_experts == 0 {
+        return Err(Error::config(
+            "n_routed_experts",
+            "must be null or > 0, found 0",
+        ));
+    }
+    let topk_method = match f.str_opt("topk_method")?.unwrap_or(if v3 {
+        "noaux_tc"
+    } else {
+        "greedy"
+    }) {
+        "greedy" => TopkMethod::Greedy,
+        "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
+        "noaux_tc" => TopkMethod::NoauxTc,
+        other => return Err(Error::config(
+            "topk_method",
+            format!(
+                "unsupported value {other:?} (supported: greedy, group_limited_greedy, noaux_tc)"
+            ),
+        )),
+    };
+    let scoring_func =
+        match f
+            .str_opt("scoring_func")?
+            .unwrap_or(if v3 { "sigmoid" } else { "softmax" })
+        {
+            "softmax" => ScoringFunc::Softmax,
+            "sigmoid" => ScoringFunc::Sigmoid,
+            other => {
+                return Err(Error::config(
+                    "scoring_func",
+                    format!("unsupported value {other:?} (supported: softmax, sigmoid)"),
+                ))
+            }
+        };
+    let k = f.positive("num_experts_per_tok")?;
+    let n_group = f.usize_opt("n_group")?.unwrap_or(1);
+    let topk_group = f.usize_opt("topk_group")?.unwrap_or(1);
+    let grouped = topk_method != TopkMethod::Greedy;
+    if grouped {
+        if n_group == 0 || n_routed_experts % n_group != 0 {
+            return Err(Error::config(
+                "n_group",
+                format!("must divide n_routed_experts {n_routed_experts}, found {n_group}"),
+            ));
+        }
+        if topk_group == 0 || topk_group > n_group {
+            return Err(Error::config(
+                "topk_group",
+                format!("must be in 1..={n_group}, found {topk_group}"),
+            ));
+        }
+        if topk_method == TopkMethod::NoauxTc && n_routed_experts / n_group < 2 {
+            return Err(Error::config(
+                "n_group",
+                "noaux_tc scores each group by its top 2 experts: groups need >= 2 experts",
+            ));
+        }
+    }
+    let reachable = if grouped {
+        topk_group * (n_routed_experts / n_group)
+    } else {
+        n_routed_experts
+    };
+    if k > reachable {
+        return Err(Error::config(
+            "num_experts_per_tok",
+            format!("{k} exceeds the {reachable} experts the router can reach"),
+        ));
+    }
+    let routed_scaling_factor = f.f64_opt("routed_scaling_factor")?.unwrap_or(1.0);
+    Ok(Some(MoeConfig {
+        n_routed_experts,
+        n_shared_experts: f.usize_opt("n_shared_experts")?.unwrap_or(0),
+        num_experts_per_tok: k,
+        moe_intermediate_size: f.positive("moe_intermediate_size")?,
+        topk_method,
+        scoring_func,
+        n_group,
+        topk_group,
+        norm_topk_prob: f.bool_opt("norm_topk_prob")?.unwrap_or(v3),
+        routed_scaling_factor: routed_scaling_factor as f32,
+    }))
+}
+
+fn parse_quantization(f: &Fields<'_>) -> Result<Option<Fp8Quantization>> {
+    let Some(q) = f.get("quantization_config") else {
+        return Ok(None);
+    };
+    let q = q.as_object().ok_or_else(|| {
+        Error::config(
+            "quantization_config",
+            format!("expected an object, found {q}"),
+        )
+    })?;
+    let qf = Fields { map: q };
+    match qf.str_opt("quant_method")? {
+        Some("fp8") => {}
+        other => {
+            return Err(Error::config(
+                "quantization_config.quant_method",
+                format!("unsupported value {other:?} (supported: fp8)"),
+            ))
+        }
+    }
+    if let Some(fmt) = qf.str_opt("fmt")? {
+        if fmt != "e4m3" {
+            return Err(Error::config(
+                "quantization_config.fmt",
+                format!("unsupported value {fmt:?} (supported: e4m3)"),
+            ));
+        }
+    }
+    let block = match qf.get("weight_block_size") {
+        Some(Value::Array(v)) if v.len() == 2 => {
+            let dims: Option<Vec<usize>> = v
+                .iter()
+                .map(|x| x.as_u64().filter(|&n| n > 0).map(|n| n as usize))
+                .collect();
+            dims.ok_or_else(|| {
+                Error::config(
+                    "quantization_config.weight_block_size",
+                    "expected two positive integers",
+                )
+            })?
+        }
+        Some(v) => {
+            return Err(Error::config(
+                "quantization_config.weight_block_size",
+                format!("expected [rows, cols], found {v}"),
+            ))
+        }
+        None => {
+            return Err(Error::config(
+                "quantization_config.weight_block_size",
+                "missing (per-tensor FP8 is not supported)",
+            ))
+        }
+    };
+    Ok(Some(Fp8Quantization {
+        weight_block_size: [block[0], block[1]],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v3_json() -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "deepseek_v3", "vocab_size": 100, "hidden_size": 16, "intermediate_size": 32,
+            "moe_intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "q_lora_rank": 8, "kv_lora_rank": 8, "qk_nope_head_dim": 4, "qk_rope_head_dim": 4,
+            "v_head_dim": 4, "n_routed_experts": 8, "num_experts_per_tok": 2, "n_group": 4,
+            "topk_group": 2, "n_shared_experts": 1, "first_k_dense_replace": 1,
+            "max_position_embeddings": 64, "rope_theta": 10000,
+            "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+                             "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+            "eos_token_id": 1, "bos_token_id": 0
+        })
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<Config> {
+        Config::from_json_str(&v.to_string())
+    }
+
+    #[test]
+    fn hub_form_parses_with_v3_defaults() {
+        let c = parse(&v3_json()).unwrap();
+        let moe = c.moe.as_ref().unwrap();
+        assert_eq!(moe.topk_method, TopkMethod::NoauxTc);
+        assert_eq!(moe.scoring_func, ScoringFunc::Sigmoid);
+        assert!(moe.norm_topk_prob);
+        assert!(!c.is_moe_layer(0) && c.is_moe_layer(1));
+        let y = c.rope_scaling.as_ref().unwrap();
+        assert_eq!(y.factor, 40.0);
+        // As R1: qk_head_dim^-0.5 * (0.1 ln 40 + 1)^2.
+        let m = 0.1 * 40f64.ln() + 1.0;
+        assert!((c.softmax_scale() as f64 - m * m / 8f64.sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn transformers5_form_parses_the_same() {
+        let mut v = v3_json();
+        let o = v.as_object_mut().unwrap();
+        let mut rp = o.remove("rope_scaling").unwrap();
+        rp.as_object_mut().unwrap().remove("type");
+        rp["rope_type"] = "yarn".into();
+        rp["rope_theta"] = o.remove("rope_theta").unwrap();
+        o.insert("rope_parameters".into(), rp);
+        assert_eq!(parse(&v).unwrap(), parse(&v3_json()).unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("model_type", "llama4".into(), "llama4"),
+            ("hidden_size", "wide".into(), "hidden_size"),
+            ("hidden_size", 0.into(), "hidden_size"),
+            ("topk_method", "best".into(), "topk_method"),
+            ("scoring_func", "relu".into(), "scoring_func"),
+            ("n_group", 3.into(), "n_group"),
+            ("topk_group", 5.into(), "topk_group"),
+            ("num_experts_per_tok", 7.into(), "num_experts_per_tok"),
+            ("qk_rope_head_dim", 5.into(), "qk_rope_head_dim"),
+            (
+                "rope_scaling",
+                serde_json::json!({"type": "dynamic", "factor": 2}),
+                "rope_scaling.type",
+            ),
+            (
+                "quantization_config",
+                serde_json::json!({"quant_method": "gptq"}),
+                "quant_method",
+            ),
+            ("eos_token_id", "x".into(), "eos_token_id"),
+        ];
+        for (field, value, needle) in cases {
+            let mut v = v3_json();
+            v[field] = value;
+            let err = parse(&v).unwrap_err().to_string();
+            assert!(err.contains(needle), "{field}: {err}");
+        }
+        let mut v = v3_json();
+        v.as_object_mut().unwrap().remove("kv_lora_rank");
+        assert!(parse(&v).unwrap_err().to_string().contains("kv_lora_rank"));
+        assert!(matches!(
+            Config::from_json_str("{"),
+            Err(Error::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn eos_list_and_fp8_block() {
+        let mut v = v3_json();
+        v["eos_token_id"] = serde_json::json!([1, 7]);
+        v["quantization_config"] = serde_json::json!({"quant_method": "fp8", "fmt": "e4m3",
+            "activation_scheme": "dynamic", "weight_block_size": [128, 128]});
+        let c = parse(&v).unwrap();
+        assert_eq!(c.eos_token_ids, vec![1, 7]);
+        assert_eq!(c.quantization.unwrap().weight_block_size, [128, 128]);
+    }
+}

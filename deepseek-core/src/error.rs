@@ -1,0 +1,109 @@
+//! The one error type of the crate: every failure names its culprit (file, field, tensor, value).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file (config, index) is not valid JSON or does not have the expected shape.
+    #[error("malformed {path}: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The config names an architecture this crate does not implement.
+    #[error("unsupported architecture: model_type {0:?} (supported: deepseek_v2, deepseek_v3)")]
+    UnsupportedArchitecture(String),
+    /// A config field is missing, out of range or has a value we do not implement.
+    #[error("config field `{field}`: {message}")]
+    Config {
+        /// The config.json field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A safetensors file is truncated or its header is corrupt.
+    #[error("corrupt safetensors file {path}: {message}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("missing tensor `{0}` in checkpoint")]
+    MissingTensor(String),
+    /// A tensor has a shape other than the config implies.
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor name.
+        name: String,
+        /// What the config implies.
+        expected: Vec<usize>,
+        /// What the file holds.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype we cannot use for it.
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    Dtype {
+        /// The tensor name.
+        name: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A caller-supplied argument is invalid (empty input, bad option value).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A token id is not below the vocabulary size.
+    #[error("token id {id} at position {position} is out of range (vocab_size {vocab_size})")]
+    TokenOutOfRange {
+        /// The offending id.
+        id: u32,
+        /// Its index in the input.
+        position: usize,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// Evaluating the input would exceed the session's context length.
+    #[error(
+        "context overflow: {cached} cached + {new} new tokens exceed the context length {limit}"
+    )]
+    ContextOverflow {
+        /// Tokens already in the cache.
+        cached: usize,
+        /// Tokens asked for.
+        new: usize,
+        /// The session's limit.
+        limit: usize,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn config(field: &str, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! deepseek-core: exact DeepSeek V2 / V3 / R1 inference on CPUs.
+//!
+//! Load a Hugging Face checkpoint folder with [`Model::load`], open a [`Session`] and feed it
+//! token ids; the session keeps MLA's compressed latent cache, so decoding a token reads
+//! `kv_lora_rank + qk_rope_head_dim` values per cached token and layer.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use deepseek_core::{LoadOptions, Model, Session, SessionOptions};
+//!
+//! let model = Arc::new(Model::load("path/to/DeepSeek-R1", LoadOptions::default())?);
+//! let mut session = Session::new(model, SessionOptions::default())?;
+//! let logits = session.eval(&[0, 128803, 19923])?;
+//! let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+//! # Ok::<(), deepseek_core::Error>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod kernels;
+pub mod loader;
+pub mod model;
+pub mod quant;
+mod session;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use model::AttentionPath;
+pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};

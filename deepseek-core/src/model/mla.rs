@@ -1,0 +1,307 @@
+//! Multi-head latent attention (DeepSeek-V2 paper, section 2.1).
+//!
+//! Keys and values are compressed into one `kv_lora_rank` latent per token plus a RoPE key
+//! shared by all heads; only those are cached. Two exact ways to attend:
+//! - absorbed: fold `kv_b_proj`'s key half into the query and apply its value half after the
+//!   softmax, so history is read as latents and per-head K/V never exist (decode);
+//! - expanded: rebuild per-head K/V from the latents with `kv_b_proj` (cheaper for long prompts).
+
+use super::linear::Linear;
+use super::norm::RmsNorm;
+use super::rope::Rope;
+use super::{grow, softmax_inplace};
+use crate::kernels::{self, axpy, dot, Pool};
+
+/// Which way to evaluate attention over the latent cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionPath {
+    /// Whichever needs fewer multiply-adds for this call (absorbed for decode).
+    #[default]
+    Auto,
+    /// Always fold `kv_b_proj` into the query and output.
+    Absorbed,
+    /// Always expand per-head K/V from the latents.
+    Expanded,
+}
+
+/// The query projection: direct (V2-Lite) or through a low-rank latent (V2, V3, R1).
+#[derive(Debug, Clone)]
+pub enum QProj {
+    /// `q_proj`.
+    Plain(Linear),
+    /// `q_b_proj(q_a_layernorm(q_a_proj(x)))`.
+    Lora {
+        /// Down-projection to `q_lora_rank`.
+        q_a_proj: Linear,
+        /// RMSNorm on the query latent.
+        q_a_layernorm: RmsNorm,
+        /// Up-projection to all heads.
+        q_b_proj: Linear,
+    },
+}
+
+/// One MLA block.
+#[derive(Debug, Clone)]
+pub struct Mla {
+    /// Query projection.
+    pub q: QProj,
+    /// `[kv_lora_rank + qk_rope_head_dim, hidden]`: the latent and the shared RoPE key.
+    pub kv_a_proj_with_mqa: Linear,
+    /// RMSNorm on the latent.
+    pub kv_a_layernorm: RmsNorm,
+    /// `[heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`: per head, K-nope rows then V rows.
+    pub kv_b_proj: Linear,
+    /// `[hidden, heads * v_head_dim]`.
+    pub o_proj: Linear,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// Per-head key/query width without position.
+    pub qk_nope_head_dim: usize,
+    /// Per-head key/query width with RoPE.
+    pub qk_rope_head_dim: usize,
+    /// Per-head value width.
+    pub v_head_dim: usize,
+    /// Latent width.
+    pub kv_lora_rank: usize,
+    /// Softmax scale (YaRN's mscale included).
+    pub softmax_scale: f32,
+}
+
+/// Buffers for [`Mla::forward`], kept across calls.
+#[derive(Debug, Default)]
+pub struct MlaScratch {
+    q: Vec<f32>,
+    qa: Vec<f32>,
+    kv: Vec<f32>,
+    attn: Vec<f32>,
+    heads: AttnScratch,
+}
+
+/// Buffers of the attention step proper.
+#[derive(Debug, Default)]
+struct AttnScratch {
+    head_in: Vec<f32>,
+    head_lat: Vec<f32>,
+    head_out: Vec<f32>,
+    scores: Vec<f32>,
+    latents: Vec<f32>,
+    kv_full: Vec<f32>,
+}
+
+impl Mla {
+    /// Width of one cached token: latent then roped `k_pe`.
+    pub fn cache_width(&self) -> usize {
+        self.kv_lora_rank + self.qk_rope_head_dim
+    }
+
+    /// Attends `n` new tokens `x: [n, hidden]` at positions `pos0..pos0+n` over `cache`
+    /// (`pos0` cached tokens of `cache_width()` values), appends their latents to it, and
+    /// writes `out: [n, hidden]`.
+    pub fn forward(
+        &self,
+        pool: &Pool,
+        rope: &Rope,
+        path: AttentionPath,
+        x: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut MlaScratch,
+        out: &mut [f32],
+    ) {
+        let (nh, dn, dr, c) = (
+            self.num_heads,
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.kv_lora_rank,
+        );
+        let qk = dn + dr;
+        let w = self.cache_width();
+
+        // q: [n, heads, nope + rope]
+        let q = grow(&mut s.q, n * nh * qk);
+        match &self.q {
+            QProj::Plain(q_proj) => q_proj.forward(pool, x, n, q),
+            QProj::Lora {
+                q_a_proj,
+                q_a_layernorm,
+                q_b_proj,
+            } => {
+                let qa = grow(&mut s.qa, n * q_a_proj.out_features());
+                q_a_proj.forward(pool, x, n, qa);
+                q_a_layernorm.forward_inplace(qa);
+                q_b_proj.forward(pool, qa, n, q);
+            }
+        }
+
+        // kv: [n, kv_lora + rope] -> cache rows [latent | k_pe]
+        let kv = grow(&mut s.kv, n * w);
+        self.kv_a_proj_with_mqa.forward(pool, x, n, kv);
+        cache.truncate(pos0 * w);
+        for t in 0..n {
+            let row = &mut kv[t * w..][..w];
+            self.kv_a_layernorm.forward_inplace(&mut row[..c]);
+            rope.apply(&mut row[c..], pos0 + t);
+            cache.extend_from_slice(row);
+            for h in 0..nh {
+                rope.apply(&mut q[(t * nh + h) * qk + dn..][..dr], pos0 + t);
+            }
+        }
+
+        // attn: [n, heads * v]
+        let attn = grow(&mut s.attn, n * nh * self.v_head_dim);
+        let absorbed = match path {
+            AttentionPath::Absorbed => true,
+            AttentionPath::Expanded => false,
+            AttentionPath::Auto => self.absorbed_is_cheaper(n, pos0 + n),
+        };
+        if absorbed {
+            self.attend_absorbed(pool, q, n, pos0, cache, &mut s.heads, attn);
+        } else {
+            self.attend_expanded(pool, q, n, pos0, cache, &mut s.heads, attn);
+        }
+        self.o_proj.forward(pool, attn, n, out);
+    }
+
+    /// Multiply-add counts of the two paths for `n` queries over `total` cached tokens.
+    fn absorbed_is_cheaper(&self, n: usize, total: usize) -> bool {
+        let (nh, dn, dr, dv, c) = (
+            self.num_heads,
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+            self.kv_lora_rank,
+        );
+        let pairs = n * total; // upper bound of causal (query, key) pairs
+        let absorbed = nh * (n * (dn + dv) * c + pairs * (2 * c + dr));
+        let expanded = nh * (total * (dn + dv) * c + pairs * (dn + dr + dv));
+        absorbed <= expanded
+    }
+
+    fn attend_absorbed(
+        &self,
+        pool: &Pool,
+        q: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &[f32],
+        s: &mut AttnScratch,
+        attn: &mut [f32],
+    ) {
+        let (nh, dn, dr, dv, c) = (
+            self.num_heads,
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+            self.kv_lora_rank,
+        );
+        let (qk, w, kvb) = (dn + dr, c + dr, &self.kv_b_proj.weight);
+
+        // q_lat[h]: [n, kv_lora] = q_nope[h] W_UK[h]   (W_UK[h] = kv_b rows of head h's keys)
+        let q_nope = grow(&mut s.head_in, nh * n * dn);
+        for t in 0..n {
+            for h in 0..nh {
+                q_nope[(h * n + t) * dn..][..dn].copy_from_slice(&q[(t * nh + h) * qk..][..dn]);
+            }
+        }
+        let q_lat = grow(&mut s.head_lat, 2 * nh * n * c);
+        let (q_lat, o_lat) = q_lat.split_at_mut(nh * n * c);
+        for h in 0..nh {
+            let rows = h * (dn + dv)..h * (dn + dv) + dn;
+            kernels::matmul_t(
+                pool,
+                kvb,
+                rows,
+                &q_nope[h * n * dn..][..n * dn],
+                n,
+                &mut q_lat[h * n * c..][..n * c],
+            );
+        }
+
+        // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents
+        let scores = grow(&mut s.scores, pos0 + n);
+        for h in 0..nh {
+            for t in 0..n {
+                let len = pos0 + t + 1;
+                let ql = &q_lat[(h * n + t) * c..][..c];
+                let qp = &q[(t * nh + h) * qk + dn..][..dr];
+                for (j, sc) in scores[..len].iter_mut().enumerate() {
+                    let row = &cache[j * w..][..w];
+                    *sc = (dot(ql, &row[..c]) + dot(qp, &row[c..])) * self.softmax_scale;
+                }
+                softmax_inplace(&mut scores[..len]);
+                let o = &mut o_lat[(h * n + t) * c..][..c];
+                o.fill(0.0);
+                for (j, &p) in scores[..len].iter().enumerate() {
+                    axpy(p, &cache[j * w..][..c], o);
+                }
+            }
+        }
+
+        // out[h]: [n, v] = o_lat[h] W_UV[h]^T
+        let out = grow(&mut s.head_out, nh * n * dv);
+        for h in 0..nh {
+            let rows = h * (dn + dv) + dn..(h + 1) * (dn + dv);
+            kernels::matmul(
+                pool,
+                kvb,
+                rows,
+                &o_lat[h * n * c..][..n * c],
+                n,
+                &mut out[h * n * dv..][..n * dv],
+            );
+        }
+        for t in 0..n {
+            for h in 0..nh {
+                attn[(t * nh + h) * dv..][..dv].copy_from_slice(&out[(h * n + t) * dv..][..dv]);
+            }
+        }
+    }
+
+    fn attend_expanded(
+        &self,
+        pool: &Pool,
+        q: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &[f32],
+        s: &mut AttnScratch,
+        attn: &mut [f32],
+    ) {
+        let (nh, dn, dr, dv, c) = (
+            self.num_heads,
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+            self.kv_lora_rank,
+        );
+        let (qk, w, total) = (dn + dr, c + dr, pos0 + n);
+
+        // kv_full: [total, heads, nope + v] from the cached latents
+        let latents = grow(&mut s.latents, total * c);
+        for j in 0..total {
+            latents[j * c..][..c].copy_from_slice(&cache[j * w..][..c]);
+        }
+        let kv_full = grow(&mut s.kv_full, total * nh * (dn + dv));
+        self.kv_b_proj.forward(pool, latents, total, kv_full);
+
+        let scores = grow(&mut s.scores, total);
+        for t in 0..n {
+            let len = pos0 + t + 1;
+            for h in 0..nh {
+                let qh = &q[(t * nh + h) * qk..][..qk];
+                for (j, sc) in scores[..len].iter_mut().enumerate() {
+                    let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
+                    let k_pe = &cache[j * w + c..][..dr];
+                    *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * self.softmax_scale;
+                }
+                softmax_inplace(&mut scores[..len]);
+                let o = &mut attn[(t * nh + h) * dv..][..dv];
+                o.fill(0.0);
+                for (j, &p) in scores[..len].iter().enumerate() {
+                    axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The DeepSeek V2/V3 transformer, top-down as in the papers: embedding, decoder layers
+//! (RMSNorm -> MLA -> residual, RMSNorm -> dense MLP or MoE -> residual), final norm, lm_head.
+//!
+//! Knows the architecture and the checkpoint's tensor names; never a storage format or SIMD.
+
+mod cache;
+mod linear;
+mod mla;
+mod mlp;
+mod moe;
+mod norm;
+mod rope;
+pub mod router;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+pub use cache::LatentCache;
+pub use linear::Linear;
+pub use mla::{AttentionPath, Mla, MlaScratch, QProj};
+pub use mlp::{Mlp, MlpScratch};
+pub use moe::{Moe, MoeScratch};
+pub use norm::RmsNorm;
+pub use rope::Rope;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kernels::Pool;
+use crate::loader::{Checkpoint, TensorView};
+use crate::quant::Weight;
+
+/// The latent norms of MLA use a fixed epsilon, not `rms_norm_eps`.
+const LATENT_NORM_EPS: f64 = 1e-6;
+
+/// A layer's feed-forward block.
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    /// A dense SwiGLU (the first `first_k_dense_replace` layers).
+    Dense(Mlp),
+    /// Routed + shared experts.
+    Moe(Moe),
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Multi-head latent attention.
+    pub self_attn: Mla,
+    /// Norm before the feed-forward block.
+    pub post_attention_layernorm: RmsNorm,
+    /// Dense MLP or MoE.
+    pub mlp: FeedForward,
+}
+
+/// Buffers one forward pass reuses, owned by the session.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    normed: Vec<f32>,
+    delta: Vec<f32>,
+    attn: MlaScratch,
+    mlp: MlpScratch,
+    moe: MoeScratch,
+}
+
+impl DecoderLayer {
+    /// `h: [n, hidden]` += attention, then += feed-forward, for tokens at `pos0..pos0+n`.
+    pub fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        let normed = grow(&mut s.normed, h.len());
+        let delta = grow(&mut s.delta, h.len());
+        self.input_layernorm.forward(h, normed);
+        self.self_attn.forward(
+            ctx.pool,
+            ctx.rope,
+            ctx.path,
+            normed,
+            n,
+            pos0,
+            cache,
+            &mut s.attn,
+            delta,
+        );
+        add_assign(h, delta);
+        self.post_attention_layernorm.forward(h, normed);
+        match &self.mlp {
+            FeedForward::Dense(mlp) => mlp.forward(ctx.pool, normed, n, &mut s.mlp, delta),
+            FeedForward::Moe(moe) => moe.forward(ctx.pool, normed, n, &mut s.moe, delta),
+        }
+        add_assign(h, delta);
+    }
+}
+
+/// What every layer's forward needs besides its own weights.
+pub struct Ctx<'a> {
+    /// Worker threads.
+    pub pool: &'a Pool,
+    /// The rotary table.
+    pub rope: &'a Rope,
+    /// Which attention path to use.
+    pub path: AttentionPath,
+}
+
+/// A loaded DeepSeek V2/V3 model: immutable weights, shareable across threads and sessions.
+#[derive(Debug)]
+pub struct Transformer {
+    /// The validated config.
+    pub config: Config,
+    /// `[vocab, hidden]` token embeddings.
+    pub embed_tokens: Weight,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// `[vocab, hidden]` output projection.
+    pub lm_head: Linear,
+    /// Rotary table (shared by all layers).
+    pub rope: Rope,
+}
+
+impl Transformer {
+    /// Builds the model from an opened checkpoint, validating every tensor against `config`.
+    pub fn load(config: Config, ckpt: &Checkpoint) -> Result<Self> {
+        let mut src = Source {
+            ckpt,
+            used: HashSet::new(),
+            fp8_block: config.quantization.map(|q| q.weight_block_size),
+        };
+        let c = &config;
+        let (hs, nh) = (c.hidden_size, c.num_attention_heads);
+        let embed_tokens = src.weight("model.embed_tokens.weight", c.vocab_size, hs)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let a = format!("{p}.self_attn");
+            let q = match c.q_lora_rank {
+                None => {
+                    QProj::Plain(src.linear(&format!("{a}.q_proj"), nh * c.qk_head_dim(), hs)?)
+                }
+                Some(r) => QProj::Lora {
+                    q_a_proj: src.linear(&format!("{a}.q_a_proj"), r, hs)?,
+                    q_a_layernorm: src.norm(&format!("{a}.q_a_layernorm"), r, LATENT_NORM_EPS)?,
+                    q_b_proj: src.linear(&format!("{a}.q_b_proj"), nh * c.qk_head_dim(), r)?,
+                },
+            };
+            let self_attn = Mla {
+                q,
+                kv_a_proj_with_mqa: src.linear(
+                    &format!("{a}.kv_a_proj_with_mqa"),
+                    c.kv_lora_rank + c.qk_rope_head_dim,
+                    hs,
+                )?,
+                kv_a_layernorm: src.norm(
+                    &format!("{a}.kv_a_layernorm"),
+                    c.kv_lora_rank,
+                    LATENT_NORM_EPS,
+                )?,
+                kv_b_proj: src.linear(
+                    &format!("{a}.kv_b_proj"),
+                    nh * (c.qk_nope_head_dim + c.v_head_dim),
+                    c.kv_lora_rank,
+                )?,
+                o_proj: src.linear(&format!("{a}.o_proj"), hs, nh * c.v_head_dim)?,
+                num_heads: nh,
+                qk_nope_head_dim: c.qk_nope_head_dim,
+                qk_rope_head_dim: c.qk_rope_head_dim,
+                v_head_dim: c.v_head_dim,
+                kv_lora_rank: c.kv_lora_rank,
+                softmax_scale: c.softmax_scale(),
+            };
+            let mlp = match (&c.moe, c.is_moe_layer(l)) {
+                (Some(moe), true) => {
+                    let m = format!("{p}.mlp");
+                    let e = moe.n_routed_experts;
+                    let bias_name = format!("{m}.gate.e_score_correction_bias");
+                    let bias = match moe.topk_method {
+                        crate::config::TopkMethod::NoauxTc => Some(src.vector(&bias_name, e)?),
+                        _ => None,
+                    };
+                    let experts = (0..e)
+                        .map(|i| {
+                            src.mlp(&format!("{m}.experts.{i}"), moe.moe_intermediate_size, hs)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let shared_experts = match moe.n_shared_experts {
+                        0 => None,
+                        k => Some(src.mlp(
+                            &format!("{m}.shared_experts"),
+                            moe.moe_intermediate_size * k,
+                            hs,
+                        )?),
+                    };
+                    FeedForward::Moe(Moe {
+                        gate: src.linear(&format!("{m}.gate"), e, hs)?,
+                        e_score_correction_bias: bias,
+                        router: router::RouterConfig::new(moe, c.model_type),
+                        experts,
+                        shared_experts,
+                    })
+                }
+                _ => FeedForward::Dense(src.mlp(&format!("{p}.mlp"), c.intermediate_size, hs)?),
+            };
+            layers.push(DecoderLayer {
+                input_layernorm: src.norm(&format!("{p}.input_layernorm"), hs, c.rms_norm_eps)?,
+                self_attn,
+                post_attention_layernorm: src.norm(
+                    &format!("{p}.post_attention_layernorm"),
+                    hs,
+                    c.rms_norm_eps,
+                )?,
+                mlp,
+            });
+        }
+        let norm = src.norm("model.norm", hs, c.rms_norm_eps)?;
+        let lm_head = if c.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
+            Linear {
+                weight: embed_tokens.clone(),
+            }
+        } else {
+            src.linear("lm_head", c.vocab_size, hs)?
+        };
+        src.check_all_used(c.num_hidden_layers)?;
+        Ok(Transformer {
+            rope: Rope::new(&config),
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
+    /// final-normed hidden states in `h: [n, hidden]`. `trace` receives each layer's input and the
+    /// last layer's output (before the final norm) when given.
+    pub(crate) fn forward_hidden(
+        &self,
+        ctx: &Ctx<'_>,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut LatentCache,
+        s: &mut Scratch,
+        h: &mut [f32],
+        mut trace: Option<&mut Vec<Vec<f32>>>,
+    ) {
+        let hs = self.config.hidden_size;
+        let n = tokens.len();
+        for (t, &id) in tokens.iter().enumerate() {
+            self.embed_tokens
+                .decode(id as usize, 0, &mut h[t * hs..][..hs]);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push(h.to_vec());
+            }
+            layer.forward(ctx, h, n, pos0, cache.layer_mut(l), s);
+        }
+        if let Some(tr) = trace {
+            tr.push(h.to_vec());
+        }
+        cache.set_len(pos0 + n);
+        self.norm.forward_inplace(h);
+    }
+}
+
+/// Hands out checkpoint tensors by name, checking shapes, and remembers which were used.
+struct Source<'a> {
+    ckpt: &'a Checkpoint,
+    used: HashSet<String>,
+    fp8_block: Option<[usize; 2]>,
+}
+
+impl Source<'_> {
+    fn take(&mut self, name: &str) -> Result<TensorView> {
+        let t = self.ckpt.get(name)?;
+        self.used.insert(name.to_string());
+        Ok(t)
+    }
+
+    fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        let t = self.take(name)?;
+        t.expect_shape(&[rows, cols])?;
+        let scale_name = format!("{name}_scale_inv");
+        let scale = match (self.ckpt.contains(&scale_name), self.fp8_block) {
+            (true, Some(block)) => Some((self.take(&scale_name)?, block)),
+            (true, None) => {
+                return Err(Error::config(
+                    "quantization_config",
+                    format!("missing, but the checkpoint has block scales ({scale_name})"),
+                ))
+            }
+            (false, _) => None,
+        };
+        Weight::from_view(t, scale)
+    }
+
+    fn linear(&mut self, prefix: &str, rows: usize, cols: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.weight(&format!("{prefix}.weight"), rows, cols)?,
+        })
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.take(name)?;
+        t.expect_shape(&[len])?;
+        if t.dtype == crate::loader::DType::F8E4M3 {
+            return Err(Error::Dtype {
+                name: name.to_string(),
+                dtype: "F8_E4M3".into(),
+            });
+        }
+        Ok(t.to_f32())
+    }
+
+    fn norm(&mut self, prefix: &str, len: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm::new(
+            self.vector(&format!("{prefix}.weight"), len)?,
+            eps,
+        ))
+    }
+
+    fn mlp(&mut self, prefix: &str, inter: usize, hidden: usize) -> Result<Mlp> {
+        Ok(Mlp {
+            gate_proj: self.linear(&format!("{prefix}.gate_proj"), inter, hidden)?,
+            up_proj: self.linear(&format!("{prefix}.up_proj"), inter, hidden)?,
+            down_proj: self.linear(&format!("{prefix}.down_proj"), hidden, inter)?,
+        })
+    }
+
+    /// Fails on a tensor the model does not use, except the multi-token-prediction layers
+    /// (`model.layers.N` with N >= num_hidden_layers) that plain decoding skips: an unexpected
+    /// tensor means the config does not describe this checkpoint.
+    fn check_all_used(&self, num_layers: usize) -> Result<()> {
+        let mut unused: Vec<&str> = self
+            .ckpt
+            .names()
+            .filter(|n| !self.used.contains(*n))
+            .filter(|n| {
+                let layer = n
+                    .strip_prefix("model.layers.")
+                    .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+                !matches!(layer, Some(l) if l >= num_layers) && !n.ends_with("rotary_emb.inv_freq")
+            })
+            .collect();
+        unused.sort_unstable();
+        match unused.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::config(
+                "num_hidden_layers",
+                format!(
+                    "the checkpoint has {} tensor(s) this config does not use, e.g. `{first}`: config and weights disagree",
+                    unused.len()
+                ),
+            )),
+        }
+    }
+}
+
+/// `v[..n]`, growing `v` if needed: scratch reused across calls, so steady-state decoding
+/// allocates nothing.
+pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// In-place softmax in float32 (max-subtracted), as transformers computes attention weights.
+pub(crate) fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+fn add_assign(h: &mut [f32], d: &[f32]) {
+    for (a, b) in h.iter_mut().zip(d) {
+        *a += b;
+    }
+}
+
+/// Opens `dir` (config.json + weights) as a [`Transformer`].
+pub(crate) fn load_dir(dir: &Path) -> Result<Transformer> {
+    let config = Config::from_file(dir.join("config.json"))?;
+    let ckpt = Checkpoint::open(dir)?;
+    Transformer::load(config, &ckpt)
+}

@@ -1,0 +1,284 @@
+//! [`Model`] (immutable weights + default thread pool) and [`Session`] (one conversation's
+//! latent cache, scratch buffers and position): the crate's main API.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kernels::{self, Pool};
+use crate::model::{self, AttentionPath, Ctx, LatentCache, Scratch, Transformer};
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Worker threads for the model's default pool (`None`: all available cores).
+    pub threads: Option<usize>,
+}
+
+/// How to open a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Longest context the session accepts (`None`: the model's `max_position_embeddings`).
+    pub context_length: Option<usize>,
+    /// Worker threads for this session (`None`: share the model's pool).
+    pub threads: Option<usize>,
+    /// Attention evaluation path (`Auto` picks the cheaper exact one per call).
+    pub attention: AttentionPath,
+}
+
+/// A loaded model: weights are immutable and shared by every session (wrap it in an `Arc`).
+#[derive(Debug)]
+pub struct Model {
+    inner: Transformer,
+    pool: Arc<Pool>,
+}
+
+impl Model {
+    /// Loads a Hugging Face checkpoint folder (`config.json` + safetensors, single or sharded).
+    /// Weights stay memory-mapped: loading reads headers, not tensors.
+    pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
+        let threads = resolve_threads(options.threads)?;
+        let pool = Arc::new(Pool::new(threads)?);
+        let dir = path.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a model folder"),
+            ));
+        }
+        Ok(Model {
+            inner: model::load_dir(dir)?,
+            pool,
+        })
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The model's layers and weights, for inspection.
+    pub fn transformer(&self) -> &Transformer {
+        &self.inner
+    }
+
+    /// Threads of the default pool.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+}
+
+fn resolve_threads(threads: Option<usize>) -> Result<usize> {
+    match threads {
+        Some(0) => Err(Error::InvalidArgument("threads must be >= 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)),
+    }
+}
+
+/// Hidden states recorded by [`Session::trace`].
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// `num_hidden_layers + 1` entries of `[n, hidden]`: each layer's input, then the last
+    /// layer's output before the final norm.
+    pub hidden_states: Vec<Vec<f32>>,
+    /// `[n, vocab]` logits.
+    pub logits: Vec<f32>,
+}
+
+/// One conversation: the latent KV cache, scratch buffers and the thread pool it runs on.
+pub struct Session {
+    model: Arc<Model>,
+    pool: Arc<Pool>,
+    cache: LatentCache,
+    scratch: Scratch,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+    context_length: usize,
+    path: AttentionPath,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("tokens", &self.cache.len())
+            .field("context_length", &self.context_length)
+            .finish()
+    }
+}
+
+impl Session {
+    /// A fresh session over `model`.
+    pub fn new(model: Arc<Model>, options: SessionOptions) -> Result<Self> {
+        let c = model.config();
+        let context_length = match options.context_length {
+            None => c.max_position_embeddings,
+            Some(0) => return Err(Error::InvalidArgument("context_length must be >= 1".into())),
+            Some(n) if n > c.max_position_embeddings => {
+                return Err(Error::InvalidArgument(format!(
+                    "context_length {n} exceeds the model's max_position_embeddings {}",
+                    c.max_position_embeddings
+                )))
+            }
+            Some(n) => n,
+        };
+        let pool = match options.threads {
+            None => model.pool.clone(),
+            Some(t) => Arc::new(Pool::new(resolve_threads(Some(t))?)?),
+        };
+        let cache = LatentCache::new(c.num_hidden_layers, c.kv_lora_rank + c.qk_rope_head_dim);
+        Ok(Session {
+            model,
+            pool,
+            cache,
+            scratch: Scratch::default(),
+            hidden: Vec::new(),
+            logits: Vec::new(),
+            context_length,
+            path: options.attention,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the cache (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The longest context this session accepts.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4`.
+    pub fn cache_bytes_per_token(&self) -> usize {
+        self.cache.bytes_per_token()
+    }
+
+    /// Cache bytes held now.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes_used()
+    }
+
+    /// Forgets every cached token.
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+    }
+
+    /// Keeps only the first `n` cached tokens (e.g. to reuse a shared prompt prefix).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n > self.cache.len() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot truncate to {n}: only {} tokens cached",
+                self.cache.len()
+            )));
+        }
+        self.cache.truncate(n);
+        Ok(())
+    }
+
+    /// Runs on a new pool of `threads` workers from now on.
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        self.pool = Arc::new(Pool::new(resolve_threads(Some(threads))?)?);
+        Ok(())
+    }
+
+    /// Chooses the attention path (both are exact; `Auto` is fastest).
+    pub fn set_attention_path(&mut self, path: AttentionPath) {
+        self.path = path;
+    }
+
+    /// Appends `tokens` to the cache and returns the logits `[vocab]` after the last one.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.run(tokens, false, None)?;
+        Ok(&self.logits)
+    }
+
+    /// Appends `tokens` and returns logits at every new position, `[tokens.len(), vocab]`.
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.run(tokens, true, None)?;
+        Ok(&self.logits)
+    }
+
+    /// Like [`eval_all`](Self::eval_all), also recording every layer's hidden states.
+    pub fn trace(&mut self, tokens: &[u32]) -> Result<Trace> {
+        let mut hs = Vec::new();
+        self.run(tokens, true, Some(&mut hs))?;
+        Ok(Trace {
+            hidden_states: hs,
+            logits: self.logits.clone(),
+        })
+    }
+
+    fn validate(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let vocab_size = self.model.config().vocab_size;
+        if let Some((position, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id,
+                position,
+                vocab_size,
+            });
+        }
+        if self.cache.len() + tokens.len() > self.context_length {
+            return Err(Error::ContextOverflow {
+                cached: self.cache.len(),
+                new: tokens.len(),
+                limit: self.context_length,
+            });
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, tokens: &[u32], all: bool, trace: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
+        self.validate(tokens)?;
+        let m = &self.model.inner;
+        let (n, hs, vocab) = (tokens.len(), m.config.hidden_size, m.config.vocab_size);
+        let ctx = Ctx {
+            pool: &self.pool,
+            rope: &m.rope,
+            path: self.path,
+        };
+        let h = model::grow(&mut self.hidden, n * hs);
+        let pos0 = self.cache.len();
+        m.forward_hidden(
+            &ctx,
+            tokens,
+            pos0,
+            &mut self.cache,
+            &mut self.scratch,
+            h,
+            trace,
+        );
+        let rows = if all { n } else { 1 };
+        self.logits.resize(rows * vocab, 0.0);
+        let last = &h[(n - rows) * hs..];
+        kernels::matmul(
+            &self.pool,
+            &m.lm_head.weight,
+            0..vocab,
+            last,
+            rows,
+            &mut self.logits,
+        );
+        Ok(())
+    }
+}
