@@ -136,6 +136,8 @@ pub struct Config {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token(s).
     pub eos_token_ids: Vec<u32>,
+    /// Multi-token-prediction layers stored after the decoder layers (skipped by plain decoding).
+    pub num_nextn_predict_layers: usize,
 }
 
 /// Reads one field with its name in every error.
@@ -279,7 +281,7 @@ impl Config {
             ));
         }
 
-        let (rope_theta, rope_scaling) = parse_rope(&f, qk_rope_head_dim)?;
+        let (rope_theta, rope_scaling) = parse_rope(&f)?;
         let moe = parse_moe(&f, v3)?;
         let quantization = parse_quantization(&f)?;
 
@@ -318,6 +320,7 @@ impl Config {
             quantization,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
+            num_nextn_predict_layers: f.usize_opt("num_nextn_predict_layers")?.unwrap_or(0),
         })
     }
 
@@ -355,7 +358,7 @@ pub(crate) fn yarn_get_mscale(factor: f64, mscale: f64) -> f64 {
     }
 }
 
-fn parse_rope(f: &Fields<'_>, rope_dim: usize) -> Result<(f64, Option<Yarn>)> {
+fn parse_rope(f: &Fields<'_>) -> Result<(f64, Option<Yarn>)> {
     // transformers 5 folds rope_theta and the scaling into `rope_parameters`.
     let (scaling, field, theta) = match f.get("rope_parameters") {
         Some(Value::Object(p)) => {
@@ -436,7 +439,6 @@ fn parse_rope(f: &Fields<'_>, rope_dim: usize) -> Result<(f64, Option<Yarn>)> {
                     "beta_fast and beta_slow must be > 0",
                 ));
             }
-            let _ = rope_dim;
             Ok((theta, Some(yarn)))
         }
         other => Err(Error::config(
@@ -458,21 +460,23 @@ fn parse_moe(f: &Fields<'_>, v3: bool) -> Result<Option<MoeConfig>> {
             "must be null or > 0, found 0",
         ));
     }
-    let topk_method = match f.str_opt("topk_method")?.unwrap_or(if v3 {
-        "noaux_tc"
-    } else {
-        "greedy"
-    }) {
-        "greedy" => TopkMethod::Greedy,
-        "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
-        "noaux_tc" => TopkMethod::NoauxTc,
-        other => return Err(Error::config(
-            "topk_method",
-            format!(
+    let topk_method =
+        match f
+            .str_opt("topk_method")?
+            .unwrap_or(if v3 { "noaux_tc" } else { "greedy" })
+        {
+            "greedy" => TopkMethod::Greedy,
+            "group_limited_greedy" => TopkMethod::GroupLimitedGreedy,
+            "noaux_tc" => TopkMethod::NoauxTc,
+            other => {
+                return Err(Error::config(
+                    "topk_method",
+                    format!(
                 "unsupported value {other:?} (supported: greedy, group_limited_greedy, noaux_tc)"
             ),
-        )),
-    };
+                ))
+            }
+        };
     let scoring_func =
         match f
             .str_opt("scoring_func")?

@@ -227,7 +227,7 @@ impl Transformer {
         } else {
             src.linear("lm_head", c.vocab_size, hs)?
         };
-        src.check_all_used(c.num_hidden_layers)?;
+        src.check_all_used(c.num_hidden_layers, c.num_nextn_predict_layers)?;
         Ok(Transformer {
             rope: Rope::new(&config),
             config,
@@ -336,9 +336,10 @@ impl Source<'_> {
     }
 
     /// Fails on a tensor the model does not use, except the multi-token-prediction layers
-    /// (`model.layers.N` with N >= num_hidden_layers) that plain decoding skips: an unexpected
-    /// tensor means the config does not describe this checkpoint.
-    fn check_all_used(&self, num_layers: usize) -> Result<()> {
+    /// (`model.layers.N`, `num_hidden_layers <= N < num_hidden_layers + num_nextn_predict_layers`)
+    /// that plain decoding skips: an unexpected tensor means the config does not describe this
+    /// checkpoint.
+    fn check_all_used(&self, num_layers: usize, mtp_layers: usize) -> Result<()> {
         let mut unused: Vec<&str> = self
             .ckpt
             .names()
@@ -347,7 +348,8 @@ impl Source<'_> {
                 let layer = n
                     .strip_prefix("model.layers.")
                     .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
-                !matches!(layer, Some(l) if l >= num_layers) && !n.ends_with("rotary_emb.inv_freq")
+                !matches!(layer, Some(l) if (num_layers..num_layers + mtp_layers).contains(&l))
+                    && !n.ends_with("rotary_emb.inv_freq")
             })
             .collect();
         unused.sort_unstable();

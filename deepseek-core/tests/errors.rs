@@ -1,0 +1,345 @@
+//! Bad inputs give a clear error naming the culprit, never a panic or a silent wrong answer.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::fixture;
+use deepseek_core::{Error, LoadOptions, Model, Session, SessionOptions};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// A scratch copy of fixture `name` that a test may break.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn of(name: &str, tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "deepseek-errors-{}-{name}-{tag}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(fixture(name)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        Scratch(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let p = self.path("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(p, v.to_string()).unwrap();
+    }
+
+    /// Rewrites model.safetensors through `f(name, dtype, shape, data)`; `None` drops the tensor.
+    fn edit_weights(
+        &self,
+        f: impl Fn(&str, Dtype, &[usize], &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+    ) {
+        let p = self.path("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(n, t)| {
+                f(&n, t.dtype(), t.shape(), t.data()).map(|(d, s, b)| (n, d, s, b))
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = kept
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+    }
+
+    fn load(&self) -> Result<Model, Error> {
+        Model::load(&self.0, LoadOptions { threads: Some(1) })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn err_text(r: Result<Model, Error>) -> (Error, String) {
+    let e = r.expect_err("loading should fail");
+    let s = e.to_string();
+    (e, s)
+}
+
+#[test]
+fn missing_folder_and_missing_weights() {
+    let (e, s) = err_text(Model::load("/nonexistent/deepseek", LoadOptions::default()));
+    assert!(
+        matches!(e, Error::Io { .. }) && s.contains("/nonexistent/deepseek"),
+        "{s}"
+    );
+
+    let d = Scratch::of("v3_tiny", "noweights");
+    std::fs::remove_file(d.path("model.safetensors")).unwrap();
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Io { .. }) && s.contains("model.safetensors"),
+        "{s}"
+    );
+
+    let d = Scratch::of("v3_tiny", "noconfig");
+    std::fs::remove_file(d.path("config.json")).unwrap();
+    let (_, s) = err_text(d.load());
+    assert!(s.contains("config.json"), "{s}");
+}
+
+#[test]
+fn truncated_empty_and_garbage_safetensors() {
+    let d = Scratch::of("v3_tiny", "trunc");
+    let p = d.path("model.safetensors");
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Safetensors { .. }) && s.contains("model.safetensors"),
+        "{s}"
+    );
+
+    std::fs::write(&p, b"").unwrap();
+    assert!(matches!(d.load(), Err(Error::Safetensors { .. })));
+
+    let mut garbage = 40u64.to_le_bytes().to_vec();
+    garbage.extend_from_slice(b"{\"a\": {\"dtype\": \"F32\", \"shape\": [1000]");
+    std::fs::write(&p, garbage).unwrap();
+    assert!(matches!(d.load(), Err(Error::Safetensors { .. })));
+
+    // A header claiming a huge size must not be trusted.
+    std::fs::write(&p, u64::MAX.to_le_bytes()).unwrap();
+    assert!(matches!(d.load(), Err(Error::Safetensors { .. })));
+}
+
+#[test]
+fn missing_shard_and_corrupt_index() {
+    let d = Scratch::of("v3_sharded_bf16", "shard");
+    std::fs::remove_file(d.path("model-00002-of-00003.safetensors")).unwrap();
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Io { .. }) && s.contains("model-00002-of-00003.safetensors"),
+        "{s}"
+    );
+
+    let d = Scratch::of("v3_sharded_bf16", "index");
+    std::fs::write(
+        d.path("model.safetensors.index.json"),
+        "{\"weight_map\": 3}",
+    )
+    .unwrap();
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Json { .. }) && s.contains("weight_map"),
+        "{s}"
+    );
+
+    std::fs::write(d.path("model.safetensors.index.json"), "not json").unwrap();
+    assert!(matches!(d.load(), Err(Error::Json { .. })));
+
+    std::fs::write(
+        d.path("model.safetensors.index.json"),
+        r#"{"weight_map": {"x": "../etc/passwd"}}"#,
+    )
+    .unwrap();
+    assert!(matches!(d.load(), Err(Error::Json { .. })));
+}
+
+#[test]
+fn config_that_disagrees_with_the_weights() {
+    // Wrong shape: the config's kv_lora_rank no longer matches the tensors.
+    let d = Scratch::of("v3_tiny", "shape");
+    d.edit_config(|c| c["kv_lora_rank"] = 16.into());
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Shape { .. }) && s.contains("kv_a_proj_with_mqa"),
+        "{s}"
+    );
+
+    // More layers than the checkpoint has: the first missing tensor is named.
+    let d = Scratch::of("v3_tiny", "layers");
+    d.edit_config(|c| {
+        c["num_hidden_layers"] = 4.into();
+        c["num_nextn_predict_layers"] = 0.into();
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::MissingTensor(_)) && s.contains("model.layers.3."),
+        "{s}"
+    );
+
+    // Fewer layers than the checkpoint has, and no MTP layer declared: not silently ignored.
+    let d = Scratch::of("v3_tiny", "fewer");
+    d.edit_config(|c| {
+        c["num_hidden_layers"] = 2.into();
+        c["num_nextn_predict_layers"] = 0.into();
+    });
+    let (_, s) = err_text(d.load());
+    assert!(s.contains("model.layers.2."), "{s}");
+
+    // Unknown architecture and bad values name themselves.
+    let d = Scratch::of("v3_tiny", "arch");
+    d.edit_config(|c| c["model_type"] = "mamba".into());
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::UnsupportedArchitecture(_)) && s.contains("mamba"),
+        "{s}"
+    );
+    d.edit_config(|c| {
+        c["model_type"] = "deepseek_v3".into();
+        c["topk_group"] = 9.into();
+    });
+    assert!(err_text(d.load()).1.contains("topk_group"));
+}
+
+#[test]
+fn missing_tensor_and_unsupported_dtype() {
+    let d = Scratch::of("v3_tiny", "missing");
+    d.edit_weights(|n, dt, s, b| {
+        (n != "model.layers.1.mlp.gate.e_score_correction_bias")
+            .then(|| (dt, s.to_vec(), b.to_vec()))
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::MissingTensor(_)) && s.contains("e_score_correction_bias"),
+        "{s}"
+    );
+
+    let d = Scratch::of("v3_tiny", "dtype");
+    d.edit_weights(|n, dt, s, b| {
+        let dt = if n == "model.norm.weight" {
+            Dtype::I32
+        } else {
+            dt
+        };
+        Some((dt, s.to_vec(), b.to_vec()))
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Dtype { .. }) && s.contains("model.norm.weight"),
+        "{s}"
+    );
+}
+
+#[test]
+fn fp8_needs_its_scales_and_its_config() {
+    let d = Scratch::of("v3_fp8", "noscale");
+    d.edit_weights(|n, dt, s, b| {
+        (n != "model.layers.0.self_attn.o_proj.weight_scale_inv")
+            .then(|| (dt, s.to_vec(), b.to_vec()))
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Dtype { .. }) && s.contains("o_proj"),
+        "{s}"
+    );
+
+    let d = Scratch::of("v3_fp8", "noconfig");
+    d.edit_config(|c| {
+        c.as_object_mut().unwrap().remove("quantization_config");
+    });
+    let (_, s) = err_text(d.load());
+    assert!(s.contains("quantization_config"), "{s}");
+
+    let d = Scratch::of("v3_fp8", "badscale");
+    d.edit_weights(|n, dt, s, b| {
+        let s = if n == "model.layers.0.mlp.down_proj.weight_scale_inv" {
+            vec![s[0] * s[1]]
+        } else {
+            s.to_vec()
+        };
+        Some((dt, s, b.to_vec()))
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Shape { .. }) && s.contains("down_proj.weight_scale_inv"),
+        "{s}"
+    );
+}
+
+fn tiny_session(opts: SessionOptions) -> Result<Session, Error> {
+    let m = Arc::new(Model::load(fixture("v3_tiny"), LoadOptions { threads: Some(1) }).unwrap());
+    Session::new(m, opts)
+}
+
+#[test]
+fn bad_session_inputs() {
+    let mut s = tiny_session(SessionOptions {
+        context_length: Some(8),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(matches!(s.eval(&[]), Err(Error::InvalidArgument(_))));
+    match s.eval(&[1, 2, 512]) {
+        Err(Error::TokenOutOfRange {
+            id: 512,
+            position: 2,
+            vocab_size: 512,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 0, "a rejected call leaves the cache untouched");
+    s.eval(&[1, 2, 3, 4, 5, 6]).unwrap();
+    match s.eval(&[1, 2, 3]) {
+        Err(Error::ContextOverflow {
+            cached: 6,
+            new: 3,
+            limit: 8,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 6);
+    s.eval(&[7, 8]).unwrap();
+    assert!(s.truncate(9).is_err());
+
+    assert!(matches!(
+        tiny_session(SessionOptions {
+            context_length: Some(0),
+            ..Default::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tiny_session(SessionOptions {
+            context_length: Some(257),
+            ..Default::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tiny_session(SessionOptions {
+            threads: Some(0),
+            ..Default::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        Model::load(fixture("v3_tiny"), LoadOptions { threads: Some(0) }),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn mtp_layer_is_skipped() {
+    // v3_fp8 carries R1-style model.layers.{num_hidden_layers}.* tensors.
+    let m = Model::load(fixture("v3_fp8"), LoadOptions { threads: Some(1) }).unwrap();
+    assert_eq!(m.transformer().layers.len(), m.config().num_hidden_layers);
+}
