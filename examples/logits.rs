@@ -31,7 +31,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let t0 = Instant::now();
-    let model = Arc::new(Model::load(&dir, LoadOptions { threads })?);
+    let model = Arc::new(Model::load(
+        &dir,
+        LoadOptions {
+            threads,
+            ..Default::default()
+        },
+    )?);
     let c = model.config();
     if ids.is_empty() {
         ids = c.bos_token_id.into_iter().collect();

@@ -274,7 +274,7 @@ impl Config {
             return Err(Error::config("q_lora_rank", "must be null or > 0, found 0"));
         }
         let qk_rope_head_dim = f.positive("qk_rope_head_dim")?;
-        if qk_rope_head_dim % 2 != 0 {
+        if !qk_rope_head_dim.is_multiple_of(2) {
             return Err(Error::config(
                 "qk_rope_head_dim",
                 format!("must be even, found {qk_rope_head_dim}"),
@@ -333,7 +333,7 @@ impl Config {
     pub fn is_moe_layer(&self, layer: usize) -> bool {
         self.moe.is_some()
             && layer >= self.first_k_dense_replace
-            && layer % self.moe_layer_freq == 0
+            && layer.is_multiple_of(self.moe_layer_freq)
     }
 
     /// The attention softmax scale: `qk_head_dim^-0.5`, times `mscale^2` under YaRN.
@@ -496,7 +496,7 @@ fn parse_moe(f: &Fields<'_>, v3: bool) -> Result<Option<MoeConfig>> {
     let topk_group = f.usize_opt("topk_group")?.unwrap_or(1);
     let grouped = topk_method != TopkMethod::Greedy;
     if grouped {
-        if n_group == 0 || n_routed_experts % n_group != 0 {
+        if n_group == 0 || !n_routed_experts.is_multiple_of(n_group) {
             return Err(Error::config(
                 "n_group",
                 format!("must divide n_routed_experts {n_routed_experts}, found {n_group}"),

@@ -26,4 +26,5 @@ mod session;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::AttentionPath;
+pub use quant::WeightDtype;
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};

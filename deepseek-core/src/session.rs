@@ -8,12 +8,15 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Pool};
 use crate::model::{self, AttentionPath, Ctx, LatentCache, Scratch, Transformer};
+use crate::quant::WeightDtype;
 
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Worker threads for the model's default pool (`None`: all available cores).
     pub threads: Option<usize>,
+    /// Storage format of the matrices (`Auto` keeps the checkpoint's, memory-mapped).
+    pub dtype: WeightDtype,
 }
 
 /// How to open a session.
@@ -48,7 +51,7 @@ impl Model {
             ));
         }
         Ok(Model {
-            inner: model::load_dir(dir)?,
+            inner: model::load_dir(dir, options.dtype)?,
             pool,
         })
     }

@@ -62,7 +62,13 @@ impl Scratch {
     }
 
     fn load(&self) -> Result<Model, Error> {
-        Model::load(&self.0, LoadOptions { threads: Some(1) })
+        Model::load(
+            &self.0,
+            LoadOptions {
+                threads: Some(1),
+                ..Default::default()
+            },
+        )
     }
 }
 
@@ -276,7 +282,16 @@ fn fp8_needs_its_scales_and_its_config() {
 }
 
 fn tiny_session(opts: SessionOptions) -> Result<Session, Error> {
-    let m = Arc::new(Model::load(fixture("v3_tiny"), LoadOptions { threads: Some(1) }).unwrap());
+    let m = Arc::new(
+        Model::load(
+            fixture("v3_tiny"),
+            LoadOptions {
+                threads: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     Session::new(m, opts)
 }
 
@@ -332,7 +347,13 @@ fn bad_session_inputs() {
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        Model::load(fixture("v3_tiny"), LoadOptions { threads: Some(0) }),
+        Model::load(
+            fixture("v3_tiny"),
+            LoadOptions {
+                threads: Some(0),
+                ..Default::default()
+            }
+        ),
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -340,6 +361,13 @@ fn bad_session_inputs() {
 #[test]
 fn mtp_layer_is_skipped() {
     // v3_fp8 carries R1-style model.layers.{num_hidden_layers}.* tensors.
-    let m = Model::load(fixture("v3_fp8"), LoadOptions { threads: Some(1) }).unwrap();
+    let m = Model::load(
+        fixture("v3_fp8"),
+        LoadOptions {
+            threads: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(m.transformer().layers.len(), m.config().num_hidden_layers);
 }

@@ -23,6 +23,7 @@ fn model(name: &str, threads: usize) -> Arc<Model> {
             fixture(name),
             LoadOptions {
                 threads: Some(threads),
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{name}: {e}")),

@@ -1,30 +1,78 @@
 //! Compute over [`Weight`]s: matrix products, dot products and the thread pool.
 //!
-//! The only place that matches on a weight's format to compute. Each product decodes a weight
-//! row a chunk at a time into a stack buffer and reuses it for every token, so weights are read
-//! once per call whatever the number of tokens, and nothing is allocated. Knows no layers.
+//! The only place that matches on a weight's format to compute, and the only place with
+//! `target_feature` code. Float formats decode a weight row a chunk at a time into a stack
+//! buffer reused for every token; Q8_0/Q4_0 quantise the activations to 8-bit blocks once per
+//! call and use integer dot products. Every SIMD path has a scalar twin ([`Isa::Scalar`]) it is
+//! tested against. Knows no layers.
 
+mod isa;
 mod pool;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
+pub use isa::Isa;
 pub use pool::Pool;
 
+use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::quant::Weight;
+use crate::quant::blocks::{self, Q4_0_BYTES, Q8_0_BYTES};
+use crate::quant::{ActBlock, Format, Weight, QK};
 
-/// Columns decoded per step; a multiple of FP8's 128-wide blocks keeps segments whole.
+/// Columns decoded per step; a multiple of FP8's 128-wide blocks and of the 32-weight blocks.
 const CHUNK: usize = 128;
 
-/// `y[t, r] = sum_c x[t, c] * W[rows.start + r, c]` for `t < n`.
+thread_local! {
+    /// Quantised activations of the current call (grown, never shrunk: no per-token allocation).
+    static ACT: RefCell<Vec<ActBlock>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `y[t, r] = sum_c x[t, c] * W[rows.start + r, c]` for `t < n`, with the detected [`Isa`].
 ///
 /// `x` is `[n, w.cols()]`, `y` is `[n, rows.len()]`, both row-major.
 pub fn matmul(pool: &Pool, w: &Weight, rows: Range<usize>, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_with(Isa::detect(), pool, w, rows, x, n, y)
+}
+
+/// [`matmul`] with an explicit instruction set (tests and benchmarks).
+pub fn matmul_with(
+    isa: Isa,
+    pool: &Pool,
+    w: &Weight,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     let (cols, m) = (w.cols(), rows.len());
     assert!(
         rows.end <= w.rows() && x.len() == n * cols && y.len() == n * m,
         "matmul: shape mismatch"
     );
     let out = SyncPtr(y.as_mut_ptr());
+    if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+        let nb = cols / QK;
+        ACT.with(|act| {
+            let mut act = act.borrow_mut();
+            if act.len() < n * nb {
+                act.resize(n * nb, ActBlock::default());
+            }
+            blocks::quantize_act(x, &mut act[..n * nb]);
+            let xq = &act[..n * nb];
+            pool.for_each_range(m, cols * n, |r| {
+                for i in r {
+                    let wrow = w.row_bytes(rows.start + i);
+                    for t in 0..n {
+                        let d = dot_q_with(isa, w.format(), wrow, &xq[t * nb..(t + 1) * nb]);
+                        // SAFETY: each task owns a disjoint set of output columns `i`.
+                        unsafe { *out.at(t * m + i) = d };
+                    }
+                }
+            });
+        });
+        return;
+    }
     pool.for_each_range(m, cols * n, |r| {
         let mut buf = [0f32; CHUNK];
         for i in r {
@@ -37,9 +85,9 @@ pub fn matmul(pool: &Pool, w: &Weight, rows: Range<usize>, x: &[f32], n: usize, 
             while c0 < cols {
                 let len = CHUNK.min(cols - c0);
                 let wrow = &mut buf[..len];
-                w.decode(row, c0, wrow);
+                decode_with(isa, w, row, c0, wrow);
                 for t in 0..n {
-                    let d = dot(wrow, &x[t * cols + c0..][..len]);
+                    let d = dot_with(isa, wrow, &x[t * cols + c0..][..len]);
                     // SAFETY: as above.
                     unsafe { *out.at(t * m + i) += d };
                 }
@@ -53,6 +101,19 @@ pub fn matmul(pool: &Pool, w: &Weight, rows: Range<usize>, x: &[f32], n: usize, 
 ///
 /// `x` is `[n, rows.len()]`, `y` is `[n, w.cols()]`.
 pub fn matmul_t(pool: &Pool, w: &Weight, rows: Range<usize>, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_t_with(Isa::detect(), pool, w, rows, x, n, y)
+}
+
+/// [`matmul_t`] with an explicit instruction set.
+pub fn matmul_t_with(
+    isa: Isa,
+    pool: &Pool,
+    w: &Weight,
+    rows: Range<usize>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
     let (cols, m) = (w.cols(), rows.len());
     assert!(
         rows.end <= w.rows() && x.len() == n * m && y.len() == n * cols,
@@ -72,44 +133,150 @@ pub fn matmul_t(pool: &Pool, w: &Weight, rows: Range<usize>, x: &[f32], n: usize
             }
             for (i, row) in rows.clone().enumerate() {
                 let wrow = &mut buf[..len];
-                w.decode(row, c0, wrow);
+                decode_with(isa, w, row, c0, wrow);
                 for t in 0..n {
                     // SAFETY: as above.
                     let yt = unsafe { std::slice::from_raw_parts_mut(out.at(t * cols + c0), len) };
-                    axpy(x[t * m + i], wrow, yt);
+                    axpy_with(isa, x[t * m + i], wrow, yt);
                 }
             }
         }
     });
 }
 
-/// Dot product with eight independent partial sums (lets the compiler vectorise without
-/// reassociating: the order is fixed, so results are reproducible).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let ac = a.chunks_exact(8);
-    let bc = b.chunks_exact(8);
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
+/// `out[j] = W[row, col0 + j]`, vectorised where the ISA allows.
+pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        let rb = w.row_bytes(row);
+        let len = out.len();
+        assert!(col0 + len <= w.cols(), "decode out of bounds");
+        // SAFETY: Avx2/Avx512Vnni are only ever chosen when the CPU has AVX2 + FMA + F16C.
+        unsafe {
+            match w.format() {
+                Format::BF16 => return x86::bf16_to_f32(&rb[2 * col0..2 * (col0 + len)], out),
+                Format::F16 => return x86::f16_to_f32(&rb[2 * col0..2 * (col0 + len)], out),
+                Format::Fp8E4M3 { scale_inv, block } => {
+                    let scale_cols = w.cols().div_ceil(block[1]);
+                    let srow = &scale_inv[(row / block[0]) * scale_cols..][..scale_cols];
+                    let mut j = 0;
+                    while j < len {
+                        let col = col0 + j;
+                        let seg = (block[1] - col % block[1]).min(len - j);
+                        x86::fp8_to_f32(
+                            &rb[col..col + seg],
+                            srow[col / block[1]],
+                            &mut out[j..j + seg],
+                        );
+                        j += seg;
+                    }
+                    return;
+                }
+                Format::Q8_0 if col0.is_multiple_of(QK) && len.is_multiple_of(QK) => {
+                    return x86::q8_0_to_f32(
+                        &rb[col0 / QK * Q8_0_BYTES..(col0 + len) / QK * Q8_0_BYTES],
+                        out,
+                    )
+                }
+                Format::Q4_0 if col0.is_multiple_of(QK) && len.is_multiple_of(QK) => {
+                    return x86::q4_0_to_f32(
+                        &rb[col0 / QK * Q4_0_BYTES..(col0 + len) / QK * Q4_0_BYTES],
+                        out,
+                    )
+                }
+                _ => {}
+            }
         }
     }
-    let mut tail = 0.0;
-    for (x, y) in ar.iter().zip(br) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    let _ = isa;
+    w.decode(row, col0, out)
 }
 
-/// `y += alpha * x`.
+/// One quantised weight row (Q8_0 or Q4_0 blocks) . quantised activations.
+pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA was detected on this CPU (Isa::available).
+    unsafe {
+        match (isa, format) {
+            (Isa::Avx512Vnni, Format::Q8_0) => return x86::dot_q8_0_vnni(wrow, x),
+            (Isa::Avx512Vnni, Format::Q4_0) => return x86::dot_q4_0_vnni(wrow, x),
+            (Isa::Avx2, Format::Q8_0) => return x86::dot_q8_0_avx2(wrow, x),
+            (Isa::Avx2, Format::Q4_0) => return x86::dot_q4_0_avx2(wrow, x),
+            _ => {}
+        }
+    }
+    let _ = isa;
+    dot_q_scalar(format, wrow, x)
+}
+
+/// Scalar reference of the integer dot product: exact i32 sums per block, then scaled.
+pub fn dot_q_scalar(format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32 {
+    let mut sum = 0f32;
+    match format {
+        Format::Q8_0 => {
+            for (b, xb) in wrow.chunks_exact(Q8_0_BYTES).zip(x) {
+                let s: i32 = b[2..]
+                    .iter()
+                    .zip(&xb.qs)
+                    .map(|(&w, &q)| (w as i8) as i32 * q as i32)
+                    .sum();
+                sum += blocks::block_scale(b) * xb.d * s as f32;
+            }
+        }
+        Format::Q4_0 => {
+            for (b, xb) in wrow.chunks_exact(Q4_0_BYTES).zip(x) {
+                let mut s = 0i32;
+                for j in 0..QK / 2 {
+                    s += ((b[2 + j] & 0xF) as i32 - 8) * xb.qs[j] as i32;
+                    s += ((b[2 + j] >> 4) as i32 - 8) * xb.qs[j + QK / 2] as i32;
+                }
+                sum += blocks::block_scale(b) * xb.d * s as f32;
+            }
+        }
+        other => panic!("dot_q_scalar: {other:?} is not an integer block format"),
+    }
+    sum
+}
+
+/// Dot product with the detected [`Isa`].
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_with(Isa::detect(), a, b)
+}
+
+/// Dot product with an explicit instruction set.
+#[inline]
+pub fn dot_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    match isa {
+        Isa::Scalar => isa::dot_scalar(a, b),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2/Avx512Vnni are only chosen when the CPU has them.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::dot(a, b) },
+        _ => isa::dot_portable(a, b),
+    }
+}
+
+/// `y += alpha * x` with the detected [`Isa`].
 #[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    axpy_with(Isa::detect(), alpha, x, y)
+}
+
+/// `y += alpha * x` with an explicit instruction set.
+#[inline]
+pub fn axpy_with(isa: Isa, alpha: f32, x: &[f32], y: &mut [f32]) {
     debug_assert_eq!(x.len(), y.len());
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+    match isa {
+        Isa::Scalar => {
+            for (yi, xi) in y.iter_mut().zip(x) {
+                *yi += alpha * xi;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in dot_with.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::axpy(alpha, x, y) },
+        _ => isa::axpy_portable(alpha, x, y),
     }
 }
 
@@ -125,70 +292,11 @@ impl SyncPtr {
         unsafe { self.0.add(i) }
     }
 }
+
 // SAFETY: only used by tasks that write disjoint elements, joined before the borrow ends.
 unsafe impl Send for SyncPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SyncPtr {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                *seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn matmul_and_transpose_match_naive_on_odd_sizes() {
-        let mut seed = 7;
-        for &(rows, cols, n) in &[
-            (1, 1, 1),
-            (5, 130, 3),
-            (33, 257, 2),
-            (7, 128, 5),
-            (300, 19, 1),
-        ] {
-            let wv = rand_vec(rows * cols, &mut seed);
-            let w = Weight::from_f32(rows, cols, &wv);
-            for threads in [1, 2] {
-                let pool = Pool::new(threads).unwrap();
-                let lo = rows / 3;
-                let rr = lo..rows;
-                let x = rand_vec(n * cols, &mut seed);
-                let mut y = vec![f32::NAN; n * rr.len()];
-                matmul(&pool, &w, rr.clone(), &x, n, &mut y);
-                for t in 0..n {
-                    for (i, r) in rr.clone().enumerate() {
-                        let want: f64 = (0..cols)
-                            .map(|c| wv[r * cols + c] as f64 * x[t * cols + c] as f64)
-                            .sum();
-                        assert!(
-                            (y[t * rr.len() + i] as f64 - want).abs() < 1e-4,
-                            "{rows}x{cols} t{t} r{r}"
-                        );
-                    }
-                }
-                let xt = rand_vec(n * rr.len(), &mut seed);
-                let mut yt = vec![f32::NAN; n * cols];
-                matmul_t(&pool, &w, rr.clone(), &xt, n, &mut yt);
-                for t in 0..n {
-                    for c in 0..cols {
-                        let want: f64 = rr
-                            .clone()
-                            .enumerate()
-                            .map(|(i, r)| wv[r * cols + c] as f64 * xt[t * rr.len() + i] as f64)
-                            .sum();
-                        assert!((yt[t * cols + c] as f64 - want).abs() < 1e-4);
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

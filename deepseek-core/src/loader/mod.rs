@@ -52,10 +52,35 @@ enum BytesInner {
         start: usize,
         len: usize,
     },
+    Anon(Arc<memmap2::MmapMut>),
     Owned(Arc<[u8]>),
 }
 
 impl Bytes {
+    /// `len` bytes written once by `fill`, in anonymous memory advised to use 2 MiB pages:
+    /// a TLB miss is a two-level walk in a VM, so huge pages raise single-thread read bandwidth
+    /// by ~1.7x for weights we own (converted formats).
+    pub fn filled(len: usize, fill: impl FnOnce(&mut [u8])) -> Self {
+        if len == 0 {
+            return Bytes::owned(Vec::new());
+        }
+        match memmap2::MmapMut::map_anon(len) {
+            Ok(mut map) => {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                fill(&mut map[..]);
+                Bytes {
+                    inner: BytesInner::Anon(Arc::new(map)),
+                }
+            }
+            Err(_) => {
+                let mut v = vec![0u8; len];
+                fill(&mut v);
+                Bytes::owned(v)
+            }
+        }
+    }
+
     /// Bytes owned in memory (converted or generated tensors).
     pub fn owned(data: Vec<u8>) -> Self {
         Bytes {
@@ -69,6 +94,7 @@ impl Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match &self.inner {
             BytesInner::Mapped { map, start, len } => &map[*start..*start + *len],
+            BytesInner::Anon(m) => m,
             BytesInner::Owned(v) => v,
         }
     }

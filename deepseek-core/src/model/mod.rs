@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::Pool;
 use crate::loader::{Checkpoint, TensorView};
-use crate::quant::Weight;
+use crate::quant::{Weight, WeightDtype};
 
 /// The latent norms of MLA use a fixed epsilon, not `rms_norm_eps`.
 const LATENT_NORM_EPS: f64 = 1e-6;
@@ -128,15 +128,24 @@ pub struct Transformer {
 
 impl Transformer {
     /// Builds the model from an opened checkpoint, validating every tensor against `config`.
-    pub fn load(config: Config, ckpt: &Checkpoint) -> Result<Self> {
+    /// Matrices are converted to `dtype` as they load, one tensor at a time; the router stays
+    /// exact and, under 4-bit formats, lm_head takes 8 bits (as llama.cpp keeps it wider too).
+    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
         let mut src = Source {
             ckpt,
             used: HashSet::new(),
             fp8_block: config.quantization.map(|q| q.weight_block_size),
+            dtype,
         };
         let c = &config;
         let (hs, nh) = (c.hidden_size, c.num_attention_heads);
-        let embed_tokens = src.weight("model.embed_tokens.weight", c.vocab_size, hs)?;
+        // Embeddings are read one row per token, never streamed: keep them exact.
+        let embed_tokens = src.weight_as(
+            "model.embed_tokens.weight",
+            c.vocab_size,
+            hs,
+            WeightDtype::Auto,
+        )?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -198,8 +207,10 @@ impl Transformer {
                             hs,
                         )?),
                     };
+                    let gate =
+                        src.weight_as(&format!("{m}.gate.weight"), e, hs, WeightDtype::Auto)?;
                     FeedForward::Moe(Moe {
-                        gate: src.linear(&format!("{m}.gate"), e, hs)?,
+                        gate: Linear { weight: gate },
                         e_score_correction_bias: bias,
                         router: router::RouterConfig::new(moe, c.model_type),
                         experts,
@@ -276,6 +287,7 @@ struct Source<'a> {
     ckpt: &'a Checkpoint,
     used: HashSet<String>,
     fp8_block: Option<[usize; 2]>,
+    dtype: WeightDtype,
 }
 
 impl Source<'_> {
@@ -286,6 +298,16 @@ impl Source<'_> {
     }
 
     fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        self.weight_as(name, rows, cols, self.dtype)
+    }
+
+    fn weight_as(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        dtype: WeightDtype,
+    ) -> Result<Weight> {
         let t = self.take(name)?;
         t.expect_shape(&[rows, cols])?;
         let scale_name = format!("{name}_scale_inv");
@@ -299,7 +321,7 @@ impl Source<'_> {
             }
             (false, _) => None,
         };
-        Weight::from_view(t, scale)
+        Ok(Weight::from_view(t, scale)?.convert(dtype))
     }
 
     fn linear(&mut self, prefix: &str, rows: usize, cols: usize) -> Result<Linear> {
@@ -394,8 +416,8 @@ fn add_assign(h: &mut [f32], d: &[f32]) {
 }
 
 /// Opens `dir` (config.json + weights) as a [`Transformer`].
-pub(crate) fn load_dir(dir: &Path) -> Result<Transformer> {
+pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype) -> Result<Transformer> {
     let config = Config::from_file(dir.join("config.json"))?;
     let ckpt = Checkpoint::open(dir)?;
-    Transformer::load(config, &ckpt)
+    Transformer::load(config, &ckpt, dtype)
 }

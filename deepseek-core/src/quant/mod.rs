@@ -4,8 +4,12 @@
 //! element-by-element decoding that every fast kernel is tested against. Knows bytes, never
 //! matmuls or models.
 
+pub mod blocks;
+
 use crate::error::{Error, Result};
 use crate::loader::{Bytes, DType, TensorView};
+
+pub use blocks::{ActBlock, QK};
 
 /// FP8 e4m3fn -> f32 for all 256 bit patterns: sign, 4-bit exponent (bias 7), 3-bit mantissa;
 /// no infinities, 0x7F/0xFF are NaN, exponent 0 holds subnormals `m/8 * 2^-6`.
@@ -61,6 +65,73 @@ pub enum Format {
         /// Rows x columns one scale covers.
         block: [usize; 2],
     },
+    /// ggml Q8_0: 32-weight blocks of f16 scale + 32 x i8 (8.5 bits per weight).
+    Q8_0,
+    /// ggml Q4_0: 32-weight blocks of f16 scale + 16 bytes of nibbles (4.5 bits per weight).
+    Q4_0,
+}
+
+/// The storage format a model's matrices are converted to at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    /// Keep each tensor as the checkpoint stores it (zero-copy from the memory map).
+    #[default]
+    Auto,
+    /// float32.
+    F32,
+    /// bfloat16.
+    BF16,
+    /// float16.
+    F16,
+    /// ggml Q8_0.
+    Q8_0,
+    /// ggml Q4_0.
+    Q4_0,
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => WeightDtype::Auto,
+            "f32" | "float32" => WeightDtype::F32,
+            "bf16" | "bfloat16" => WeightDtype::BF16,
+            "f16" | "float16" => WeightDtype::F16,
+            "q8_0" => WeightDtype::Q8_0,
+            "q4_0" => WeightDtype::Q4_0,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown dtype {other:?} (supported: auto, f32, bf16, f16, q8_0, q4_0)"
+                )))
+            }
+        })
+    }
+}
+
+/// Reads weight `i` of a block.
+type BlockValue = fn(&[u8], usize) -> f32;
+
+/// Writes one row of float32 values in a non-scaled `format`.
+fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
+    match format {
+        Format::F32 => out
+            .chunks_exact_mut(4)
+            .zip(row)
+            .for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+        Format::BF16 => out
+            .chunks_exact_mut(2)
+            .zip(row)
+            .for_each(|(o, v)| o.copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
+        Format::F16 => out
+            .chunks_exact_mut(2)
+            .zip(row)
+            .for_each(|(o, v)| o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+        Format::Q8_0 => blocks::quantize_row_q8_0(row, out),
+        Format::Q4_0 => blocks::quantize_row_q4_0(row, out),
+        Format::Fp8E4M3 { .. } => {
+            unreachable!("FP8 is a checkpoint format, never a conversion target")
+        }
+    }
 }
 
 /// A row-major `[rows, cols]` matrix in one storage format (the `W` of `y = W x`).
@@ -140,6 +211,29 @@ impl Weight {
         }
     }
 
+    /// An FP8 e4m3fn matrix from raw bytes and its `[ceil(rows/b0), ceil(cols/b1)]` scales.
+    pub fn fp8_from_parts(
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+        scale_inv: Vec<f32>,
+        block: [usize; 2],
+    ) -> Result<Self> {
+        if data.len() != rows * cols
+            || scale_inv.len() != rows.div_ceil(block[0]) * cols.div_ceil(block[1])
+        {
+            return Err(Error::InvalidArgument(format!(
+                "fp8 matrix {rows}x{cols}: wrong data or scale length"
+            )));
+        }
+        Ok(Weight {
+            rows,
+            cols,
+            format: Format::Fp8E4M3 { scale_inv, block },
+            data: Bytes::owned(data),
+        })
+    }
+
     /// Number of rows (outputs).
     pub fn rows(&self) -> usize {
         self.rows
@@ -204,6 +298,79 @@ impl Weight {
                     j += seg;
                 }
             }
+            Format::Q8_0 | Format::Q4_0 => {
+                let (bytes, value): (usize, BlockValue) = match self.format {
+                    Format::Q8_0 => (blocks::Q8_0_BYTES, blocks::q8_0_value),
+                    _ => (blocks::Q4_0_BYTES, blocks::q4_0_value),
+                };
+                let row_bytes = &d[row * (self.cols / QK) * bytes..];
+                for (j, o) in out.iter_mut().enumerate() {
+                    let c = col0 + j;
+                    *o = value(&row_bytes[c / QK * bytes..], c % QK);
+                }
+            }
+        }
+    }
+
+    /// The bytes of row `row` (block formats: whole blocks).
+    pub fn row_bytes(&self, row: usize) -> &[u8] {
+        let per_row = self.bytes_per_row();
+        &self.data[row * per_row..(row + 1) * per_row]
+    }
+
+    /// Bytes one row occupies.
+    pub fn bytes_per_row(&self) -> usize {
+        match &self.format {
+            Format::F32 => self.cols * 4,
+            Format::BF16 | Format::F16 => self.cols * 2,
+            Format::Fp8E4M3 { .. } => self.cols,
+            Format::Q8_0 => self.cols / QK * blocks::Q8_0_BYTES,
+            Format::Q4_0 => self.cols / QK * blocks::Q4_0_BYTES,
+        }
+    }
+
+    /// The raw data bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// This matrix converted to `target`, row by row (no full float32 copy is ever made).
+    /// Block formats need `cols` to be a multiple of 32; other matrices keep their format.
+    pub fn convert(&self, target: WeightDtype) -> Weight {
+        let (format, per_row): (Format, usize) = match target {
+            WeightDtype::Auto => return self.clone(),
+            WeightDtype::F32 => (Format::F32, self.cols * 4),
+            WeightDtype::BF16 => (Format::BF16, self.cols * 2),
+            WeightDtype::F16 => (Format::F16, self.cols * 2),
+            WeightDtype::Q8_0 if self.cols.is_multiple_of(QK) => {
+                (Format::Q8_0, self.cols / QK * blocks::Q8_0_BYTES)
+            }
+            WeightDtype::Q4_0 if self.cols.is_multiple_of(QK) => {
+                (Format::Q4_0, self.cols / QK * blocks::Q4_0_BYTES)
+            }
+            WeightDtype::Q8_0 | WeightDtype::Q4_0 => return self.clone(),
+        };
+        if std::mem::discriminant(&format) == std::mem::discriminant(&self.format)
+            && !matches!(format, Format::Fp8E4M3 { .. })
+        {
+            return self.clone();
+        }
+        let mut row = vec![0f32; self.cols];
+        let data = Bytes::filled(self.rows * per_row, |out| {
+            for (r, o) in out
+                .chunks_exact_mut(per_row.max(1))
+                .enumerate()
+                .take(self.rows)
+            {
+                self.decode(r, 0, &mut row);
+                encode_row(&format, &row, o);
+            }
+        });
+        Weight {
+            rows: self.rows,
+            cols: self.cols,
+            format,
+            data,
         }
     }
 

@@ -1,0 +1,213 @@
+//! Every SIMD level against the scalar reference, on random data with odd sizes and tails.
+
+use super::*;
+use crate::quant::WeightDtype;
+
+struct Rng(u64);
+
+impl Rng {
+    fn f32(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.f32().to_bits() >> 7) as u8).collect()
+    }
+}
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+/// Weights of every format, `rows x cols` (cols a multiple of 32 for the block formats).
+fn weights(rng: &mut Rng, rows: usize, cols: usize) -> Vec<Weight> {
+    let base = Weight::from_f32(rows, cols, &rng.vec(rows * cols));
+    let mut ws = vec![
+        base.clone(),
+        base.convert(WeightDtype::BF16),
+        base.convert(WeightDtype::F16),
+    ];
+    if cols.is_multiple_of(QK) {
+        ws.push(base.convert(WeightDtype::Q8_0));
+        ws.push(base.convert(WeightDtype::Q4_0));
+    }
+    // FP8 with partial blocks: 3 x 5 scale grid of 64 x 48 blocks, avoiding NaN codes.
+    let data: Vec<u8> = rng
+        .bytes(rows * cols)
+        .into_iter()
+        .map(|b| if b & 0x7F == 0x7F { b ^ 1 } else { b })
+        .collect();
+    let block = [64, 48];
+    let scales = rng.vec(rows.div_ceil(64) * cols.div_ceil(48));
+    ws.push(Weight::fp8_from_parts(rows, cols, data, scales, block).unwrap());
+    ws
+}
+
+#[test]
+fn dot_and_axpy_match_scalar_on_every_length() {
+    let mut rng = Rng(1);
+    for isa in Isa::available() {
+        for n in (0..70).chain([127, 1000, 1027]) {
+            let (a, b) = (rng.vec(n), rng.vec(n));
+            let want = dot_with(Isa::Scalar, &a, &b);
+            assert!(
+                close(dot_with(isa, &a, &b), want, n as f32),
+                "{isa:?} dot n={n}"
+            );
+            let mut y1 = rng.vec(n);
+            let mut y2 = y1.clone();
+            axpy_with(Isa::Scalar, 0.37, &a, &mut y1);
+            axpy_with(isa, 0.37, &a, &mut y2);
+            assert!(
+                y1.iter().zip(&y2).all(|(p, q)| close(*p, *q, 1.0)),
+                "{isa:?} axpy n={n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn decode_matches_scalar_for_every_format_and_offset() {
+    let mut rng = Rng(2);
+    for (rows, cols) in [(3, 160), (130, 96), (5, 7), (2, 259)] {
+        for w in weights(&mut rng, rows, cols) {
+            for isa in Isa::available() {
+                for row in [0, rows / 2, rows - 1] {
+                    for (c0, len) in [
+                        (0, cols),
+                        (0, cols.min(128)),
+                        (cols / 2, cols - cols / 2),
+                        (1, cols - 1),
+                    ] {
+                        let mut want = vec![0f32; len];
+                        let mut got = vec![0f32; len];
+                        w.decode(row, c0, &mut want);
+                        decode_with(isa, &w, row, c0, &mut got);
+                        assert_eq!(
+                            got,
+                            want,
+                            "{isa:?} {:?} {rows}x{cols} row {row} cols {c0}+{len}",
+                            w.format()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn integer_dots_match_scalar() {
+    let mut rng = Rng(3);
+    for cols in [32, 64, 96, 4096 + 32] {
+        let x = rng.vec(cols);
+        let mut xq = vec![ActBlock::default(); cols / QK];
+        blocks::quantize_act(&x, &mut xq);
+        for w in weights(&mut rng, 2, cols)
+            .into_iter()
+            .filter(|w| matches!(w.format(), Format::Q8_0 | Format::Q4_0))
+        {
+            let want = dot_q_scalar(w.format(), w.row_bytes(1), &xq);
+            for isa in Isa::available() {
+                let got = dot_q_with(isa, w.format(), w.row_bytes(1), &xq);
+                assert!(
+                    close(got, want, cols as f32),
+                    "{isa:?} {:?} cols {cols}: {got} vs {want}",
+                    w.format()
+                );
+            }
+            // And the integer dot is close to the float dot of the dequantised values.
+            let mut wf = vec![0f32; cols];
+            w.decode(1, 0, &mut wf);
+            let exact = dot_with(Isa::Scalar, &wf, &x);
+            assert!(
+                (want - exact).abs() < 0.02 * (cols as f32).sqrt(),
+                "{:?}: {want} vs {exact}",
+                w.format()
+            );
+        }
+    }
+}
+
+#[test]
+fn matmuls_match_naive_products_for_every_format() {
+    let mut rng = Rng(4);
+    for (rows, cols, n) in [
+        (1, 32, 1),
+        (37, 160, 3),
+        (9, 130, 2),
+        (200, 64, 1),
+        (5, 288, 4),
+    ] {
+        for w in weights(&mut rng, rows, cols) {
+            let dense = w.to_f32();
+            let quantised = matches!(w.format(), Format::Q8_0 | Format::Q4_0);
+            for isa in Isa::available() {
+                for threads in [1, 2] {
+                    let pool = Pool::new(threads).unwrap();
+                    let rr = rows / 3..rows;
+                    let x = rng.vec(n * cols);
+                    let mut y = vec![f32::NAN; n * rr.len()];
+                    matmul_with(isa, &pool, &w, rr.clone(), &x, n, &mut y);
+                    for t in 0..n {
+                        for (i, r) in rr.clone().enumerate() {
+                            let terms = (0..cols)
+                                .map(|c| dense[r * cols + c] as f64 * x[t * cols + c] as f64);
+                            let want: f64 = terms.clone().sum();
+                            let mag: f64 = terms.map(f64::abs).sum::<f64>().max(1.0);
+                            // Block formats also quantise the activations (~0.4% per value).
+                            let tol = if quantised { 0.01 * mag } else { 1e-6 * mag };
+                            assert!(
+                                (y[t * rr.len() + i] as f64 - want).abs() < tol,
+                                "{isa:?} {:?} {rows}x{cols} t{t} r{r}",
+                                w.format()
+                            );
+                        }
+                    }
+                    let xt = rng.vec(n * rr.len());
+                    let mut yt = vec![f32::NAN; n * cols];
+                    matmul_t_with(isa, &pool, &w, rr.clone(), &xt, n, &mut yt);
+                    for t in 0..n {
+                        for c in 0..cols {
+                            let terms = rr.clone().enumerate().map(|(i, r)| {
+                                dense[r * cols + c] as f64 * xt[t * rr.len() + i] as f64
+                            });
+                            let want: f64 = terms.clone().sum();
+                            let mag: f64 = terms.map(f64::abs).sum::<f64>().max(1.0);
+                            assert!(
+                                (yt[t * cols + c] as f64 - want).abs() < 1e-6 * mag,
+                                "{isa:?} {:?} transposed",
+                                w.format()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantised_matmul_is_bit_identical_across_isas_up_to_block_order() {
+    // Integer block sums are exact; only the float sum over blocks may be reordered.
+    let mut rng = Rng(5);
+    let w = Weight::from_f32(16, 256, &rng.vec(16 * 256)).convert(WeightDtype::Q4_0);
+    let x = rng.vec(256);
+    let pool = Pool::new(1).unwrap();
+    let mut want = vec![0f32; 16];
+    matmul_with(Isa::Scalar, &pool, &w, 0..16, &x, 1, &mut want);
+    for isa in Isa::available() {
+        let mut got = vec![0f32; 16];
+        matmul_with(isa, &pool, &w, 0..16, &x, 1, &mut got);
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| close(*a, *b, 10.0)),
+            "{isa:?}"
+        );
+    }
+}

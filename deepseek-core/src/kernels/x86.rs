@@ -1,0 +1,281 @@
+//! x86-64 SIMD twins of the scalar kernels: AVX2 + FMA + F16C, and AVX-512 VNNI for integer dots.
+//!
+//! Every function here is `unsafe` only because of `#[target_feature]`: callers must have
+//! checked the CPU (see `Isa::detect`). Slices bound every load and store.
+
+use std::arch::x86_64::*;
+
+use crate::quant::blocks::{Q4_0_BYTES, Q8_0_BYTES};
+use crate::quant::{ActBlock, QK};
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: register-only intrinsics, available under the caller's target features.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// `sum a[i] * b[i]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut i = 0;
+    // SAFETY: every load reads 8 floats at i + 8 <= n (or i + 32 <= n) from both slices.
+    unsafe {
+        let (mut s0, mut s1, mut s2, mut s3) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        while i + 32 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                s1,
+            );
+            s2 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 16)),
+                _mm256_loadu_ps(pb.add(i + 16)),
+                s2,
+            );
+            s3 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 24)),
+                _mm256_loadu_ps(pb.add(i + 24)),
+                s3,
+            );
+            i += 32;
+        }
+        while i + 8 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            i += 8;
+        }
+        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        while i < n {
+            sum += a[i] * b[i];
+            i += 1;
+        }
+        sum
+    }
+}
+
+/// `y += alpha * x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    // SAFETY: 8-float loads/stores at i + 8 <= n within both slices.
+    unsafe {
+        let a = _mm256_set1_ps(alpha);
+        while i + 8 <= n {
+            let py = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(
+                py,
+                _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), a, _mm256_loadu_ps(py)),
+            );
+            i += 8;
+        }
+    }
+    while i < n {
+        y[i] += alpha * x[i];
+        i += 1;
+    }
+}
+
+/// bfloat16 (little-endian bytes) -> f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn bf16_to_f32(src: &[u8], out: &mut [f32]) {
+    let n = out.len().min(src.len() / 2);
+    let mut i = 0;
+    // SAFETY: reads 16 bytes at 2i + 16 <= 2n, writes 8 floats at i + 8 <= n.
+    unsafe {
+        while i + 8 <= n {
+            let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+            let w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_castsi256_ps(w));
+            i += 8;
+        }
+    }
+    while i < n {
+        out[i] = f32::from_bits((u16::from_le_bytes([src[2 * i], src[2 * i + 1]]) as u32) << 16);
+        i += 1;
+    }
+}
+
+/// float16 (little-endian bytes) -> f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_to_f32(src: &[u8], out: &mut [f32]) {
+    let n = out.len().min(src.len() / 2);
+    let mut i = 0;
+    // SAFETY: as in bf16_to_f32.
+    unsafe {
+        while i + 8 <= n {
+            let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            i += 8;
+        }
+    }
+    while i < n {
+        out[i] = half::f16::from_le_bytes([src[2 * i], src[2 * i + 1]]).to_f32();
+        i += 1;
+    }
+}
+
+/// FP8 e4m3fn bytes times `scale` -> f32. An e4m3 value shifted left by 7 bits is the float16
+/// with the same sign and digits but 2^8 smaller (exponent bias 15 vs 7, subnormals included),
+/// so F16C does the decoding and the 256 joins the scale. (NaN codes decode as 480: checkpoints
+/// hold none.)
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn fp8_to_f32(src: &[u8], scale: f32, out: &mut [f32]) {
+    let n = out.len().min(src.len());
+    let mut i = 0;
+    // SAFETY: reads 8 bytes at i + 8 <= n, writes 8 floats at i + 8 <= n.
+    unsafe {
+        let s = _mm256_set1_ps(scale * 256.0);
+        let sign_mask = _mm_set1_epi16(0x80);
+        let mag_mask = _mm_set1_epi16(0x7F);
+        while i + 8 <= n {
+            let b = _mm_cvtepu8_epi16(_mm_loadl_epi64(src.as_ptr().add(i).cast()));
+            let h = _mm_or_si128(
+                _mm_slli_epi16(_mm_and_si128(b, sign_mask), 8),
+                _mm_slli_epi16(_mm_and_si128(b, mag_mask), 7),
+            );
+            _mm256_storeu_ps(
+                out.as_mut_ptr().add(i),
+                _mm256_mul_ps(_mm256_cvtph_ps(h), s),
+            );
+            i += 8;
+        }
+    }
+    while i < n {
+        out[i] = crate::quant::fp8_e4m3_to_f32(src[i]) * scale;
+        i += 1;
+    }
+}
+
+/// Q8_0 blocks -> f32 (`out.len()` = 32 x blocks).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_0_to_f32(blocks: &[u8], out: &mut [f32]) {
+    for (b, o) in blocks
+        .chunks_exact(Q8_0_BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let d = crate::quant::blocks::block_scale(b);
+        // SAFETY: each block has 32 quant bytes after its scale; each output chunk holds 32 floats.
+        unsafe {
+            let dv = _mm256_set1_ps(d);
+            for k in 0..4 {
+                let q = _mm_loadl_epi64(b.as_ptr().add(2 + 8 * k).cast());
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), _mm256_mul_ps(f, dv));
+            }
+        }
+    }
+}
+
+/// 32 signed nibble values `q - 8` of a Q4_0 block, in weight order.
+#[inline(always)]
+unsafe fn q4_0_unpack(b: &[u8]) -> __m256i {
+    // SAFETY: a block has 16 nibble bytes after its 2-byte scale.
+    unsafe {
+        let raw = _mm_loadu_si128(b.as_ptr().add(2).cast());
+        let lo = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+        _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+    }
+}
+
+/// Q4_0 blocks -> f32 (`out.len()` = 32 x blocks).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_0_to_f32(blocks: &[u8], out: &mut [f32]) {
+    for (b, o) in blocks
+        .chunks_exact(Q4_0_BYTES)
+        .zip(out.chunks_exact_mut(QK))
+    {
+        let d = crate::quant::blocks::block_scale(b);
+        // SAFETY: as in q8_0_to_f32; the 32 values are spilled to a stack array first.
+        unsafe {
+            let mut q = [0i8; 32];
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), q4_0_unpack(b));
+            let dv = _mm256_set1_ps(d);
+            for k in 0..4 {
+                let v = _mm_loadl_epi64(q.as_ptr().add(8 * k).cast());
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+                _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), _mm256_mul_ps(f, dv));
+            }
+        }
+    }
+}
+
+/// Eight i32 partial sums of `w[i] * x[i]` for 32 signed bytes each (AVX2: maddubs wants an
+/// unsigned left operand, so move w's sign onto x).
+#[inline(always)]
+unsafe fn dot_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+    }
+}
+
+/// The same with AVX-512 VNNI's `vpdpbusd`.
+#[inline(always)]
+unsafe fn dot_i8_vnni(w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics under avx512vnni + avx512vl.
+    unsafe {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx)
+    }
+}
+
+macro_rules! int_dots {
+    ($q8:ident, $q4:ident, $dot:ident, $feat:literal) => {
+        /// Q8_0 weight row . quantised activations.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $q8(w: &[u8], x: &[ActBlock]) -> f32 {
+            // SAFETY: each weight block has 32 quant bytes after its scale, each ActBlock 32 values.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for (b, xb) in w.chunks_exact(Q8_0_BYTES).zip(x) {
+                    let wq = _mm256_loadu_si256(b.as_ptr().add(2).cast());
+                    let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
+                    let d = _mm256_set1_ps(crate::quant::blocks::block_scale(b) * xb.d);
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(wq, xq)), d, acc);
+                }
+                hsum(acc)
+            }
+        }
+
+        /// Q4_0 weight row . quantised activations.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $q4(w: &[u8], x: &[ActBlock]) -> f32 {
+            // SAFETY: as above, with 16 nibble bytes per weight block.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for (b, xb) in w.chunks_exact(Q4_0_BYTES).zip(x) {
+                    let wq = q4_0_unpack(b);
+                    let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
+                    let d = _mm256_set1_ps(crate::quant::blocks::block_scale(b) * xb.d);
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(wq, xq)), d, acc);
+                }
+                hsum(acc)
+            }
+        }
+    };
+}
+
+int_dots!(dot_q8_0_avx2, dot_q4_0_avx2, dot_i8_avx2, "avx2,fma,f16c");
+int_dots!(
+    dot_q8_0_vnni,
+    dot_q4_0_vnni,
+    dot_i8_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);

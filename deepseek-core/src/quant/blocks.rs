@@ -1,0 +1,143 @@
+//! ggml-compatible 32-weight blocks (Q8_0, Q4_0): byte layouts, and the scalar reference
+//! quantisation and dequantisation every kernel is tested against.
+//!
+//! Layouts match ggml's `block_q8_0` / `block_q4_0` byte for byte, so GGUF tensors can be used
+//! without repacking: Q8_0 = f16 scale + 32 x i8; Q4_0 = f16 scale + 16 bytes whose low nibbles
+//! are weights 0..16 and high nibbles weights 16..32, each `(nibble - 8) * d`.
+
+use half::f16;
+
+/// Weights per block.
+pub const QK: usize = 32;
+/// Bytes of one Q8_0 block.
+pub const Q8_0_BYTES: usize = 2 + QK;
+/// Bytes of one Q4_0 block.
+pub const Q4_0_BYTES: usize = 2 + QK / 2;
+
+const _: () = assert!(Q8_0_BYTES == 34 && Q4_0_BYTES == 18);
+
+/// The f16 scale at the start of a block.
+#[inline]
+pub fn block_scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+/// ggml's `quantize_row_q8_0_ref`: `d = max|x| / 127`, `q = round(x / d)`.
+pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
+    assert!(
+        x.len().is_multiple_of(QK) && out.len() == x.len() / QK * Q8_0_BYTES,
+        "quantize_row_q8_0: bad sizes"
+    );
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        for (o, &v) in ob[2..].iter_mut().zip(xb) {
+            *o = (v * id).round() as i8 as u8;
+        }
+    }
+}
+
+/// ggml's `quantize_row_q4_0_ref`: `d = max / -8` for the value of largest magnitude,
+/// `q = min(15, trunc(x / d + 8.5))`.
+pub fn quantize_row_q4_0(x: &[f32], out: &mut [u8]) {
+    assert!(
+        x.len().is_multiple_of(QK) && out.len() == x.len() / QK * Q4_0_BYTES,
+        "quantize_row_q4_0: bad sizes"
+    );
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q4_0_BYTES)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        for j in 0..QK / 2 {
+            let q0 = ((xb[j] * id + 8.5) as i8).min(15) as u8;
+            let q1 = ((xb[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+            ob[2 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Weight `i` (< 32) of a Q8_0 block.
+#[inline]
+pub fn q8_0_value(block: &[u8], i: usize) -> f32 {
+    block_scale(block) * (block[2 + i] as i8) as f32
+}
+
+/// Weight `i` (< 32) of a Q4_0 block.
+#[inline]
+pub fn q4_0_value(block: &[u8], i: usize) -> f32 {
+    let b = block[2 + i % (QK / 2)];
+    let q = if i < QK / 2 { b & 0xF } else { b >> 4 };
+    block_scale(block) * (q as i32 - 8) as f32
+}
+
+/// Activations quantised to 8 bits per 32 values, with a float32 scale: the right-hand side of
+/// the integer dot products (kept in f32, not ggml's f16, since it never leaves the process).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(4))]
+pub struct ActBlock {
+    /// Scale: value = d * q.
+    pub d: f32,
+    /// Quantised values.
+    pub qs: [i8; QK],
+}
+
+/// Quantises `x` (a multiple of 32 long) into `out` (one block per 32 values).
+pub fn quantize_act(x: &[f32], out: &mut [ActBlock]) {
+    debug_assert!(x.len() == out.len() * QK);
+    for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob.d = d;
+        for (o, &v) in ob.qs.iter_mut().zip(xb) {
+            *o = (v * id).round() as i8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_and_q4_0_round_trip_within_a_step() {
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut q8 = vec![0u8; 3 * Q8_0_BYTES];
+        quantize_row_q8_0(&x, &mut q8);
+        let mut q4 = vec![0u8; 3 * Q4_0_BYTES];
+        quantize_row_q4_0(&x, &mut q4);
+        for (i, &v) in x.iter().enumerate() {
+            let (b8, b4) = (&q8[i / QK * Q8_0_BYTES..], &q4[i / QK * Q4_0_BYTES..]);
+            assert!((q8_0_value(b8, i % QK) - v).abs() <= block_scale(b8).abs() * 0.5 + 1e-3);
+            // Q4_0 spans -8d..7d: the end opposite the largest magnitude clamps by up to one step.
+            assert!((q4_0_value(b4, i % QK) - v).abs() <= block_scale(b4).abs() * 1.0 + 1e-2);
+        }
+    }
+
+    #[test]
+    fn q4_0_matches_ggml_layout() {
+        // d = max / -8 with max = -8 (largest magnitude), so d = 1 and q = x + 8.
+        let mut x = [0f32; 32];
+        x[0] = -8.0;
+        x[1] = 3.0;
+        x[16] = 7.0;
+        x[17] = -1.0;
+        let mut q = [0u8; Q4_0_BYTES];
+        quantize_row_q4_0(&x, &mut q);
+        assert_eq!(block_scale(&q), 1.0);
+        assert_eq!(q[2], 15 << 4, "weight 0 low nibble, weight 16 high nibble");
+        assert_eq!(q[3], 11 | (7 << 4));
+        assert_eq!(q[4], 8 | (8 << 4), "zeros map to 8");
+    }
+}
