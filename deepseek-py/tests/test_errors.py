@@ -1,0 +1,152 @@
+"""Errors are Python exceptions with the Rust message, in both hierarchies."""
+
+import numpy as np
+import pytest
+
+import deepseek_rs
+from conftest import FIXTURES, golden, model
+
+TINY = FIXTURES / "v3_tiny"
+
+
+def test_hierarchy() -> None:
+    assert issubclass(deepseek_rs.DeepseekError, Exception)
+    assert issubclass(deepseek_rs.DeepseekValueError, deepseek_rs.DeepseekError)
+    assert issubclass(deepseek_rs.DeepseekValueError, ValueError)
+    assert issubclass(deepseek_rs.DeepseekOSError, deepseek_rs.DeepseekError)
+    assert issubclass(deepseek_rs.DeepseekOSError, OSError)
+    assert issubclass(deepseek_rs.DeepseekFileNotFoundError, deepseek_rs.DeepseekOSError)
+    assert issubclass(deepseek_rs.DeepseekFileNotFoundError, FileNotFoundError)
+    for cls in (
+        deepseek_rs.DeepseekError,
+        deepseek_rs.DeepseekValueError,
+        deepseek_rs.DeepseekOSError,
+        deepseek_rs.DeepseekFileNotFoundError,
+    ):
+        assert cls.__module__ == "deepseek_rs"
+
+
+def test_missing_dir_is_file_not_found(tmp_path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match="no-such-model") as e:
+        deepseek_rs.Model(missing)
+    assert isinstance(e.value, deepseek_rs.DeepseekError)
+
+
+def test_missing_shard_is_file_not_found(tmp_path) -> None:
+    src = FIXTURES / "v3_sharded_bf16"
+    for f in src.iterdir():
+        if f.name != "model-00002-of-00003.safetensors":
+            (tmp_path / f.name).symlink_to(f)
+    with pytest.raises(FileNotFoundError, match="model-00002-of-00003"):
+        deepseek_rs.Model(tmp_path)
+
+
+def test_bad_config_is_value_error(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(
+        (TINY / "config.json").read_text().replace('"deepseek_v3"', '"llama"')
+    )
+    (tmp_path / "model.safetensors").symlink_to(TINY / "model.safetensors")
+    with pytest.raises(ValueError, match="llama"):
+        deepseek_rs.Model(tmp_path)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="config.json"):
+        deepseek_rs.Model(tmp_path)
+
+
+def test_corrupt_checkpoint_is_deepseek_error(tmp_path) -> None:
+    (tmp_path / "config.json").symlink_to(TINY / "config.json")
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(deepseek_rs.DeepseekError) as e:
+        deepseek_rs.Model(tmp_path)
+    assert not isinstance(e.value, (ValueError, OSError)), repr(e.value)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "q4_0", "", "AUTO "])
+def test_bad_dtype(dtype: str) -> None:
+    with pytest.raises(ValueError, match="supported: 'auto'"):
+        deepseek_rs.Model(TINY, dtype=dtype)
+
+
+def test_dtype_auto() -> None:
+    assert deepseek_rs.Model(TINY, dtype="auto").vocab_size == 512
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_bad_threads(threads: int) -> None:
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        deepseek_rs.Model(TINY, threads=threads)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        model("v3_tiny").new_session(threads=threads)
+
+
+def test_threads_wrong_type() -> None:
+    with pytest.raises(TypeError):
+        deepseek_rs.Model(TINY, threads="2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("context_length", [0, -5, 257])
+def test_bad_context_length(context_length: int) -> None:
+    with pytest.raises(ValueError, match="context_length"):
+        deepseek_rs.Model(TINY, context_length=context_length)
+    with pytest.raises(ValueError, match="context_length"):
+        model("v3_tiny").new_session(context_length=context_length)
+
+
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        ([5, -1], "token id -1 at position 1 is negative"),
+        ([512], r"token id 512 at position 0 is out of range \(vocab_size 512\)"),
+        ([1, 2**32], "out of range"),
+        ([2**70], "out of range"),
+        (np.array([3, -2], dtype=np.int8), "token id -2 at position 1 is negative"),
+        (np.array([600], dtype=np.uint32), "out of range"),
+        (np.zeros((2, 2), dtype=np.int64), "1-D"),
+        ([], "no tokens"),
+        (np.array([], dtype=np.int64), "no tokens"),
+    ],
+)
+def test_bad_ids_are_value_errors(ids, match: str) -> None:
+    m = model("v3_tiny")
+    with pytest.raises(deepseek_rs.DeepseekValueError, match=match):
+        m.logits(ids)
+    s = m.new_session()
+    with pytest.raises(ValueError, match=match):
+        s.eval(ids)
+    with pytest.raises(ValueError, match=match):
+        s.eval_all(ids)
+    assert s.n_tokens == 0
+
+
+@pytest.mark.parametrize("ids", ["abc", b"ab", 5, [1.0, 2.0], np.array([1.0]), [[1, 2]], None])
+def test_non_integer_ids_are_type_errors(ids) -> None:
+    with pytest.raises(TypeError, match="ids"):
+        model("v3_tiny").logits(ids)
+
+
+def test_context_overflow_is_value_error_and_keeps_the_cache() -> None:
+    g = golden("v3_tiny")
+    s = model("v3_tiny").new_session(context_length=10)
+    s.eval(g.input_ids)
+    with pytest.raises(ValueError, match="context overflow: 7 cached \\+ 4 new tokens exceed the context length 10"):
+        s.eval([1, 2, 3, 4])
+    assert s.n_tokens == 7
+    s.eval([1, 2, 3])
+    assert s.n_tokens == 10
+    with pytest.raises(ValueError, match="context overflow"):
+        s.eval([1])
+    small = deepseek_rs.Model(TINY, context_length=4)
+    assert small.context_length == 4 and small.new_session().context_length == 4
+    with pytest.raises(ValueError, match="context overflow"):
+        small.logits([1, 2, 3, 4, 5])
+
+
+def test_bad_truncate() -> None:
+    s = model("v3_tiny").new_session()
+    s.eval([1, 2, 3])
+    with pytest.raises(ValueError, match="cannot truncate to 4"):
+        s.truncate(4)
+    with pytest.raises(ValueError, match="cannot truncate to -1"):
+        s.truncate(-1)
+    assert s.n_tokens == 3
