@@ -4,21 +4,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use deepseek_core::{LoadOptions, Model, Session, SessionOptions};
+use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{count, token_ids};
-use crate::errors::{to_py, value_error};
+use crate::errors::to_py;
 use crate::session::PySession;
-
-/// Weight formats `dtype=` accepts; "auto" keeps each tensor in the checkpoint's own format.
-const DTYPES: &[&str] = &["auto"];
 
 /// A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
 ///
 /// `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
-/// is the weight format; only "auto" (each tensor as the checkpoint stores it) for now.
+/// is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
+/// "f32", "bf16", "f16", "q8_0" or "q4_0" (converted while loading).
 /// `threads` sizes the default worker pool (default: all cores); `context_length` is the
 /// default limit of the sessions it opens and of `logits` (default: the model's maximum).
 ///
@@ -58,25 +56,14 @@ impl PyModel {
         threads: Option<i64>,
         context_length: Option<i64>,
     ) -> PyResult<Self> {
-        if !DTYPES.contains(&dtype) {
-            return Err(value_error(
-                py,
-                format!(
-                    "unsupported dtype '{dtype}' (supported: '{}'; more formats are planned)",
-                    DTYPES.join("', '")
-                ),
-            ));
-        }
+        let dtype: WeightDtype = dtype.parse().map_err(|e| to_py(py, e))?;
         let threads = count(py, "threads", threads)?;
         let context_length = count(py, "context_length", context_length)?;
         let model = py
             .detach(|| {
                 Model::load(
                     &path,
-                    LoadOptions {
-                        threads,
-                        ..Default::default()
-                    },
+                    LoadOptions { threads, dtype },
                 )
             })
             .map_err(|e| to_py(py, e))?;

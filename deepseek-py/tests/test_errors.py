@@ -62,14 +62,17 @@ def test_corrupt_checkpoint_is_deepseek_error(tmp_path) -> None:
     assert not isinstance(e.value, (ValueError, OSError)), repr(e.value)
 
 
-@pytest.mark.parametrize("dtype", ["f16", "q4_0", "", "AUTO "])
+@pytest.mark.parametrize("dtype", ["f17", "q3_k", "", "AUTO "])
 def test_bad_dtype(dtype: str) -> None:
-    with pytest.raises(ValueError, match="supported: 'auto'"):
+    with pytest.raises(ValueError, match="supported: auto, f32, bf16, f16, q8_0, q4_0"):
         deepseek_rs.Model(TINY, dtype=dtype)
 
 
-def test_dtype_auto() -> None:
-    assert deepseek_rs.Model(TINY, dtype="auto").vocab_size == 512
+@pytest.mark.parametrize("dtype", ["auto", "f32", "bf16", "f16", "q8_0", "q4_0", "Q8_0"])
+def test_every_dtype_loads_and_runs(dtype: str) -> None:
+    m = deepseek_rs.Model(TINY, dtype=dtype)
+    assert m.vocab_size == 512
+    assert m.logits([1, 2, 3]).shape == (512,)
 
 
 @pytest.mark.parametrize("threads", [0, -1])

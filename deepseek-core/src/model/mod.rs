@@ -249,6 +249,40 @@ impl Transformer {
         })
     }
 
+    /// Weight bytes one decoded token reads: every matrix except the embedding (one row) and
+    /// the routed experts, of which `num_experts_per_tok` per MoE layer (their average size).
+    /// Decode speed is bounded by memory bandwidth divided by this.
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let mlp = |m: &Mlp| {
+            m.gate_proj.weight.storage_bytes()
+                + m.up_proj.weight.storage_bytes()
+                + m.down_proj.weight.storage_bytes()
+        };
+        let mut total = self.lm_head.weight.storage_bytes();
+        for l in &self.layers {
+            let a = &l.self_attn;
+            total += match &a.q {
+                QProj::Plain(q) => q.weight.storage_bytes(),
+                QProj::Lora {
+                    q_a_proj, q_b_proj, ..
+                } => q_a_proj.weight.storage_bytes() + q_b_proj.weight.storage_bytes(),
+            };
+            total += a.kv_a_proj_with_mqa.weight.storage_bytes()
+                + a.kv_b_proj.weight.storage_bytes()
+                + a.o_proj.weight.storage_bytes();
+            total += match &l.mlp {
+                FeedForward::Dense(m) => mlp(m),
+                FeedForward::Moe(moe) => {
+                    let experts: usize = moe.experts.iter().map(mlp).sum();
+                    moe.gate.weight.storage_bytes()
+                        + experts / moe.experts.len().max(1) * moe.router.top_k
+                        + moe.shared_experts.as_ref().map_or(0, mlp)
+                }
+            };
+        }
+        total
+    }
+
     /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
     /// final-normed hidden states in `h: [n, hidden]`. `trace` receives each layer's input and the
     /// last layer's output (before the final norm) when given.

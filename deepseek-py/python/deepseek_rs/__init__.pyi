@@ -32,7 +32,8 @@ class Model:
     """A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
 
     `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
-    is the weight format; only "auto" (each tensor as the checkpoint stores it) for now.
+    is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
+    "f32", "bf16", "f16", "q8_0" or "q4_0" (converted while loading).
     `threads` sizes the default worker pool (default: all cores); `context_length` is the
     default limit of the sessions it opens and of `logits` (default: the model's maximum).
 
