@@ -87,6 +87,21 @@ pub enum Error {
         /// The session's limit.
         limit: usize,
     },
+    /// A tokenizer file is malformed or names a token it does not have, or the tokenizer
+    /// failed on an input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template failed to compile or render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A sampling or generation parameter is out of range.
+    #[error("invalid parameter `{name}`: {message}")]
+    InvalidParameter {
+        /// The parameter (e.g. `top_p`).
+        name: String,
+        /// What is wrong with its value.
+        message: String,
+    },
 }
 
 /// The crate's result type.

@@ -17,14 +17,25 @@
 
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod quant;
+pub mod sampling;
 mod session;
+pub mod template;
+pub mod tokenizer;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use generate::{
+    ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult, Generator,
+    Stream, Usage,
+};
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
+pub use sampling::{GenerationConfig, Sampler, SamplingParams};
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};
+pub use template::{ChatTemplate, Message};
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -1,0 +1,229 @@
+//! Chat templates: a checkpoint's own Jinja `chat_template`, rendered with MiniJinja the way
+//! transformers' `apply_chat_template` renders it (trim_blocks, lstrip_blocks, loop controls,
+//! Python string methods, `raise_exception`), or DeepSeek-R1's when a checkpoint has none.
+//! Never sees the model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::{Environment, Value};
+
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// DeepSeek-R1's published chat template (tokenizer_config.json of deepseek-ai/DeepSeek-R1): no
+/// default system prompt, earlier turns lose everything up to `</think>`, and the generation
+/// prompt ends with `<｜Assistant｜><think>\n`.
+pub const DEEPSEEK_R1_TEMPLATE: &str = concat!(
+    r#"{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}"#,
+    r#"{% endif %}"#,
+    r#"{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_prompt='', is_first_sp=true) %}"#,
+    r#"{%- for message in messages %}{%- if message['role'] == 'system' %}"#,
+    r#"{%- if ns.is_first_sp %}"#,
+    r#"{% set ns.system_prompt = ns.system_prompt + message['content'] %}"#,
+    r#"{% set ns.is_first_sp = false %}{%- else %}"#,
+    r#"{% set ns.system_prompt = ns.system_prompt + '\n\n' + message['content'] %}{%- endif %}"#,
+    r#"{%- endif %}{%- endfor %}{{ bos_token }}{{ ns.system_prompt }}"#,
+    r#"{%- for message in messages %}{%- if message['role'] == 'user' %}"#,
+    r#"{%- set ns.is_tool = false -%}{{'<｜User｜>' + message['content']}}{%- endif %}"#,
+    r#"{%- if message['role'] == 'assistant' and 'tool_calls' in message %}"#,
+    r#"{%- set ns.is_tool = false -%}{%- for tool in message['tool_calls'] %}"#,
+    r#"{%- if not ns.is_first %}"#,
+    r#"{%- if message['content'] is none %}{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\n' + '```json' + '\n' + tool['function']['arguments'] + '\n' + '```' + '<｜tool▁call▁end｜>'}}"#,
+    r#"{%- else %}{{'<｜Assistant｜>' + message['content'] + '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\n' + '```json' + '\n' + tool['function']['arguments'] + '\n' + '```' + '<｜tool▁call▁end｜>'}}"#,
+    r#"{%- endif %}{%- set ns.is_first = true -%}"#,
+    r#"{%- else %}{{'\n' + '<｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\n' + '```json' + '\n' + tool['function']['arguments'] + '\n' + '```' + '<｜tool▁call▁end｜>'}}"#,
+    r#"{%- endif %}{%- endfor %}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}"#,
+    r#"{%- if message['role'] == 'assistant' and 'tool_calls' not in message %}"#,
+    r#"{%- if ns.is_tool %}{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sentence｜>'}}"#,
+    r#"{%- set ns.is_tool = false -%}{%- else %}{% set content = message['content'] %}"#,
+    r#"{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}"#,
+    r#"{% endif %}{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}"#,
+    r#"{%- if message['role'] == 'tool' %}{%- set ns.is_tool = true -%}"#,
+    r#"{%- if ns.is_output_first %}{{'<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}"#,
+    r#"{%- set ns.is_output_first = false %}"#,
+    r#"{%- else %}{{'<｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}"#,
+    r#"{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<｜tool▁outputs▁end｜>'}}"#,
+    r#"{% endif %}{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜><think>\n'}}"#,
+    r#"{% endif %}"#,
+);
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text of the turn (for an assistant turn, may include a `<think>` block).
+    pub content: String,
+    /// An assistant turn's reasoning, passed to templates that use it (R1's ignores it).
+    pub reasoning_content: Option<String>,
+}
+
+impl Message {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            reasoning_content: None,
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+
+    fn to_value(&self) -> Value {
+        let mut m = BTreeMap::new();
+        m.insert("role".to_string(), Value::from(self.role.as_str()));
+        m.insert("content".to_string(), Value::from(self.content.as_str()));
+        // Absent, not None, when unset: templates test `'reasoning_content' in message`.
+        if let Some(r) = &self.reasoning_content {
+            m.insert("reasoning_content".to_string(), Value::from(r.as_str()));
+        }
+        Value::from(m)
+    }
+}
+
+/// A compiled chat template plus the special-token strings it is rendered with.
+#[derive(Clone)]
+pub struct ChatTemplate {
+    env: Arc<Environment<'static>>,
+    source: Arc<str>,
+    special_tokens: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source_len", &self.source.len())
+            .field("special_tokens", &self.special_tokens)
+            .finish()
+    }
+}
+
+const NAME: &str = "chat_template";
+
+impl ChatTemplate {
+    /// Compiles `source`; syntax errors are reported here, not at render time.
+    pub fn new(source: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        // transformers: jinja2 ImmutableSandboxedEnvironment(trim_blocks=True,
+        // lstrip_blocks=True, extensions=[loopcontrols]) + raise_exception.
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(|e| Error::Template(e.to_string()))?,
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(|e| Error::Template(describe(&e)))?;
+        Ok(ChatTemplate {
+            env: Arc::new(env),
+            source: source.into(),
+            special_tokens: Vec::new(),
+        })
+    }
+
+    /// DeepSeek-R1's template with R1's BOS/EOS strings.
+    pub fn deepseek_r1() -> Self {
+        let mut t = Self::new(DEEPSEEK_R1_TEMPLATE).expect("the built-in template compiles");
+        t.special_tokens = vec![
+            ("bos_token", "<｜begin▁of▁sentence｜>".to_string()),
+            ("eos_token", "<｜end▁of▁sentence｜>".to_string()),
+        ];
+        t
+    }
+
+    /// The tokenizer's own template (or R1's if it has none), rendered with its special tokens.
+    pub fn for_tokenizer(tokenizer: &Tokenizer) -> Result<Self> {
+        let mut t = match tokenizer.chat_template() {
+            Some(source) => Self::new(source)?,
+            None => Self::deepseek_r1(),
+        };
+        let names = ["bos_token", "eos_token", "pad_token", "unk_token"];
+        let found: Vec<_> = names
+            .into_iter()
+            .filter_map(|n| tokenizer.special_token(n).map(|s| (n, s.to_string())))
+            .collect();
+        if !found.is_empty() {
+            t.special_tokens = found;
+        }
+        Ok(t)
+    }
+
+    /// Sets the string a special-token variable (`bos_token`, `eos_token`, ...) renders as.
+    pub fn with_special_token(mut self, name: &'static str, text: impl Into<String>) -> Self {
+        self.special_tokens.retain(|(n, _)| *n != name);
+        self.special_tokens.push((name, text.into()));
+        self
+    }
+
+    /// The Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// reply begins. An empty conversation is an error, as in transformers.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot apply a chat template to an empty conversation".into(),
+            ));
+        }
+        let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+        ctx.insert(
+            "messages".into(),
+            Value::from(messages.iter().map(Message::to_value).collect::<Vec<_>>()),
+        );
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        for (name, text) in &self.special_tokens {
+            ctx.insert(name.to_string(), Value::from(text.as_str()));
+        }
+        let template = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| Error::Template(describe(&e)))?;
+        template
+            .render(Value::from(ctx))
+            .map_err(|e| Error::Template(describe(&e)))
+    }
+}
+
+/// The error with its cause chain on one line.
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
