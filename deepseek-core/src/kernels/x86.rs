@@ -166,7 +166,8 @@ pub unsafe fn q8_0_to_f32(blocks: &[u8], out: &mut [f32]) {
         .chunks_exact(Q8_0_BYTES)
         .zip(out.chunks_exact_mut(QK))
     {
-        let d = crate::quant::blocks::block_scale(b);
+        // SAFETY: F16C is enabled for this function.
+        let d = unsafe { block_d(b) };
         // SAFETY: each block has 32 quant bytes after its scale; each output chunk holds 32 floats.
         unsafe {
             let dv = _mm256_set1_ps(d);
@@ -198,7 +199,8 @@ pub unsafe fn q4_0_to_f32(blocks: &[u8], out: &mut [f32]) {
         .chunks_exact(Q4_0_BYTES)
         .zip(out.chunks_exact_mut(QK))
     {
-        let d = crate::quant::blocks::block_scale(b);
+        // SAFETY: F16C is enabled for this function.
+        let d = unsafe { block_d(b) };
         // SAFETY: as in q8_0_to_f32; the 32 values are spilled to a stack array first.
         unsafe {
             let mut q = [0i8; 32];
@@ -236,46 +238,97 @@ unsafe fn dot_i8_vnni(w: __m256i, x: __m256i) -> __m256i {
     }
 }
 
-macro_rules! int_dots {
-    ($q8:ident, $q4:ident, $dot:ident, $feat:literal) => {
-        /// Q8_0 weight row . quantised activations.
-        #[target_feature(enable = $feat)]
-        pub unsafe fn $q8(w: &[u8], x: &[ActBlock]) -> f32 {
-            // SAFETY: each weight block has 32 quant bytes after its scale, each ActBlock 32 values.
-            unsafe {
-                let mut acc = _mm256_setzero_ps();
-                for (b, xb) in w.chunks_exact(Q8_0_BYTES).zip(x) {
-                    let wq = _mm256_loadu_si256(b.as_ptr().add(2).cast());
-                    let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
-                    let d = _mm256_set1_ps(crate::quant::blocks::block_scale(b) * xb.d);
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(wq, xq)), d, acc);
-                }
-                hsum(acc)
-            }
-        }
+/// The f16 scale at the start of a block, converted inline with F16C (half's portable
+/// conversion re-checks CPU features on every call, which costs more than the block's math).
+#[inline(always)]
+unsafe fn block_d(b: &[u8]) -> f32 {
+    // SAFETY: register-only intrinsics under F16C; a block has at least 2 bytes.
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            u16::from_le_bytes([b[0], b[1]]) as i32,
+        )))
+    }
+}
 
-        /// Q4_0 weight row . quantised activations.
+/// 32 signed weights of a Q8_0 block.
+#[inline(always)]
+unsafe fn q8_0_load(b: &[u8]) -> __m256i {
+    // SAFETY: a Q8_0 block has 32 quant bytes after its scale.
+    unsafe { _mm256_loadu_si256(b.as_ptr().add(2).cast()) }
+}
+
+macro_rules! int_dot {
+    ($name:ident, $bytes:expr, $load:ident, $dot:ident, $feat:literal, $doc:literal) => {
+        #[doc = $doc]
         #[target_feature(enable = $feat)]
-        pub unsafe fn $q4(w: &[u8], x: &[ActBlock]) -> f32 {
-            // SAFETY: as above, with 16 nibble bytes per weight block.
+        pub unsafe fn $name(w: &[u8], x: &[ActBlock]) -> f32 {
+            let nb = x.len().min(w.len() / $bytes);
+            // SAFETY: blocks are sliced within `w` and `x`; two independent accumulators hide
+            // the FMA latency.
             unsafe {
-                let mut acc = _mm256_setzero_ps();
-                for (b, xb) in w.chunks_exact(Q4_0_BYTES).zip(x) {
-                    let wq = q4_0_unpack(b);
-                    let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
-                    let d = _mm256_set1_ps(crate::quant::blocks::block_scale(b) * xb.d);
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(wq, xq)), d, acc);
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut i = 0;
+                while i + 2 <= nb {
+                    let (b0, b1) = (&w[i * $bytes..], &w[(i + 1) * $bytes..]);
+                    let (x0, x1) = (&x[i], &x[i + 1]);
+                    let p0 = $dot($load(b0), _mm256_loadu_si256(x0.qs.as_ptr().cast()));
+                    let p1 = $dot($load(b1), _mm256_loadu_si256(x1.qs.as_ptr().cast()));
+                    acc0 = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(p0),
+                        _mm256_set1_ps(block_d(b0) * x0.d),
+                        acc0,
+                    );
+                    acc1 = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(p1),
+                        _mm256_set1_ps(block_d(b1) * x1.d),
+                        acc1,
+                    );
+                    i += 2;
                 }
-                hsum(acc)
+                if i < nb {
+                    let b0 = &w[i * $bytes..];
+                    let p0 = $dot($load(b0), _mm256_loadu_si256(x[i].qs.as_ptr().cast()));
+                    acc0 = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(p0),
+                        _mm256_set1_ps(block_d(b0) * x[i].d),
+                        acc0,
+                    );
+                }
+                hsum(_mm256_add_ps(acc0, acc1))
             }
         }
     };
 }
 
-int_dots!(dot_q8_0_avx2, dot_q4_0_avx2, dot_i8_avx2, "avx2,fma,f16c");
-int_dots!(
+int_dot!(
+    dot_q8_0_avx2,
+    Q8_0_BYTES,
+    q8_0_load,
+    dot_i8_avx2,
+    "avx2,fma,f16c",
+    "Q8_0 row . activations (AVX2)."
+);
+int_dot!(
+    dot_q4_0_avx2,
+    Q4_0_BYTES,
+    q4_0_unpack,
+    dot_i8_avx2,
+    "avx2,fma,f16c",
+    "Q4_0 row . activations (AVX2)."
+);
+int_dot!(
     dot_q8_0_vnni,
-    dot_q4_0_vnni,
+    Q8_0_BYTES,
+    q8_0_load,
     dot_i8_vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    "Q8_0 row . activations (AVX-512 VNNI)."
+);
+int_dot!(
+    dot_q4_0_vnni,
+    Q4_0_BYTES,
+    q4_0_unpack,
+    dot_i8_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    "Q4_0 row . activations (AVX-512 VNNI)."
 );

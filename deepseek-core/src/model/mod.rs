@@ -236,7 +236,13 @@ impl Transformer {
                 weight: embed_tokens.clone(),
             }
         } else {
-            src.linear("lm_head", c.vocab_size, hs)?
+            let head_dtype = match dtype {
+                WeightDtype::Q4_0 => WeightDtype::Q8_0,
+                d => d,
+            };
+            Linear {
+                weight: src.weight_as("lm_head.weight", c.vocab_size, hs, head_dtype)?,
+            }
         };
         src.check_all_used(c.num_hidden_layers, c.num_nextn_predict_layers)?;
         Ok(Transformer {
