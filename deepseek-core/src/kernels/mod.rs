@@ -45,56 +45,126 @@ pub fn matmul_with(
     n: usize,
     y: &mut [f32],
 ) {
-    let (cols, m) = (w.cols(), rows.len());
+    let m = rows.len();
     assert!(
-        rows.end <= w.rows() && x.len() == n * cols && y.len() == n * m,
+        rows.end <= w.rows() && x.len() == n * w.cols() && y.len() == n * m,
         "matmul: shape mismatch"
     );
     let out = SyncPtr(y.as_mut_ptr());
-    if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
-        let nb = cols / QK;
-        ACT.with(|act| {
-            let mut act = act.borrow_mut();
-            if act.len() < n * nb {
-                act.resize(n * nb, ActBlock::default());
-            }
-            blocks::quantize_act(x, &mut act[..n * nb]);
-            let xq = &act[..n * nb];
-            pool.for_each_range(m, cols * n, |r| {
-                for i in r {
-                    let wrow = w.row_bytes(rows.start + i);
-                    for t in 0..n {
-                        let d = dot_q_with(isa, w.format(), wrow, &xq[t * nb..(t + 1) * nb]);
-                        // SAFETY: each task owns a disjoint set of output columns `i`.
-                        unsafe { *out.at(t * m + i) = d };
-                    }
-                }
-            });
-        });
+    with_activations(w, x, n, |xq| {
+        pool.for_each_range(m, w.cols() * n, |r| {
+            // SAFETY: tasks get disjoint index ranges `r`, so they write disjoint columns of y.
+            unsafe { matmul_rows(isa, w, rows.start, r, x, xq, n, out, m) }
+        })
+    });
+}
+
+/// `ya = x A^T` and `yb = x B^T` for two matrices of the same width in one parallel dispatch
+/// (gate/up of a SwiGLU, MLA's two down-projections), so workers wake once and block formats
+/// quantise `x` once.
+pub fn matmul_pair(
+    pool: &Pool,
+    a: &Weight,
+    b: &Weight,
+    x: &[f32],
+    n: usize,
+    ya: &mut [f32],
+    yb: &mut [f32],
+) {
+    let same_format = std::mem::discriminant(a.format()) == std::mem::discriminant(b.format());
+    if !same_format || a.cols() != b.cols() {
+        matmul(pool, a, 0..a.rows(), x, n, ya);
+        matmul(pool, b, 0..b.rows(), x, n, yb);
         return;
     }
-    pool.for_each_range(m, cols * n, |r| {
-        let mut buf = [0f32; CHUNK];
-        for i in r {
-            let row = rows.start + i;
-            for t in 0..n {
-                // SAFETY: each task owns a disjoint set of output columns `i`; see Pool::for_each_range.
-                unsafe { *out.at(t * m + i) = 0.0 };
+    let (ra, rb) = (a.rows(), b.rows());
+    assert!(
+        x.len() == n * a.cols() && ya.len() == n * ra && yb.len() == n * rb,
+        "matmul_pair: shape mismatch"
+    );
+    let isa = Isa::detect();
+    let (pa, pb) = (SyncPtr(ya.as_mut_ptr()), SyncPtr(yb.as_mut_ptr()));
+    with_activations(a, x, n, |xq| {
+        pool.for_each_range(ra + rb, a.cols() * n, |r| {
+            let (a_part, b_part) = (
+                r.start.min(ra)..r.end.min(ra),
+                r.start.max(ra) - ra..r.end.max(ra) - ra,
+            );
+            // SAFETY: disjoint ranges of the concatenated rows [A; B] write disjoint columns.
+            unsafe {
+                matmul_rows(isa, a, 0, a_part, x, xq, n, pa, ra);
+                matmul_rows(isa, b, 0, b_part, x, xq, n, pb, rb);
             }
-            let mut c0 = 0;
-            while c0 < cols {
-                let len = CHUNK.min(cols - c0);
-                let wrow = &mut buf[..len];
-                decode_with(isa, w, row, c0, wrow);
-                for t in 0..n {
-                    let d = dot_with(isa, wrow, &x[t * cols + c0..][..len]);
-                    // SAFETY: as above.
-                    unsafe { *out.at(t * m + i) += d };
-                }
-                c0 += len;
+        })
+    });
+}
+
+/// Runs `f` with `x` quantised to 8-bit blocks when `w` is a block format (empty otherwise),
+/// in a thread-local buffer that only grows.
+fn with_activations<R>(w: &Weight, x: &[f32], n: usize, f: impl FnOnce(&[ActBlock]) -> R) -> R {
+    if !matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+        return f(&[]);
+    }
+    let nb = w.cols() / QK;
+    ACT.with(|act| {
+        let mut act = act.borrow_mut();
+        if act.len() < n * nb {
+            act.resize(n * nb, ActBlock::default());
+        }
+        blocks::quantize_act(x, &mut act[..n * nb]);
+        f(&act[..n * nb])
+    })
+}
+
+/// Rows `row0 + i` for `i` in `idx` of `x W^T`, written to `out[t * stride + i]`.
+///
+/// # Safety
+/// `out` must point to `n * stride` floats, `idx.end <= stride`, and no other thread may
+/// access the written elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_rows(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    x: &[f32],
+    xq: &[ActBlock],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let cols = w.cols();
+    if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+        let nb = cols / QK;
+        for i in idx {
+            let wrow = w.row_bytes(row0 + i);
+            for t in 0..n {
+                let d = dot_q_with(isa, w.format(), wrow, &xq[t * nb..(t + 1) * nb]);
+                // SAFETY: the caller owns these elements.
+                unsafe { *out.at(t * stride + i) = d };
             }
         }
-    });
+        return;
+    }
+    let mut buf = [0f32; CHUNK];
+    for i in idx {
+        for t in 0..n {
+            // SAFETY: the caller owns these elements.
+            unsafe { *out.at(t * stride + i) = 0.0 };
+        }
+        let mut c0 = 0;
+        while c0 < cols {
+            let len = CHUNK.min(cols - c0);
+            let wrow = &mut buf[..len];
+            decode_with(isa, w, row0 + i, c0, wrow);
+            for t in 0..n {
+                let d = dot_with(isa, wrow, &x[t * cols + c0..][..len]);
+                // SAFETY: as above.
+                unsafe { *out.at(t * stride + i) += d };
+            }
+            c0 += len;
+        }
+    }
 }
 
 /// `y[t, c] = sum_r x[t, r] * W[rows.start + r, c]` for `t < n`: the product with `W[rows]^T`.

@@ -40,6 +40,14 @@ impl Pool {
         Ok(Pool { pool, threads })
     }
 
+    /// A pool that runs everything on the caller's thread (for work already split by the caller).
+    pub const fn serial() -> Self {
+        Pool {
+            pool: None,
+            threads: 1,
+        }
+    }
+
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.threads
@@ -68,4 +76,46 @@ impl Pool {
             _ => f(0..n),
         }
     }
+
+    /// Runs `f(i, part_i)` over the disjoint parts `buf[bounds[i]..bounds[i + 1]]`, in parallel;
+    /// `work_per_part` (multiply-adds, on average) decides whether splitting is worth it.
+    pub fn for_each_part<F>(&self, buf: &mut [f32], bounds: &[usize], work_per_part: usize, f: F)
+    where
+        F: Fn(usize, &mut [f32]) + Sync,
+    {
+        assert!(
+            bounds.windows(2).all(|w| w[0] <= w[1])
+                && bounds.last().is_none_or(|&e| e <= buf.len()),
+            "for_each_part: bounds must be sorted and inside the buffer"
+        );
+        let parts = bounds.len().saturating_sub(1);
+        let base = PartPtr(buf.as_mut_ptr());
+        self.for_each_range(parts, work_per_part, |r| {
+            for i in r {
+                // SAFETY: sorted bounds inside `buf` make the parts disjoint; each index is visited
+                // by exactly one task, and all tasks end before `buf`'s borrow does.
+                let part = unsafe {
+                    std::slice::from_raw_parts_mut(base.at(bounds[i]), bounds[i + 1] - bounds[i])
+                };
+                f(i, part);
+            }
+        });
+    }
 }
+
+/// The base pointer of a buffer split into disjoint parts.
+#[derive(Clone, Copy)]
+struct PartPtr(*mut f32);
+
+impl PartPtr {
+    #[inline]
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay within the buffer the pointer was taken from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+// SAFETY: only used to hand disjoint parts to tasks that all end before the borrow does.
+unsafe impl Send for PartPtr {}
+// SAFETY: as above.
+unsafe impl Sync for PartPtr {}

@@ -211,3 +211,60 @@ fn quantised_matmul_is_bit_identical_across_isas_up_to_block_order() {
         );
     }
 }
+
+#[test]
+fn matmul_pair_equals_two_matmuls() {
+    let mut rng = Rng(6);
+    for (ra, rb, cols, n) in [
+        (5, 7, 64, 1),
+        (33, 2, 96, 3),
+        (1, 1, 32, 2),
+        (130, 60, 160, 1),
+    ] {
+        for dtype in [
+            WeightDtype::Auto,
+            WeightDtype::BF16,
+            WeightDtype::Q8_0,
+            WeightDtype::Q4_0,
+        ] {
+            let a = Weight::from_f32(ra, cols, &rng.vec(ra * cols)).convert(dtype);
+            let b = Weight::from_f32(rb, cols, &rng.vec(rb * cols)).convert(dtype);
+            let x = rng.vec(n * cols);
+            for threads in [1, 2] {
+                let pool = Pool::new(threads).unwrap();
+                let (mut wa, mut wb) = (vec![0f32; n * ra], vec![0f32; n * rb]);
+                matmul(&pool, &a, 0..ra, &x, n, &mut wa);
+                matmul(&pool, &b, 0..rb, &x, n, &mut wb);
+                let (mut ga, mut gb) = (vec![f32::NAN; n * ra], vec![f32::NAN; n * rb]);
+                matmul_pair(&pool, &a, &b, &x, n, &mut ga, &mut gb);
+                assert_eq!(
+                    (ga, gb),
+                    (wa, wb),
+                    "{dtype:?} {ra}+{rb}x{cols} n{n} t{threads}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn for_each_part_hands_out_disjoint_parts() {
+    let pool = Pool::new(2).unwrap();
+    let mut buf = vec![0f32; 100];
+    let bounds = [0, 10, 10, 55, 100];
+    pool.for_each_part(&mut buf, &bounds, 1 << 20, |i, part| {
+        part.iter_mut().for_each(|v| *v += i as f32 + 1.0)
+    });
+    let want: Vec<f32> = (0..100)
+        .map(|j| {
+            if j < 10 {
+                1.0
+            } else if j < 55 {
+                3.0
+            } else {
+                4.0
+            }
+        })
+        .collect();
+    assert_eq!(buf, want);
+}

@@ -118,25 +118,24 @@ impl Mla {
         let qk = dn + dr;
         let w = self.cache_width();
 
-        // q: [n, heads, nope + rope]
+        // q: [n, heads, nope + rope]; kv: [n, kv_lora + rope] -> cache rows [latent | k_pe].
+        // Both down-projections read x: one dispatch computes them together.
         let q = grow(&mut s.q, n * nh * qk);
+        let kv = grow(&mut s.kv, n * w);
+        let kv_a = &self.kv_a_proj_with_mqa.weight;
         match &self.q {
-            QProj::Plain(q_proj) => q_proj.forward(pool, x, n, q),
+            QProj::Plain(q_proj) => kernels::matmul_pair(pool, &q_proj.weight, kv_a, x, n, q, kv),
             QProj::Lora {
                 q_a_proj,
                 q_a_layernorm,
                 q_b_proj,
             } => {
                 let qa = grow(&mut s.qa, n * q_a_proj.out_features());
-                q_a_proj.forward(pool, x, n, qa);
+                kernels::matmul_pair(pool, &q_a_proj.weight, kv_a, x, n, qa, kv);
                 q_a_layernorm.forward_inplace(qa);
                 q_b_proj.forward(pool, qa, n, q);
             }
         }
-
-        // kv: [n, kv_lora + rope] -> cache rows [latent | k_pe]
-        let kv = grow(&mut s.kv, n * w);
-        self.kv_a_proj_with_mqa.forward(pool, x, n, kv);
         cache.truncate(pos0 * w);
         for t in 0..n {
             let row = &mut kv[t * w..][..w];

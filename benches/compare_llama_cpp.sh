@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# deepseek-rs against llama.cpp on the same DeepseekV3-layout bench model, same machine, same
+# threads, interleaved runs, medians; prints ratios and each engine's decode as a share of the
+# memory-bandwidth ceiling. Run by hand (takes ~20 min the first time: it builds llama.cpp):
+#
+#   bash benches/compare_llama_cpp.sh [REPS]          (REPS: samples per engine, default 5)
+#
+# Everything it fetches or builds goes to $DEEPSEEK_BENCH_DIR (default ~/.cache/deepseek-bench):
+# llama-cpp-python's sdist from PyPI (its vendored llama.cpp builds llama-bench and
+# llama-quantize, and ships convert_hf_to_gguf.py), a venv for the converter, the bench model
+# (tools/make_bench_model.py, with the real R1 tokenizer so the converter knows it) and GGUFs.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+reps="${1:-5}"
+work="${DEEPSEEK_BENCH_DIR:-$HOME/.cache/deepseek-bench}"
+mkdir -p "$work"
+venv="$work/venv"
+model="$work/bench-model"
+say() { printf '\n== %s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  say "venv for the converter (numpy, torch, transformers, cmake)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q numpy torch transformers safetensors sentencepiece cmake ninja
+fi
+export PATH="$venv/bin:$PATH"
+
+if [ ! -d "$work/llama-src" ]; then
+  say "llama-cpp-python sdist from PyPI"
+  "$venv/bin/pip" download -q --no-deps --no-binary llama-cpp-python llama-cpp-python -d "$work/sdist"
+  mkdir -p "$work/llama-src"
+  tar xzf "$work"/sdist/llama_cpp_python-*.tar.gz -C "$work/llama-src" --strip-components=1
+fi
+llama="$work/llama-src/vendor/llama.cpp"
+"$venv/bin/pip" install -q "$llama/gguf-py"
+if [ ! -x "$llama/build/bin/llama-bench" ]; then
+  say "building llama-bench and llama-quantize (-march=native)"
+  cmake -S "$llama" -B "$llama/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF >/dev/null
+  cmake --build "$llama/build" -j"$(nproc)" --target llama-bench llama-quantize >/dev/null
+fi
+
+if [ ! -f "$model/model.safetensors" ]; then
+  say "bench model"
+  "$venv/bin/python" "$root/tools/make_bench_model.py" "$model" \
+    --tokenizer "$root/deepseek-core/tests/fixtures/tokenizers/deepseek-r1"
+fi
+if [ ! -f "$work/bench-bf16.gguf" ]; then
+  say "converting to GGUF"
+  "$venv/bin/python" "$llama/convert_hf_to_gguf.py" "$model" --outtype bf16 --outfile "$work/bench-bf16.gguf" >/dev/null
+fi
+for q in q8_0 q4_0; do
+  if [ ! -f "$work/bench-$q.gguf" ]; then
+    # lm_head in 8 bits for both engines (deepseek-rs keeps it at q8_0 under q4_0).
+    "$llama/build/bin/llama-quantize" --output-tensor-type q8_0 "$work/bench-bf16.gguf" "$work/bench-$q.gguf" "${q^^}" >/dev/null 2>&1
+  fi
+done
+sync
+
+say "building deepseek-rs"
+(cd "$root" && cargo build --release -q --example bench)
+ours="$root/target/release/examples/bench"
+
+say "memory bandwidth (read-only sum, 2 MiB pages)"
+cat >"$work/bw.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <omp.h>
+int main(void) {
+  size_t n = (size_t)1 << 28; /* 2 GiB of doubles */
+  double *a = aligned_alloc(1 << 21, n * sizeof(double));
+  madvise(a, n * sizeof(double), MADV_HUGEPAGE);
+  for (size_t i = 0; i < n; i++) a[i] = 1.0;
+  double best = 0, s = 0;
+  for (int r = 0; r < 5; r++) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    #pragma omp parallel for reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += a[i];
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double gbs = n * sizeof(double) / ((t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)) / 1e9;
+    if (gbs > best) best = gbs;
+  }
+  printf("%.2f %g\n", best, s);
+  return 0;
+}
+C
+gcc -O3 -march=native -fopenmp "$work/bw.c" -o "$work/bw"
+declare -A bw
+for t in 1 2; do bw[$t]=$(OMP_NUM_THREADS=$t "$work/bw" | cut -d' ' -f1); echo "threads $t: ${bw[$t]} GB/s" >&2; done
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+llama_run() { # gguf threads -> "prefill decode"
+  "$llama/build/bin/llama-bench" -m "$1" -t "$2" -p 128 -n 64 -r 1 -mmp 0 -o json 2>/dev/null |
+    "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); d={("p" if x["n_prompt"] else "g"): x["avg_ts"] for x in r}; print(d["p"], d["g"])'
+}
+ours_run() { # dtype threads -> "prefill decode bytes"
+  "$ours" "$model" --dtype "$1" --threads "$2" --prompt 128 --gen 64 --reps 1 |
+    sed -n 's/^RESULT prefill_tok_s=\([0-9.]*\) decode_tok_s=\([0-9.]*\) bytes_per_token=\([0-9]*\)/\1 \2 \3/p'
+}
+
+printf '\n| weights | threads | prefill ours | prefill llama.cpp | ratio | decode ours | decode llama.cpp | ratio | ours %% of ceiling | llama.cpp %% of ceiling |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
+for q in q8_0 q4_0; do
+  for t in 1 2; do
+    : >"$work/o.txt"; : >"$work/l.txt"
+    for ((i = 0; i < reps; i++)); do
+      ours_run "$q" "$t" >>"$work/o.txt"
+      llama_run "$work/bench-$q.gguf" "$t" >>"$work/l.txt"
+    done
+    op=$(cut -d' ' -f1 "$work/o.txt" | median); od=$(cut -d' ' -f2 "$work/o.txt" | median)
+    bytes=$(head -1 "$work/o.txt" | cut -d' ' -f3)
+    lp=$(cut -d' ' -f1 "$work/l.txt" | median); ld=$(cut -d' ' -f2 "$work/l.txt" | median)
+    awk -v q="$q" -v t="$t" -v op="$op" -v od="$od" -v lp="$lp" -v ld="$ld" -v b="$bytes" -v bw="${bw[$t]}" 'BEGIN {
+      ceil = bw * 1e9 / b
+      printf "| %s | %d | %.1f | %.1f | %.2fx | %.1f | %.1f | %.2fx | %.0f%% | %.0f%% |\n", q, t, op, lp, op / lp, od, ld, od / ld, 100 * od / ceil, 100 * ld / ceil
+    }'
+  done
+done
+echo
+echo "Bytes per token are deepseek-rs's weights read per decoded token (lm_head q8_0 in both engines);"
+echo "ceiling = read bandwidth at that thread count / those bytes. Medians of $reps interleaved runs."
