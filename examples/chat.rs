@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use deepseek_core::{
     EventKind, GenerateParams, GenerationResult, Generator, LoadOptions, Message, SessionOptions,
+    WeightDtype,
 };
 
 const USAGE: &str = "\
@@ -23,6 +24,7 @@ usage: chat --model DIR [options]
   --max-tokens N            most tokens per reply (default: until EOS or the context is full)
   --context N               context length (default: the model's)
   --threads N               worker threads (default: all cores)
+  --dtype D                 weight format: auto (as stored), f32, bf16, f16, q8_0, q4_0
   --temperature T           0 = greedy (default: generation_config.json, else 1)
   --top-k K  --top-p P  --min-p P
   --repetition-penalty R  --frequency-penalty F  --presence-penalty P
@@ -40,6 +42,7 @@ struct Args {
     system: Option<String>,
     raw: bool,
     threads: Option<usize>,
+    dtype: WeightDtype,
     context: Option<usize>,
     hide_reasoning: bool,
     color: bool,
@@ -71,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
         system: None,
         raw: false,
         threads: None,
+        dtype: WeightDtype::Auto,
         context: None,
         hide_reasoning: false,
         color: std::io::stdout().is_terminal(),
@@ -91,6 +95,11 @@ fn parse_args() -> Result<Args, String> {
             "--system" => a.system = Some(value()?),
             "--raw" => a.raw = true,
             "--threads" => a.threads = Some(parse(&flag, &value()?)?),
+            "--dtype" => {
+                a.dtype = value()?
+                    .parse()
+                    .map_err(|e: deepseek_core::Error| e.to_string())?
+            }
             "--context" => a.context = Some(parse(&flag, &value()?)?),
             "--max-tokens" => a.max_tokens = Some(parse(&flag, &value()?)?),
             "--stop" => a.stop.push(value()?),
@@ -121,6 +130,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let load = LoadOptions {
         threads: args.threads,
+        dtype: args.dtype,
         ..Default::default()
     };
     let generator = Generator::load(&args.model, args.tokenizer.as_deref(), load)
