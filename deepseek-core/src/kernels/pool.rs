@@ -42,7 +42,11 @@ const IDX_BITS: u32 = 20;
 const IDX_MASK: u64 = (1 << IDX_BITS) - 1;
 
 fn unpack(s: u64) -> (u64, usize, usize) {
-    (s >> (2 * IDX_BITS), ((s >> IDX_BITS) & IDX_MASK) as usize, (s & IDX_MASK) as usize)
+    (
+        s >> (2 * IDX_BITS),
+        ((s >> IDX_BITS) & IDX_MASK) as usize,
+        (s & IDX_MASK) as usize,
+    )
 }
 
 impl Shared {
@@ -136,13 +140,20 @@ impl Pool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let mut pool = Pool { shared: Some(shared.clone()), workers: Vec::new(), threads, caller: Mutex::new(()) };
+        let mut pool = Pool {
+            shared: Some(shared.clone()),
+            workers: Vec::new(),
+            threads,
+            caller: Mutex::new(()),
+        };
         for i in 1..threads {
             let sh = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("deepseek-worker-{i}"))
                 .spawn(move || worker(sh))
-                .map_err(|e| Error::InvalidArgument(format!("cannot start {threads} threads: {e}")))?;
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("cannot start {threads} threads: {e}"))
+                })?;
             pool.workers.push(handle);
         }
         Ok(pool)
@@ -150,7 +161,12 @@ impl Pool {
 
     /// A pool that runs everything on the caller's thread (for work already split by the caller).
     pub const fn serial() -> Self {
-        Pool { shared: None, workers: Vec::new(), threads: 1, caller: Mutex::new(()) }
+        Pool {
+            shared: None,
+            workers: Vec::new(),
+            threads: 1,
+            caller: Mutex::new(()),
+        }
     }
 
     /// Number of threads, the caller counted.
@@ -171,14 +187,25 @@ impl Pool {
         shared.job.store(&job as *const Task<'_> as usize, Release);
         let (gen, _, _) = unpack(shared.state.load(Acquire));
         let gen = (gen + 1) & ((1 << 24) - 1);
-        shared.state.store((gen << (2 * IDX_BITS)) | ((tasks as u64) << IDX_BITS), SeqCst);
+        shared.state.store(
+            (gen << (2 * IDX_BITS)) | ((tasks as u64) << IDX_BITS),
+            SeqCst,
+        );
         if shared.sleepers.load(SeqCst) > 0 {
             let _g = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
         shared.work(gen);
+        // Wait for tasks still running elsewhere; yield after a while in case their thread was
+        // preempted (an oversubscribed machine), rather than spin against it.
+        let mut spins = 0u32;
         while shared.done.load(Acquire) < tasks {
-            std::hint::spin_loop();
+            spins = spins.saturating_add(1);
+            if spins < 4096 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         if shared.panicked.load(Acquire) {
             panic!("a worker task panicked");
