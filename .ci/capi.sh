@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The C ABI from a C/C++ user's side: builds libdeepseek (shared + static) and deepseek.pc,
+# checks include/deepseek.h is current and self-contained, builds the examples with gcc/g++
+# (C both shared and static), checks their greedy output against transformers' golden ids on
+# the v3_tiny fixture, and runs the error-path test under valgrind.
+#
+#   bash .ci/capi.sh                          # dev profile (reuses `cargo test`'s build)
+#   DS_CAPI_PROFILE=release bash .ci/capi.sh
+#   DS_CAPI_PROFILE=release bash .ci/capi.sh --build-only   # just the libraries + deepseek.pc
+#
+# Ends with `capi: N passed, M failed`; exits non-zero on any failure.
+set -uo pipefail
+BUILD_ONLY=0
+case ${1:-} in
+"") ;;
+--build-only) BUILD_ONLY=1 ;;
+*) echo "usage: bash .ci/capi.sh [--build-only]" >&2; exit 2 ;;
+esac
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+PROFILE=${DS_CAPI_PROFILE:-dev}
+case $PROFILE in
+dev) OUT=debug ;;
+release) OUT=release ;;
+*) echo "DS_CAPI_PROFILE must be dev or release, not $PROFILE" >&2; exit 2 ;;
+esac
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
+LIBDIR=$TARGET/$OUT
+WORK=$TARGET/capi-$OUT # binaries, logs and pkgconfig/deepseek.pc
+mkdir -p "$WORK/pkgconfig"
+
+# v3_tiny's golden.safetensors: input_ids and transformers' 16-token greedy continuation.
+FIXTURE=$ROOT/deepseek-core/tests/fixtures/v3_tiny
+PROMPT="222 369 78 181 188 383 63"
+EXPECTED="175 454 371 273 477 115 142 257 123 275 469 303 456 56 305 45"
+
+CFLAGS=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g)
+CXXFLAGS=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g)
+VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,possible)
+
+passed=0
+failed=0
+summary() {
+	echo "capi: $passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+}
+# check NAME CMD...: runs one check, its output in $WORK/NAME.log (shown on failure).
+check() {
+	local name=$1
+	shift
+	if "$@" >"$WORK/$name.log" 2>&1; then
+		passed=$((passed + 1))
+		echo "ok      $name"
+	else
+		failed=$((failed + 1))
+		echo "FAILED  $name"
+		sed 's/^/    /' "$WORK/$name.log" | tail -40
+	fi
+}
+
+need() { # need COMMAND DEBIAN-PACKAGE
+	command -v "$1" >/dev/null && return
+	echo "installing $2"
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } >/dev/null ||
+		echo "cannot install $2" >&2
+}
+need pkg-config pkg-config
+if [ "$BUILD_ONLY" = 0 ]; then
+	need gcc gcc
+	need g++ g++
+	need valgrind valgrind
+fi
+
+# --- build ------------------------------------------------------------------------------------
+# `cargo rustc` so the same compile also reports the system libraries a static link needs.
+build() {
+	local flags=()
+	[ "$PROFILE" = release ] && flags=(--release)
+	cargo rustc "${flags[@]}" -p deepseek-capi --lib --crate-type cdylib,staticlib \
+		-- --print native-static-libs &&
+		[ -f "$LIBDIR/libdeepseek.so" ] && [ -f "$LIBDIR/libdeepseek.a" ]
+}
+check build build
+if [ "$failed" -ne 0 ]; then
+	summary
+	exit 1
+fi
+NATIVE_LIBS=$(sed -n 's/.*native-static-libs: //p' "$WORK/build.log" | tail -1)
+[ -n "$NATIVE_LIBS" ] || NATIVE_LIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+# --- pkg-config ---------------------------------------------------------------------------------
+cat >"$WORK/pkgconfig/deepseek.pc" <<EOF
+prefix=$ROOT
+libdir=$LIBDIR
+includedir=\${prefix}/include
+# Static linking: cc app.c \$(pkg-config --cflags deepseek) \$(pkg-config --variable=static_libs deepseek)
+static_libs=\${libdir}/libdeepseek.a $NATIVE_LIBS
+
+Name: deepseek
+Description: Exact DeepSeek V2/V3/R1 inference on CPUs (C API of deepseek-rs)
+Version: $VERSION
+Cflags: -I\${includedir}
+Libs: -L\${libdir} -ldeepseek
+Libs.private: $NATIVE_LIBS
+EOF
+export PKG_CONFIG_PATH=$WORK/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+check pkg-config pkg-config --exists --print-errors "deepseek = $VERSION"
+if [ "$BUILD_ONLY" = 1 ]; then
+	echo "export PKG_CONFIG_PATH=$WORK/pkgconfig  # then: cc app.c \$(pkg-config --cflags --libs deepseek)"
+	summary
+	exit
+fi
+
+# --- header ------------------------------------------------------------------------------------
+check header-current cargo test -q -p deepseek-capi --test header
+header_alone() {
+	echo '#include "deepseek.h"' | gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -x c -fsyntax-only -Iinclude - &&
+		echo '#include "deepseek.h"' | g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -x c++ -fsyntax-only -Iinclude -
+}
+check header-self-contained header_alone
+
+# Every function the header declares is exported, and the library exports nothing else.
+exports() {
+	local declared exported
+	declared=$(grep -oE '\bds_[a-z_]+\(' include/deepseek.h | tr -d '(' | sort -u)
+	exported=$(nm -D --defined-only "$LIBDIR/libdeepseek.so" | awk '$2 == "T" { print $3 }' | sort -u)
+	echo "declared but not exported:"
+	comm -23 <(echo "$declared") <(echo "$exported")
+	echo "exported but not declared:"
+	comm -13 <(echo "$declared") <(echo "$exported")
+	[ "$declared" = "$exported" ]
+}
+check exports exports
+
+# --- examples ----------------------------------------------------------------------------------
+# expect_output WANT CMD...: CMD's stdout equals WANT.
+expect_output() {
+	local want=$1 got
+	shift
+	got=$("$@") || return 1
+	echo "got:  $got"
+	echo "want: $want"
+	[ "$got" = "$want" ]
+}
+
+check build-generate-shared gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) examples/c/generate.c \
+	$(pkg-config --libs deepseek) -Wl,-rpath,"$LIBDIR" -o "$WORK/generate-shared"
+check build-generate-static gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) examples/c/generate.c \
+	$(pkg-config --variable=static_libs deepseek) -o "$WORK/generate-static"
+linkage() { # the shared build needs libdeepseek.so, the static one does not
+	ldd "$WORK/generate-shared" | grep -q 'libdeepseek\.so' && ! ldd "$WORK/generate-static" | grep -q libdeepseek
+}
+check linkage linkage
+# shellcheck disable=SC2086 # the prompt is a list of ids
+check generate-shared expect_output "$EXPECTED" "$WORK/generate-shared" "$FIXTURE" -n 16 $PROMPT
+# shellcheck disable=SC2086
+check generate-static expect_output "$EXPECTED" "$WORK/generate-static" "$FIXTURE" -n 16 -t 2 $PROMPT
+# shellcheck disable=SC2086
+check generate-valgrind expect_output "$EXPECTED" "${VALGRIND[@]}" "$WORK/generate-static" "$FIXTURE" -n 16 -t 1 $PROMPT
+
+check build-chat g++ "${CXXFLAGS[@]}" $(pkg-config --cflags deepseek) examples/cpp/chat.cpp \
+	$(pkg-config --libs deepseek) -Wl,-rpath,"$LIBDIR" -o "$WORK/chat"
+# Turn 1 is the golden continuation; turn 2 continues the same session, so it must equal a
+# fresh greedy run over the whole conversation.
+chat() {
+	local turn2="5 6 7" out want2
+	out=$(printf '%s\n%s\n' "$PROMPT" "$turn2" | "$WORK/chat" "$FIXTURE" -n 16) || return 1
+	# shellcheck disable=SC2086
+	want2=$("$WORK/generate-shared" "$FIXTURE" -n 16 $PROMPT $EXPECTED $turn2) || return 1
+	echo "$out"
+	[ "$out" = "$(printf '%s\n%s' "$EXPECTED" "$want2")" ]
+}
+check chat chat
+
+# --- error paths under valgrind ------------------------------------------------------------------
+check build-errors gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) deepseek-capi/tests/c/errors.c \
+	$(pkg-config --libs deepseek) -lpthread -Wl,-rpath,"$LIBDIR" -o "$WORK/errors"
+check errors-valgrind "${VALGRIND[@]}" "$WORK/errors" "$FIXTURE"
+
+summary

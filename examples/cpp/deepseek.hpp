@@ -1,0 +1,92 @@
+// deepseek.hpp: a small header-only C++17 RAII wrapper over the C API (include/deepseek.h).
+// Handles own their C objects (move-only), and every failing call throws deepseek::Error.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "deepseek.h"
+
+namespace deepseek {
+
+/// A failed call: the status code plus the library's message (ds_last_error).
+class Error : public std::runtime_error {
+  public:
+    Error(ds_status status, const std::string &message)
+        : std::runtime_error(message), status_(status) {}
+    ds_status status() const noexcept { return status_; }
+
+  private:
+    ds_status status_;
+};
+
+/// Throws if `status` is not DS_OK; copies the message before any other call can replace it.
+inline void check(ds_status status) {
+    if (status != DS_OK) throw Error(status, ds_last_error());
+}
+
+namespace detail {
+struct FreeModel {
+    void operator()(ds_model *m) const noexcept { ds_model_free(m); }
+};
+struct FreeSession {
+    void operator()(ds_session *s) const noexcept { ds_session_free(s); }
+};
+}  // namespace detail
+
+/// A loaded model: immutable, so one Model can serve sessions on many threads.
+class Model {
+  public:
+    explicit Model(const std::string &path, const ds_model_params &params = ds_model_default_params()) {
+        ds_model *m = nullptr;
+        check(ds_model_load(path.c_str(), &params, &m));
+        model_.reset(m);
+    }
+
+    const ds_model *get() const noexcept { return model_.get(); }
+    size_t vocab_size() const noexcept { return ds_model_vocab_size(get()); }
+    size_t context_length() const noexcept { return ds_model_context_length(get()); }
+    ds_token bos_token() const noexcept { return ds_model_bos_token(get()); }
+    bool is_eos(ds_token t) const noexcept { return ds_model_is_eos(get(), t); }
+    std::vector<ds_token> eos_tokens() const {
+        std::vector<ds_token> ids(ds_model_eos_tokens(get(), nullptr, 0));
+        ds_model_eos_tokens(get(), ids.data(), ids.size());
+        return ids;
+    }
+
+  private:
+    std::unique_ptr<ds_model, detail::FreeModel> model_;
+};
+
+/// One conversation. Use it from one thread at a time (the C API reports DS_ERR_SESSION_BUSY
+/// otherwise). It keeps the model's weights alive on its own, so it may outlive its Model.
+class Session {
+  public:
+    explicit Session(const Model &model, const ds_session_params &params = ds_session_default_params())
+        : logits_(model.vocab_size()) {
+        ds_session *s = nullptr;
+        check(ds_session_new(model.get(), &params, &s));
+        session_.reset(s);
+    }
+
+    /// Appends `tokens` to the cache; returns the logits after the last one (valid until the
+    /// next eval on this session).
+    const std::vector<float> &eval(const std::vector<ds_token> &tokens) {
+        check(ds_eval(session_.get(), tokens.data(), tokens.size(), logits_.data(), logits_.size()));
+        return logits_;
+    }
+
+    size_t size() const noexcept { return ds_session_len(session_.get()); }
+    size_t context_length() const noexcept { return ds_session_context_length(session_.get()); }
+    void truncate(size_t n) { check(ds_session_truncate(session_.get(), n)); }
+    void reset() { check(ds_session_reset(session_.get())); }
+
+  private:
+    std::unique_ptr<ds_session, detail::FreeSession> session_;
+    std::vector<float> logits_;
+};
+
+}  // namespace deepseek
