@@ -151,7 +151,11 @@ check build-generate-shared gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) e
 check build-generate-static gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) examples/c/generate.c \
 	$(pkg-config --variable=static_libs deepseek) -o "$WORK/generate-static"
 linkage() { # the shared build needs libdeepseek.so, the static one does not
-	ldd "$WORK/generate-shared" | grep -q 'libdeepseek\.so' && ! ldd "$WORK/generate-static" | grep -q libdeepseek
+	# (ldd's output is captured first: grep -q closing the pipe early fails under pipefail)
+	local shared static
+	shared=$(ldd "$WORK/generate-shared")
+	static=$(ldd "$WORK/generate-static")
+	grep -q 'libdeepseek\.so' <<<"$shared" && ! grep -q libdeepseek <<<"$static"
 }
 check linkage linkage
 # shellcheck disable=SC2086 # the prompt is a list of ids
