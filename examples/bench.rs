@@ -59,7 +59,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             (2 + seed % (vocab.min(100_000) - 2)) as u32
         })
         .collect();
-    let bytes = model.transformer().weight_bytes_per_token();
+    let bytes = model.weight_bytes_per_token();
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
         let mut s = Session::new(

@@ -131,7 +131,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let load = LoadOptions {
         threads: args.threads,
         dtype: args.dtype,
-        ..Default::default()
     };
     let generator = Generator::load(&args.model, args.tokenizer.as_deref(), load)
         .map_err(|e| match (&e, &args.tokenizer) {

@@ -2,7 +2,8 @@
 //!
 //! Accepts both the Hub's form (`rope_theta` + `rope_scaling`, `torch_dtype`) and the form
 //! transformers 5 writes (`rope_parameters`, `dtype`). Defaults follow transformers' config
-//! classes for each `model_type`.
+//! classes for each `model_type`. Fields every architecture has live in [`Config`]; the rest in
+//! its [`Architecture`] variant.
 
 use std::path::Path;
 
@@ -10,13 +11,32 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Which DeepSeek generation the checkpoint is.
+/// The checkpoint's `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelType {
     /// `deepseek_v2` (V2, V2-Lite, V2.5).
     DeepseekV2,
     /// `deepseek_v3` (V3, R1).
     DeepseekV3,
+    /// `qwen2` (R1-Distill-Qwen).
+    Qwen2,
+    /// `llama` (R1-Distill-Llama, Llama 3).
+    Llama,
+    /// `qwen3` (R1-0528-Qwen3).
+    Qwen3,
+}
+
+impl ModelType {
+    /// The `model_type` string of config.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::DeepseekV2 => "deepseek_v2",
+            ModelType::DeepseekV3 => "deepseek_v3",
+            ModelType::Qwen2 => "qwen2",
+            ModelType::Llama => "llama",
+            ModelType::Qwen3 => "qwen3",
+        }
+    }
 }
 
 /// How the router picks experts (`topk_method`).
@@ -65,7 +85,7 @@ pub struct MoeConfig {
     pub routed_scaling_factor: f32,
 }
 
-/// YaRN context extension (`rope_scaling.type == "yarn"`).
+/// YaRN context extension (`rope_type` / `type` `"yarn"`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Yarn {
     /// Context extension factor.
@@ -76,10 +96,36 @@ pub struct Yarn {
     pub beta_fast: f64,
     /// Rotations per context below which frequencies are interpolated.
     pub beta_slow: f64,
-    /// mscale for the rotary cos/sin.
+    /// mscale for the rotary cos/sin (DeepSeek).
     pub mscale: f64,
-    /// mscale for the softmax scale.
+    /// mscale for the softmax scale (DeepSeek).
     pub mscale_all_dim: f64,
+    /// Round the ramp's ends to whole dimensions (`truncate`, default true).
+    pub truncate: bool,
+    /// The resolved multiplier on the rotary cos/sin (see [`Config::from_json_str`]'s rules).
+    pub attention_factor: f64,
+}
+
+/// Llama 3's frequency-dependent RoPE scaling (`rope_type: "llama3"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Llama3Scaling {
+    /// Divisor of the low frequencies.
+    pub factor: f64,
+    /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are divided.
+    pub low_freq_factor: f64,
+    /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// Context length the model was pretrained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// RoPE scaling of the Llama family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// YaRN (Qwen3).
+    Yarn(Yarn),
+    /// Llama 3.
+    Llama3(Llama3Scaling),
 }
 
 /// FP8 block quantisation as declared by `quantization_config`.
@@ -89,21 +135,9 @@ pub struct Fp8Quantization {
     pub weight_block_size: [usize; 2],
 }
 
-/// A validated model configuration.
+/// The DeepSeek V2/V3 part of the config: multi-head latent attention and experts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// The architecture generation.
-    pub model_type: ModelType,
-    /// Rows of the embedding and of lm_head.
-    pub vocab_size: usize,
-    /// Model width.
-    pub hidden_size: usize,
-    /// Width of the dense layers' SwiGLU.
-    pub intermediate_size: usize,
-    /// Decoder layers (the MTP layer is not counted).
-    pub num_hidden_layers: usize,
-    /// Attention heads.
-    pub num_attention_heads: usize,
+pub struct DeepseekConfig {
     /// Rank of the query compression; `None` means a plain `q_proj` (V2-Lite).
     pub q_lora_rank: Option<usize>,
     /// Rank of the compressed KV latent.
@@ -114,18 +148,63 @@ pub struct Config {
     pub qk_rope_head_dim: usize,
     /// Per-head value width.
     pub v_head_dim: usize,
-    /// RoPE base.
-    pub rope_theta: f64,
     /// YaRN scaling, if any.
     pub rope_scaling: Option<Yarn>,
-    /// Epsilon of the decoder RMSNorms (the q/kv latent norms always use 1e-6).
-    pub rms_norm_eps: f64,
     /// Routed experts, if the model has any.
     pub moe: Option<MoeConfig>,
     /// The first layers that are dense.
     pub first_k_dense_replace: usize,
     /// Every `moe_layer_freq`-th layer past the dense ones is MoE.
     pub moe_layer_freq: usize,
+    /// Multi-token-prediction layers stored after the decoder layers (skipped by plain decoding).
+    pub num_nextn_predict_layers: usize,
+}
+
+/// The Qwen2 / Llama / Qwen3 part of the config: grouped-query attention, dense SwiGLU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Key/value heads; each serves `num_attention_heads / num_key_value_heads` query heads.
+    pub num_key_value_heads: usize,
+    /// Per-head width of queries, keys and values (all of it rotated).
+    pub head_dim: usize,
+    /// RoPE scaling, if any.
+    pub rope_scaling: Option<RopeScaling>,
+    /// `q_proj`, `k_proj`, `v_proj` have biases (always for Qwen2, `attention_bias` otherwise).
+    pub qkv_bias: bool,
+    /// `o_proj` has a bias (`attention_bias` of Llama and Qwen3).
+    pub o_bias: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (`q_norm`, `k_norm`: Qwen3).
+    pub qk_norm: bool,
+}
+
+/// What differs between the supported families.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Architecture {
+    /// DeepSeek V2 / V3 / R1.
+    Deepseek(DeepseekConfig),
+    /// Qwen2, Llama and Qwen3 (the R1-Distill models).
+    Llama(LlamaConfig),
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The `model_type`.
+    pub model_type: ModelType,
+    /// Rows of the embedding and of lm_head.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Width of the dense layers' SwiGLU.
+    pub intermediate_size: usize,
+    /// Decoder layers (DeepSeek's MTP layer is not counted).
+    pub num_hidden_layers: usize,
+    /// Attention (query) heads.
+    pub num_attention_heads: usize,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// Epsilon of the decoder RMSNorms (DeepSeek's q/kv latent norms always use 1e-6).
+    pub rms_norm_eps: f64,
     /// lm_head shares the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Longest context the model supports.
@@ -136,8 +215,8 @@ pub struct Config {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token(s).
     pub eos_token_ids: Vec<u32>,
-    /// Multi-token-prediction layers stored after the decoder layers (skipped by plain decoding).
-    pub num_nextn_predict_layers: usize,
+    /// The family-specific part.
+    pub architecture: Architecture,
 }
 
 /// Reads one field with its name in every error.
@@ -244,6 +323,13 @@ impl Config {
     }
 
     /// Parses and validates the text of a `config.json`.
+    ///
+    /// YaRN's cos/sin multiplier ([`Yarn::attention_factor`]): DeepSeek keeps its own rule,
+    /// `mscale(factor, mscale) / mscale(factor, mscale_all_dim)`. The Llama family follows
+    /// transformers (`attention_factor` if given, else that ratio when both mscales are set,
+    /// else `0.1 ln(factor) + 1`) and then multiplies by `attn_factor` (default 1), as vLLM and
+    /// SGLang do and transformers does not: R1-0528-Qwen3-8B sets `attn_factor` to
+    /// `1 / (0.1 ln 4 + 1)` to cancel YaRN's temperature, and DeepSeek serves it that way.
     pub fn from_json_str(text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text).map_err(|e| Error::Json {
             path: "config.json".into(),
@@ -261,34 +347,31 @@ impl Config {
         let model_type = match f.str_opt("model_type")? {
             Some("deepseek_v2") => ModelType::DeepseekV2,
             Some("deepseek_v3") => ModelType::DeepseekV3,
+            Some("qwen2") => ModelType::Qwen2,
+            Some("llama") => ModelType::Llama,
+            Some("qwen3") => ModelType::Qwen3,
             Some(other) => return Err(Error::UnsupportedArchitecture(other.to_string())),
             None => return Err(Error::config("model_type", "missing")),
         };
-        let v3 = model_type == ModelType::DeepseekV3;
+        let deepseek = matches!(model_type, ModelType::DeepseekV2 | ModelType::DeepseekV3);
 
         let hidden_size = f.positive("hidden_size")?;
         let num_hidden_layers = f.positive("num_hidden_layers")?;
         let num_attention_heads = f.positive("num_attention_heads")?;
-        let q_lora_rank = f.usize_opt("q_lora_rank")?;
-        if q_lora_rank == Some(0) {
-            return Err(Error::config("q_lora_rank", "must be null or > 0, found 0"));
-        }
-        let qk_rope_head_dim = f.positive("qk_rope_head_dim")?;
-        if !qk_rope_head_dim.is_multiple_of(2) {
-            return Err(Error::config(
-                "qk_rope_head_dim",
-                format!("must be even, found {qk_rope_head_dim}"),
-            ));
-        }
-
-        let (rope_theta, rope_scaling) = parse_rope(&f)?;
-        let moe = parse_moe(&f, v3)?;
+        let max_position_embeddings = match (deepseek, f.usize_opt("max_position_embeddings")?) {
+            (_, Some(0)) => {
+                return Err(Error::config(
+                    "max_position_embeddings",
+                    "must be > 0, found 0",
+                ))
+            }
+            (_, Some(n)) => n,
+            (true, None) => return Err(Error::config("max_position_embeddings", "missing")),
+            (false, None) if model_type == ModelType::Llama => 2048,
+            (false, None) => 32768,
+        };
+        let rope = RopeSource::read(&f)?;
         let quantization = parse_quantization(&f)?;
-
-        let moe_layer_freq = f.usize_opt("moe_layer_freq")?.unwrap_or(1);
-        if moe_layer_freq == 0 {
-            return Err(Error::config("moe_layer_freq", "must be > 0, found 0"));
-        }
         let rms_norm_eps = f.f64_opt("rms_norm_eps")?.unwrap_or(1e-6);
         if rms_norm_eps <= 0.0 {
             return Err(Error::config(
@@ -296,6 +379,23 @@ impl Config {
                 format!("must be > 0, found {rms_norm_eps}"),
             ));
         }
+        let architecture = if deepseek {
+            Architecture::Deepseek(parse_deepseek(
+                &f,
+                &rope,
+                model_type == ModelType::DeepseekV3,
+            )?)
+        } else {
+            Architecture::Llama(parse_llama(
+                &f,
+                &rope,
+                model_type,
+                hidden_size,
+                num_attention_heads,
+                num_hidden_layers,
+                max_position_embeddings,
+            )?)
+        };
 
         Ok(Config {
             model_type,
@@ -304,26 +404,35 @@ impl Config {
             intermediate_size: f.positive("intermediate_size")?,
             num_hidden_layers,
             num_attention_heads,
-            q_lora_rank,
-            kv_lora_rank: f.positive("kv_lora_rank")?,
-            qk_nope_head_dim: f.positive("qk_nope_head_dim")?,
-            qk_rope_head_dim,
-            v_head_dim: f.positive("v_head_dim")?,
-            rope_theta,
-            rope_scaling,
+            rope_theta: rope.theta,
             rms_norm_eps,
-            moe,
-            first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
-            moe_layer_freq,
             tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.unwrap_or(false),
-            max_position_embeddings: f.positive("max_position_embeddings")?,
+            max_position_embeddings,
             quantization,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids: f.ids("eos_token_id")?,
-            num_nextn_predict_layers: f.usize_opt("num_nextn_predict_layers")?.unwrap_or(0),
+            architecture,
         })
     }
 
+    /// The DeepSeek part, if this is a DeepSeek model.
+    pub fn deepseek(&self) -> Option<&DeepseekConfig> {
+        match &self.architecture {
+            Architecture::Deepseek(d) => Some(d),
+            Architecture::Llama(_) => None,
+        }
+    }
+
+    /// The Qwen2 / Llama / Qwen3 part, if this is one of those.
+    pub fn llama(&self) -> Option<&LlamaConfig> {
+        match &self.architecture {
+            Architecture::Llama(l) => Some(l),
+            Architecture::Deepseek(_) => None,
+        }
+    }
+}
+
+impl DeepseekConfig {
     /// Width of one head's query/key (`qk_nope_head_dim + qk_rope_head_dim`).
     pub fn qk_head_dim(&self) -> usize {
         self.qk_nope_head_dim + self.qk_rope_head_dim
@@ -349,6 +458,13 @@ impl Config {
     }
 }
 
+impl LlamaConfig {
+    /// The attention softmax scale, `head_dim^-0.5` (YaRN's factor is in the cos/sin).
+    pub fn softmax_scale(&self) -> f32 {
+        (self.head_dim as f64).powf(-0.5) as f32
+    }
+}
+
 /// YaRN's attention temperature: `0.1 * mscale * ln(factor) + 1` (1 when not extending).
 pub(crate) fn yarn_get_mscale(factor: f64, mscale: f64) -> f64 {
     if factor <= 1.0 {
@@ -358,95 +474,336 @@ pub(crate) fn yarn_get_mscale(factor: f64, mscale: f64) -> f64 {
     }
 }
 
-fn parse_rope(f: &Fields<'_>) -> Result<(f64, Option<Yarn>)> {
-    // transformers 5 folds rope_theta and the scaling into `rope_parameters`.
-    let (scaling, field, theta) = match f.get("rope_parameters") {
-        Some(Value::Object(p)) => {
-            let pf = Fields { map: p };
-            let theta = pf.f64_opt("rope_theta")?.or(f.f64_opt("rope_theta")?);
-            (Some(p), "rope_parameters", theta)
-        }
-        Some(v) => {
-            return Err(Error::config(
-                "rope_parameters",
-                format!("expected an object, found {v}"),
-            ))
-        }
-        None => match f.get("rope_scaling") {
-            Some(Value::Object(p)) => (Some(p), "rope_scaling", f.f64_opt("rope_theta")?),
-            Some(v) => {
-                return Err(Error::config(
-                    "rope_scaling",
-                    format!("expected an object or null, found {v}"),
-                ))
-            }
-            None => (None, "rope_scaling", f.f64_opt("rope_theta")?),
-        },
-    };
-    let theta = theta.unwrap_or(10000.0);
-    if theta <= 0.0 {
+fn parse_deepseek(f: &Fields<'_>, rope: &RopeSource<'_>, v3: bool) -> Result<DeepseekConfig> {
+    let q_lora_rank = f.usize_opt("q_lora_rank")?;
+    if q_lora_rank == Some(0) {
+        return Err(Error::config("q_lora_rank", "must be null or > 0, found 0"));
+    }
+    let qk_rope_head_dim = f.positive("qk_rope_head_dim")?;
+    if !qk_rope_head_dim.is_multiple_of(2) {
         return Err(Error::config(
-            "rope_theta",
-            format!("must be > 0, found {theta}"),
+            "qk_rope_head_dim",
+            format!("must be even, found {qk_rope_head_dim}"),
         ));
     }
-    let Some(p) = scaling else {
-        return Ok((theta, None));
+    let rope_scaling = match rope.kind()? {
+        None | Some("default") => None,
+        Some("yarn") => Some(rope.yarn(4096, true)?),
+        Some(other) => return Err(rope.unsupported(other, "DeepSeek models", "yarn, default")),
     };
-    let pf = Fields { map: p };
-    let kind = pf
-        .str_opt("rope_type")?
-        .or(pf.str_opt("type")?)
-        .unwrap_or("default");
-    match kind {
-        "default" => Ok((theta, None)),
-        "yarn" => {
-            let name = |k: &str| format!("{field}.{k}");
-            let num = |k: &str, default: Option<f64>| -> Result<f64> {
-                pf.f64_opt(k)
-                    .map_err(|e| match e {
-                        Error::Config { message, .. } => Error::config(&name(k), message),
-                        e => e,
-                    })?
-                    .or(default)
-                    .ok_or_else(|| Error::config(&name(k), "missing"))
-            };
-            let factor = num("factor", None)?;
-            if factor < 1.0 {
-                return Err(Error::config(
-                    &name("factor"),
-                    format!("must be >= 1, found {factor}"),
-                ));
-            }
-            let orig = num("original_max_position_embeddings", Some(4096.0))?;
-            if orig < 1.0 || orig.fract() != 0.0 {
-                return Err(Error::config(
-                    &name("original_max_position_embeddings"),
-                    format!("must be a positive integer, found {orig}"),
-                ));
-            }
-            let yarn = Yarn {
-                factor,
-                original_max_position_embeddings: orig as usize,
-                beta_fast: num("beta_fast", Some(32.0))?,
-                beta_slow: num("beta_slow", Some(1.0))?,
-                mscale: num("mscale", Some(1.0))?,
-                mscale_all_dim: num("mscale_all_dim", Some(0.0))?,
-            };
-            if yarn.beta_fast <= 0.0 || yarn.beta_slow <= 0.0 {
-                return Err(Error::config(
-                    &name("beta_fast"),
-                    "beta_fast and beta_slow must be > 0",
-                ));
-            }
-            Ok((theta, Some(yarn)))
+    let moe = parse_moe(f, v3)?;
+    let moe_layer_freq = f.usize_opt("moe_layer_freq")?.unwrap_or(1);
+    if moe_layer_freq == 0 {
+        return Err(Error::config("moe_layer_freq", "must be > 0, found 0"));
+    }
+    Ok(DeepseekConfig {
+        q_lora_rank,
+        kv_lora_rank: f.positive("kv_lora_rank")?,
+        qk_nope_head_dim: f.positive("qk_nope_head_dim")?,
+        qk_rope_head_dim,
+        v_head_dim: f.positive("v_head_dim")?,
+        rope_scaling,
+        moe,
+        first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
+        moe_layer_freq,
+        num_nextn_predict_layers: f.usize_opt("num_nextn_predict_layers")?.unwrap_or(0),
+    })
+}
+
+fn parse_llama(
+    f: &Fields<'_>,
+    rope: &RopeSource<'_>,
+    model_type: ModelType,
+    hidden_size: usize,
+    heads: usize,
+    layers: usize,
+    max_position_embeddings: usize,
+) -> Result<LlamaConfig> {
+    let qwen = matches!(model_type, ModelType::Qwen2 | ModelType::Qwen3);
+    // transformers: Qwen2/Qwen3 default to 32 KV heads when the key is absent and to
+    // `num_attention_heads` when it is null; Llama to `num_attention_heads` either way.
+    let num_key_value_heads = match f.usize_opt("num_key_value_heads")? {
+        Some(n) => n,
+        None if qwen && !f.map.contains_key("num_key_value_heads") => 32,
+        None => heads,
+    };
+    if num_key_value_heads == 0 || !heads.is_multiple_of(num_key_value_heads) {
+        return Err(Error::config(
+            "num_key_value_heads",
+            format!("must divide num_attention_heads {heads}, found {num_key_value_heads}"),
+        ));
+    }
+    let head_dim = match f.usize_opt("head_dim")? {
+        Some(d) => d,
+        None if model_type == ModelType::Qwen3 => 128,
+        None => hidden_size / heads,
+    };
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        return Err(Error::config(
+            "head_dim",
+            format!("must be even and > 0, found {head_dim}"),
+        ));
+    }
+    match f.str_opt("hidden_act")? {
+        None | Some("silu") => {}
+        Some(other) => {
+            return Err(Error::config(
+                "hidden_act",
+                format!("unsupported value {other:?} (supported: silu)"),
+            ))
         }
-        other => Err(Error::config(
-            &format!("{field}.type"),
-            format!(
-                "unsupported rope scaling {other:?} for DeepSeek models (supported: yarn, default)"
-            ),
+    }
+    if f.bool_opt("mlp_bias")? == Some(true) {
+        return Err(Error::config("mlp_bias", "biased MLPs are not supported"));
+    }
+    let partial = match rope.params {
+        Some((p, _)) => Fields { map: p }.f64_opt("partial_rotary_factor")?,
+        None => None,
+    };
+    if let Some(x) = partial.or(f.f64_opt("partial_rotary_factor")?) {
+        if x != 1.0 {
+            return Err(Error::config(
+                "partial_rotary_factor",
+                format!("partial rotary embeddings are not supported, found {x}"),
+            ));
+        }
+    }
+    if qwen {
+        check_no_sliding_window(f, layers)?;
+    }
+    let rope_scaling = match rope.kind()? {
+        None | Some("default") => None,
+        Some("yarn") => Some(RopeScaling::Yarn(
+            rope.yarn(max_position_embeddings, false)?,
         )),
+        Some("llama3") => Some(RopeScaling::Llama3(rope.llama3(max_position_embeddings)?)),
+        Some(other) => {
+            return Err(rope.unsupported(
+                other,
+                &format!("{} models", model_type.as_str()),
+                "default, llama3, yarn",
+            ))
+        }
+    };
+    let attention_bias = f.bool_opt("attention_bias")?.unwrap_or(false);
+    Ok(LlamaConfig {
+        num_key_value_heads,
+        head_dim,
+        rope_scaling,
+        // transformers' Qwen2 hard-codes q/k/v biases and no o_proj bias.
+        qkv_bias: model_type == ModelType::Qwen2 || attention_bias,
+        o_bias: model_type != ModelType::Qwen2 && attention_bias,
+        qk_norm: model_type == ModelType::Qwen3,
+    })
+}
+
+/// Qwen2/Qwen3 slide the attention window on layers `>= max_window_layers` when
+/// `use_sliding_window` is true (or on the layers `layer_types` marks). We attend to the full
+/// context only, so refuse rather than differ; `sliding_window` alone is ignored, as
+/// transformers does.
+fn check_no_sliding_window(f: &Fields<'_>, layers: usize) -> Result<()> {
+    if f.bool_opt("use_sliding_window")? != Some(true) {
+        return Ok(());
+    }
+    let sliding = match f.get("layer_types") {
+        Some(Value::Array(types)) => types.iter().any(|t| t.as_str() != Some("full_attention")),
+        Some(v) => {
+            return Err(Error::config(
+                "layer_types",
+                format!("expected a list of strings, found {v}"),
+            ))
+        }
+        // An absent `sliding_window` means transformers' default 4096; only null turns it off.
+        None => {
+            !matches!(f.map.get("sliding_window"), Some(Value::Null))
+                && f.usize_opt("max_window_layers")?.unwrap_or(28) < layers
+        }
+    };
+    if sliding {
+        return Err(Error::config(
+            "use_sliding_window",
+            "sliding-window attention is not supported (set use_sliding_window to false)",
+        ));
+    }
+    Ok(())
+}
+
+/// Where the RoPE settings are: transformers 5 folds `rope_theta` and the scaling into
+/// `rope_parameters`; the Hub form has top-level `rope_theta` and `rope_scaling`.
+struct RopeSource<'a> {
+    theta: f64,
+    /// The scaling object and the name of the field it came from.
+    params: Option<(&'a Map<String, Value>, &'static str)>,
+}
+
+impl<'a> RopeSource<'a> {
+    fn read(f: &Fields<'a>) -> Result<Self> {
+        let (params, theta) = match f.get("rope_parameters") {
+            Some(Value::Object(p)) => {
+                let pf = Fields { map: p };
+                let theta = pf.f64_opt("rope_theta")?.or(f.f64_opt("rope_theta")?);
+                (Some((p, "rope_parameters")), theta)
+            }
+            Some(v) => {
+                return Err(Error::config(
+                    "rope_parameters",
+                    format!("expected an object, found {v}"),
+                ))
+            }
+            None => match f.get("rope_scaling") {
+                Some(Value::Object(p)) => (Some((p, "rope_scaling")), f.f64_opt("rope_theta")?),
+                Some(v) => {
+                    return Err(Error::config(
+                        "rope_scaling",
+                        format!("expected an object or null, found {v}"),
+                    ))
+                }
+                None => (None, f.f64_opt("rope_theta")?),
+            },
+        };
+        let theta = theta.unwrap_or(10000.0);
+        if theta <= 0.0 {
+            return Err(Error::config(
+                "rope_theta",
+                format!("must be > 0, found {theta}"),
+            ));
+        }
+        Ok(RopeSource { theta, params })
+    }
+
+    /// The scaling type (`rope_type`, or the older `type`), if any.
+    fn kind(&self) -> Result<Option<&'a str>> {
+        let Some((p, _)) = self.params else {
+            return Ok(None);
+        };
+        let pf = Fields { map: p };
+        Ok(pf.str_opt("rope_type")?.or(pf.str_opt("type")?))
+    }
+
+    fn unsupported(&self, kind: &str, models: &str, supported: &str) -> Error {
+        let (p, field) = self
+            .params
+            .expect("a scaling type comes from a scaling object");
+        let key = if p.contains_key("rope_type") {
+            "rope_type"
+        } else {
+            "type"
+        };
+        Error::config(
+            &format!("{field}.{key}"),
+            format!("unsupported rope scaling {kind:?} for {models} (supported: {supported})"),
+        )
+    }
+
+    /// A number of the scaling object, its errors naming `field.key`.
+    fn num(&self, key: &str, default: Option<f64>) -> Result<f64> {
+        let (p, field) = self.params.expect("called for a scaling object");
+        let name = format!("{field}.{key}");
+        Fields { map: p }
+            .f64_opt(key)
+            .map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(&name, message),
+                e => e,
+            })?
+            .or(default)
+            .ok_or_else(|| Error::config(&name, "missing"))
+    }
+
+    fn name(&self, key: &str) -> String {
+        let (_, field) = self.params.expect("called for a scaling object");
+        format!("{field}.{key}")
+    }
+
+    fn factor(&self) -> Result<f64> {
+        let factor = self.num("factor", None)?;
+        if factor < 1.0 {
+            return Err(Error::config(
+                &self.name("factor"),
+                format!("must be >= 1, found {factor}"),
+            ));
+        }
+        Ok(factor)
+    }
+
+    fn original_max_position_embeddings(&self, default: usize) -> Result<usize> {
+        let orig = self.num("original_max_position_embeddings", Some(default as f64))?;
+        if orig < 1.0 || orig.fract() != 0.0 {
+            return Err(Error::config(
+                &self.name("original_max_position_embeddings"),
+                format!("must be a positive integer, found {orig}"),
+            ));
+        }
+        Ok(orig as usize)
+    }
+
+    /// YaRN; `deepseek` selects DeepSeek's defaults and cos/sin rule, else transformers' (with
+    /// `attn_factor` applied, see [`Config::from_json_str`]).
+    fn yarn(&self, orig_default: usize, deepseek: bool) -> Result<Yarn> {
+        let (p, _) = self.params.expect("called for a scaling object");
+        let pf = Fields { map: p };
+        let factor = self.factor()?;
+        let has = |k: &str| pf.get(k).is_some();
+        let (mscale, mscale_all_dim) = (
+            self.num("mscale", Some(if deepseek { 1.0 } else { 0.0 }))?,
+            self.num("mscale_all_dim", Some(0.0))?,
+        );
+        let attention_factor = if deepseek {
+            yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+        } else {
+            let base = if has("attention_factor") {
+                self.num("attention_factor", None)?
+            } else if mscale != 0.0 && mscale_all_dim != 0.0 {
+                yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+            } else {
+                yarn_get_mscale(factor, 1.0)
+            };
+            base * self.num("attn_factor", Some(1.0))?
+        };
+        let truncate = pf
+            .bool_opt("truncate")
+            .map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(&self.name("truncate"), message),
+                e => e,
+            })?
+            .unwrap_or(true);
+        let yarn = Yarn {
+            factor,
+            original_max_position_embeddings: self
+                .original_max_position_embeddings(orig_default)?,
+            beta_fast: self.num("beta_fast", Some(32.0))?,
+            beta_slow: self.num("beta_slow", Some(1.0))?,
+            mscale,
+            mscale_all_dim,
+            truncate,
+            attention_factor,
+        };
+        if yarn.beta_fast <= 0.0 || yarn.beta_slow <= 0.0 {
+            return Err(Error::config(
+                &self.name("beta_fast"),
+                "beta_fast and beta_slow must be > 0",
+            ));
+        }
+        Ok(yarn)
+    }
+
+    fn llama3(&self, max_position_embeddings: usize) -> Result<Llama3Scaling> {
+        let s = Llama3Scaling {
+            factor: self.factor()?,
+            low_freq_factor: self.num("low_freq_factor", None)?,
+            high_freq_factor: self.num("high_freq_factor", None)?,
+            original_max_position_embeddings: self
+                .original_max_position_embeddings(max_position_embeddings)?,
+        };
+        if !(s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor) {
+            return Err(Error::config(
+                &self.name("high_freq_factor"),
+                format!(
+                    "need 0 < low_freq_factor < high_freq_factor, found {} and {}",
+                    s.low_freq_factor, s.high_freq_factor
+                ),
+            ));
+        }
+        Ok(s)
     }
 }
 
@@ -625,6 +982,7 @@ mod tests {
     #[test]
     fn hub_form_parses_with_v3_defaults() {
         let c = parse(&v3_json()).unwrap();
+        let c = c.deepseek().unwrap();
         let moe = c.moe.as_ref().unwrap();
         assert_eq!(moe.topk_method, TopkMethod::NoauxTc);
         assert_eq!(moe.scoring_func, ScoringFunc::Sigmoid);
@@ -697,5 +1055,160 @@ mod tests {
         let c = parse(&v).unwrap();
         assert_eq!(c.eos_token_ids, vec![1, 7]);
         assert_eq!(c.quantization.unwrap().weight_block_size, [128, 128]);
+    }
+
+    fn llama_json(model_type: &str) -> serde_json::Value {
+        serde_json::json!({
+            "model_type": model_type, "vocab_size": 100, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 256, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+            "sliding_window": 4096, "use_sliding_window": false, "max_window_layers": 1,
+            "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": [2, 3]
+        })
+    }
+
+    #[test]
+    fn llama_family_defaults_follow_transformers() {
+        let c = parse(&llama_json("qwen2")).unwrap();
+        let l = c.llama().unwrap();
+        assert_eq!(
+            (c.model_type, l.head_dim, l.num_key_value_heads),
+            (ModelType::Qwen2, 16, 2)
+        );
+        assert!(l.qkv_bias && !l.o_bias && !l.qk_norm && l.rope_scaling.is_none());
+        assert_eq!(c.eos_token_ids, vec![2, 3]);
+
+        let mut v = llama_json("qwen3");
+        v.as_object_mut().unwrap().remove("num_key_value_heads");
+        // Qwen3's KV heads default to 32 when absent: not a divisor of 4 heads.
+        assert!(parse(&v).is_err());
+        v["num_key_value_heads"] = serde_json::Value::Null;
+        let l = parse(&v).unwrap().llama().cloned().unwrap();
+        assert_eq!((l.head_dim, l.num_key_value_heads), (128, 4));
+        assert!(l.qk_norm && !l.qkv_bias);
+
+        let mut v = llama_json("llama");
+        v["attention_bias"] = true.into();
+        let l = parse(&v).unwrap().llama().cloned().unwrap();
+        assert!(l.qkv_bias && l.o_bias);
+    }
+
+    #[test]
+    fn qwen_key_value_heads_default_to_32_when_absent() {
+        let mut v = llama_json("qwen2");
+        v.as_object_mut().unwrap().remove("num_key_value_heads");
+        v["num_attention_heads"] = 64.into();
+        v["head_dim"] = 16.into();
+        assert_eq!(parse(&v).unwrap().llama().unwrap().num_key_value_heads, 32);
+        let mut v = llama_json("llama");
+        v.as_object_mut().unwrap().remove("num_key_value_heads");
+        assert_eq!(parse(&v).unwrap().llama().unwrap().num_key_value_heads, 4);
+    }
+
+    #[test]
+    fn llama3_scaling_in_both_forms() {
+        let mut v = llama_json("llama");
+        v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+        let c = parse(&v).unwrap();
+        let want = RopeScaling::Llama3(Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        });
+        assert_eq!(c.llama().unwrap().rope_scaling, Some(want));
+        let o = v.as_object_mut().unwrap();
+        let mut rp = o.remove("rope_scaling").unwrap();
+        rp["rope_theta"] = o.remove("rope_theta").unwrap();
+        o.insert("rope_parameters".into(), rp);
+        assert_eq!(parse(&v).unwrap(), c);
+    }
+
+    #[test]
+    fn qwen3_yarn_applies_attn_factor() {
+        let mut v = llama_json("qwen3");
+        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 64, "attn_factor": 0.8});
+        let c = parse(&v).unwrap();
+        let Some(RopeScaling::Yarn(y)) = &c.llama().unwrap().rope_scaling else {
+            panic!("not yarn")
+        };
+        assert!((y.attention_factor - 0.8 * (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
+        assert_eq!((y.beta_fast, y.beta_slow, y.truncate), (32.0, 1.0, true));
+        // transformers' own `attention_factor` replaces the default temperature.
+        v["rope_scaling"]["attention_factor"] = 1.5.into();
+        let c = parse(&v).unwrap();
+        let Some(RopeScaling::Yarn(y)) = &c.llama().unwrap().rope_scaling else {
+            panic!("not yarn")
+        };
+        assert!((y.attention_factor - 1.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn llama_family_errors_name_the_field() {
+        let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+            (
+                "qwen2",
+                "use_sliding_window",
+                true.into(),
+                "use_sliding_window",
+            ),
+            (
+                "qwen3",
+                "use_sliding_window",
+                true.into(),
+                "use_sliding_window",
+            ),
+            (
+                "llama",
+                "rope_scaling",
+                serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
+                "rope_scaling.rope_type",
+            ),
+            (
+                "qwen2",
+                "rope_scaling",
+                serde_json::json!({"type": "longrope", "factor": 2.0}),
+                "rope_scaling.type",
+            ),
+            (
+                "llama",
+                "rope_scaling",
+                serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}),
+                "rope_scaling.high_freq_factor",
+            ),
+            (
+                "llama",
+                "num_key_value_heads",
+                3.into(),
+                "num_key_value_heads",
+            ),
+            ("qwen3", "head_dim", 15.into(), "head_dim"),
+            ("llama", "hidden_act", "gelu".into(), "hidden_act"),
+            ("llama", "mlp_bias", true.into(), "mlp_bias"),
+            (
+                "qwen2",
+                "partial_rotary_factor",
+                0.5.into(),
+                "partial_rotary_factor",
+            ),
+        ];
+        for (model_type, field, value, needle) in cases {
+            let mut v = llama_json(model_type);
+            v[field] = value;
+            let err = parse(&v).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { field, .. } if field == needle),
+                "{model_type} {field}: {err}"
+            );
+        }
+        // Sliding window on, but every layer below max_window_layers: full attention throughout.
+        let mut v = llama_json("qwen2");
+        v["use_sliding_window"] = true.into();
+        v["max_window_layers"] = 2.into();
+        assert!(parse(&v).is_ok());
+        v["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+        assert!(parse(&v).is_err());
     }
 }

@@ -23,7 +23,9 @@ pub enum Error {
         message: String,
     },
     /// The config names an architecture this crate does not implement.
-    #[error("unsupported architecture: model_type {0:?} (supported: deepseek_v2, deepseek_v3)")]
+    #[error(
+        "unsupported architecture: model_type {0:?} (supported: deepseek_v2, deepseek_v3, qwen2, llama, qwen3)"
+    )]
     UnsupportedArchitecture(String),
     /// A config field is missing, out of range or has a value we do not implement.
     #[error("config field `{field}`: {message}")]

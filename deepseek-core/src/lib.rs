@@ -1,8 +1,10 @@
-//! deepseek-core: exact DeepSeek V2 / V3 / R1 inference on CPUs.
+//! deepseek-core: exact DeepSeek V2 / V3 / R1 inference on CPUs, and the R1-Distill models
+//! (Qwen2, Llama 3 and Qwen3 architectures).
 //!
 //! Load a Hugging Face checkpoint folder with [`Model::load`], open a [`Session`] and feed it
-//! token ids; the session keeps MLA's compressed latent cache, so decoding a token reads
-//! `kv_lora_rank + qk_rope_head_dim` values per cached token and layer.
+//! token ids. For DeepSeek the session keeps MLA's compressed latent cache, so decoding a token
+//! reads `kv_lora_rank + qk_rope_head_dim` values per cached token and layer; for the distilled
+//! models it keeps K and V per KV head (grouped-query attention).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! [`Model`] (immutable weights + default thread pool) and [`Session`] (one conversation's
-//! latent cache, scratch buffers and position): the crate's main API.
+//! KV cache, scratch buffers and position): the crate's main API, the same for every family.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Pool};
-use crate::model::{self, AttentionPath, Ctx, LatentCache, Scratch, Transformer};
+use crate::model::{self, AttentionPath, KvCache, Network, Scratch, Transformer};
 use crate::quant::WeightDtype;
 
 /// How to load a model.
@@ -26,14 +26,14 @@ pub struct SessionOptions {
     pub context_length: Option<usize>,
     /// Worker threads for this session (`None`: share the model's pool).
     pub threads: Option<usize>,
-    /// Attention evaluation path (`Auto` picks the cheaper exact one per call).
+    /// MLA evaluation path (`Auto` picks the cheaper exact one per call; GQA models have one).
     pub attention: AttentionPath,
 }
 
 /// A loaded model: weights are immutable and shared by every session (wrap it in an `Arc`).
 #[derive(Debug)]
 pub struct Model {
-    inner: Transformer,
+    inner: Network,
     pool: Arc<Pool>,
 }
 
@@ -58,12 +58,26 @@ impl Model {
 
     /// The validated config.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.inner.config()
     }
 
     /// The model's layers and weights, for inspection.
-    pub fn transformer(&self) -> &Transformer {
+    pub fn network(&self) -> &Network {
         &self.inner
+    }
+
+    /// The DeepSeek model's layers and weights (`None` for the other families).
+    pub fn transformer(&self) -> Option<&Transformer> {
+        match &self.inner {
+            Network::Deepseek(t) => Some(t),
+            Network::Llama(_) => None,
+        }
+    }
+
+    /// Weight bytes one decoded token reads; decode speed is bounded by memory bandwidth
+    /// divided by this.
+    pub fn weight_bytes_per_token(&self) -> usize {
+        self.inner.weight_bytes_per_token()
     }
 
     /// Threads of the default pool.
@@ -92,11 +106,12 @@ pub struct Trace {
     pub logits: Vec<f32>,
 }
 
-/// One conversation: the latent KV cache, scratch buffers and the thread pool it runs on.
+/// One conversation: the KV cache (MLA's latents for DeepSeek, K/V per KV head for the
+/// R1-Distill families), scratch buffers and the thread pool it runs on.
 pub struct Session {
     model: Arc<Model>,
     pool: Arc<Pool>,
-    cache: LatentCache,
+    cache: KvCache,
     scratch: Scratch,
     hidden: Vec<f32>,
     logits: Vec<f32>,
@@ -132,7 +147,7 @@ impl Session {
             None => model.pool.clone(),
             Some(t) => Arc::new(Pool::new(resolve_threads(Some(t))?)?),
         };
-        let cache = LatentCache::new(c.num_hidden_layers, c.kv_lora_rank + c.qk_rope_head_dim);
+        let cache = KvCache::new(c.num_hidden_layers, model.inner.cache_width());
         Ok(Session {
             model,
             pool,
@@ -165,7 +180,8 @@ impl Session {
         self.context_length
     }
 
-    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4`.
+    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4` for DeepSeek,
+    /// `2 x num_key_value_heads x head_dim x layers x 4` for the R1-Distill families.
     pub fn cache_bytes_per_token(&self) -> usize {
         self.cache.bytes_per_token()
     }
@@ -198,7 +214,7 @@ impl Session {
         Ok(())
     }
 
-    /// Chooses the attention path (both are exact; `Auto` is fastest).
+    /// Chooses the MLA attention path (both are exact; `Auto` is fastest; no effect on GQA).
     pub fn set_attention_path(&mut self, path: AttentionPath) {
         self.path = path;
     }
@@ -254,16 +270,12 @@ impl Session {
     fn run(&mut self, tokens: &[u32], all: bool, trace: Option<&mut Vec<Vec<f32>>>) -> Result<()> {
         self.validate(tokens)?;
         let m = &self.model.inner;
-        let (n, hs, vocab) = (tokens.len(), m.config.hidden_size, m.config.vocab_size);
-        let ctx = Ctx {
-            pool: &self.pool,
-            rope: &m.rope,
-            path: self.path,
-        };
+        let (n, hs, vocab) = (tokens.len(), m.config().hidden_size, m.config().vocab_size);
         let h = model::grow(&mut self.hidden, n * hs);
         let pos0 = self.cache.len();
         m.forward_hidden(
-            &ctx,
+            &self.pool,
+            self.path,
             tokens,
             pos0,
             &mut self.cache,
@@ -276,7 +288,7 @@ impl Session {
         let last = &h[(n - rows) * hs..];
         kernels::matmul(
             &self.pool,
-            &m.lm_head.weight,
+            &m.lm_head().weight,
             0..vocab,
             last,
             rows,

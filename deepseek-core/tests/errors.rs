@@ -369,5 +369,8 @@ fn mtp_layer_is_skipped() {
         },
     )
     .unwrap();
-    assert_eq!(m.transformer().layers.len(), m.config().num_hidden_layers);
+    assert_eq!(
+        m.transformer().unwrap().layers.len(),
+        m.config().num_hidden_layers
+    );
 }

@@ -173,14 +173,15 @@ fn greedy_continuation_is_identical() {
 #[test]
 fn latent_cache_costs_kv_lora_plus_rope_per_layer() {
     let m = model("v3_tiny", 1);
-    let c = m.config().clone();
+    let layers = m.config().num_hidden_layers;
+    let c = m.config().deepseek().unwrap().clone();
     let mut s = session(&m, AttentionPath::Auto);
-    let per_token = (c.kv_lora_rank + c.qk_rope_head_dim) * c.num_hidden_layers * 4;
+    let per_token = (c.kv_lora_rank + c.qk_rope_head_dim) * layers * 4;
     assert_eq!(s.cache_bytes_per_token(), per_token);
     s.eval(&[3, 4, 5, 6, 7]).unwrap();
     assert_eq!(s.cache_bytes(), 5 * per_token);
     // A plain multi-head cache would hold K (nope + rope) and V for every head.
-    let mha = c.num_attention_heads * (c.qk_head_dim() + c.v_head_dim) * c.num_hidden_layers * 4;
+    let mha = m.config().num_attention_heads * (c.qk_head_dim() + c.v_head_dim) * layers * 4;
     assert!(mha > per_token);
     println!("v3_tiny: latent cache {per_token} B/token vs {mha} B/token expanded");
 }

@@ -60,12 +60,7 @@ impl PyModel {
         let threads = count(py, "threads", threads)?;
         let context_length = count(py, "context_length", context_length)?;
         let model = py
-            .detach(|| {
-                Model::load(
-                    &path,
-                    LoadOptions { threads, dtype },
-                )
-            })
+            .detach(|| Model::load(&path, LoadOptions { threads, dtype }))
             .map_err(|e| to_py(py, e))?;
         let model = Arc::new(model);
         // A session is cheap to open (no cache yet); opening one validates context_length.

@@ -44,10 +44,10 @@ def test_missing_shard_is_file_not_found(tmp_path) -> None:
 
 def test_bad_config_is_value_error(tmp_path) -> None:
     (tmp_path / "config.json").write_text(
-        (TINY / "config.json").read_text().replace('"deepseek_v3"', '"llama"')
+        (TINY / "config.json").read_text().replace('"deepseek_v3"', '"mamba"')
     )
     (tmp_path / "model.safetensors").symlink_to(TINY / "model.safetensors")
-    with pytest.raises(ValueError, match="llama"):
+    with pytest.raises(ValueError, match="mamba"):
         deepseek_rs.Model(tmp_path)
     (tmp_path / "config.json").write_text("{")
     with pytest.raises(ValueError, match="config.json"):

@@ -102,7 +102,7 @@ fn worker(shared: Arc<Shared>) {
                 break g;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
                 shared.sleepers.fetch_add(1, SeqCst);
                 while unpack(shared.state.load(SeqCst)).0 == seen && !shared.stop.load(SeqCst) {

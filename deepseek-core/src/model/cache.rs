@@ -1,17 +1,18 @@
-//! The MLA latent KV cache: per layer and token, the normalised latent and the roped `k_pe`.
+//! The KV cache: per layer and token one fixed-width row, MLA's normalised latent and roped
+//! `k_pe`, or grouped-query attention's roped K then V of every KV head.
 
-/// Cached latents of every layer for the tokens a session has evaluated.
+/// Cached rows of every layer for the tokens a session has evaluated.
 #[derive(Debug, Clone)]
-pub struct LatentCache {
+pub struct KvCache {
     width: usize,
     layers: Vec<Vec<f32>>,
     len: usize,
 }
 
-impl LatentCache {
-    /// An empty cache for `layers` layers of `kv_lora_rank + qk_rope_head_dim` values per token.
+impl KvCache {
+    /// An empty cache for `layers` layers of `width` values per token.
     pub fn new(layers: usize, width: usize) -> Self {
-        LatentCache {
+        KvCache {
             width,
             layers: vec![Vec::new(); layers],
             len: 0,

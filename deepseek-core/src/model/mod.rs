@@ -1,10 +1,12 @@
 //! The DeepSeek V2/V3 transformer, top-down as in the papers: embedding, decoder layers
-//! (RMSNorm -> MLA -> residual, RMSNorm -> dense MLP or MoE -> residual), final norm, lm_head.
+//! (RMSNorm -> MLA -> residual, RMSNorm -> dense MLP or MoE -> residual), final norm, lm_head;
+//! the R1-Distill families (Qwen2, Llama, Qwen3) in [`llama`]; [`Network`] is either.
 //!
 //! Knows the architecture and the checkpoint's tensor names; never a storage format or SIMD.
 
 mod cache;
 mod linear;
+pub mod llama;
 mod mla;
 mod mlp;
 mod moe;
@@ -15,15 +17,16 @@ pub mod router;
 use std::collections::HashSet;
 use std::path::Path;
 
-pub use cache::LatentCache;
+pub use cache::KvCache;
 pub use linear::Linear;
+pub use llama::{Gqa, GqaScratch, LlamaLayer, LlamaModel};
 pub use mla::{AttentionPath, Mla, MlaScratch, QProj};
 pub use mlp::{Mlp, MlpScratch};
 pub use moe::{Moe, MoeScratch};
 pub use norm::RmsNorm;
-pub use rope::Rope;
+pub use rope::{Rope, RopeLayout};
 
-use crate::config::Config;
+use crate::config::{Architecture, Config};
 use crate::error::{Error, Result};
 use crate::kernels::Pool;
 use crate::loader::{Checkpoint, TensorView};
@@ -60,6 +63,7 @@ pub struct Scratch {
     normed: Vec<f32>,
     delta: Vec<f32>,
     attn: MlaScratch,
+    gqa: GqaScratch,
     mlp: MlpScratch,
     moe: MoeScratch,
 }
@@ -131,12 +135,12 @@ impl Transformer {
     /// Matrices are converted to `dtype` as they load, one tensor at a time; the router stays
     /// exact and, under 4-bit formats, lm_head takes 8 bits (as llama.cpp keeps it wider too).
     pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
-        let mut src = Source {
-            ckpt,
-            used: HashSet::new(),
-            fp8_block: config.quantization.map(|q| q.weight_block_size),
-            dtype,
+        let Some(d) = config.deepseek().cloned() else {
+            return Err(Error::UnsupportedArchitecture(
+                config.model_type.as_str().to_string(),
+            ));
         };
+        let mut src = Source::new(ckpt, &config, dtype);
         let c = &config;
         let (hs, nh) = (c.hidden_size, c.num_attention_heads);
         // Embeddings are read one row per token, never streamed: keep them exact.
@@ -150,42 +154,42 @@ impl Transformer {
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let a = format!("{p}.self_attn");
-            let q = match c.q_lora_rank {
+            let q = match d.q_lora_rank {
                 None => {
-                    QProj::Plain(src.linear(&format!("{a}.q_proj"), nh * c.qk_head_dim(), hs)?)
+                    QProj::Plain(src.linear(&format!("{a}.q_proj"), nh * d.qk_head_dim(), hs)?)
                 }
                 Some(r) => QProj::Lora {
                     q_a_proj: src.linear(&format!("{a}.q_a_proj"), r, hs)?,
                     q_a_layernorm: src.norm(&format!("{a}.q_a_layernorm"), r, LATENT_NORM_EPS)?,
-                    q_b_proj: src.linear(&format!("{a}.q_b_proj"), nh * c.qk_head_dim(), r)?,
+                    q_b_proj: src.linear(&format!("{a}.q_b_proj"), nh * d.qk_head_dim(), r)?,
                 },
             };
             let self_attn = Mla {
                 q,
                 kv_a_proj_with_mqa: src.linear(
                     &format!("{a}.kv_a_proj_with_mqa"),
-                    c.kv_lora_rank + c.qk_rope_head_dim,
+                    d.kv_lora_rank + d.qk_rope_head_dim,
                     hs,
                 )?,
                 kv_a_layernorm: src.norm(
                     &format!("{a}.kv_a_layernorm"),
-                    c.kv_lora_rank,
+                    d.kv_lora_rank,
                     LATENT_NORM_EPS,
                 )?,
                 kv_b_proj: src.linear(
                     &format!("{a}.kv_b_proj"),
-                    nh * (c.qk_nope_head_dim + c.v_head_dim),
-                    c.kv_lora_rank,
+                    nh * (d.qk_nope_head_dim + d.v_head_dim),
+                    d.kv_lora_rank,
                 )?,
-                o_proj: src.linear(&format!("{a}.o_proj"), hs, nh * c.v_head_dim)?,
+                o_proj: src.linear(&format!("{a}.o_proj"), hs, nh * d.v_head_dim)?,
                 num_heads: nh,
-                qk_nope_head_dim: c.qk_nope_head_dim,
-                qk_rope_head_dim: c.qk_rope_head_dim,
-                v_head_dim: c.v_head_dim,
-                kv_lora_rank: c.kv_lora_rank,
-                softmax_scale: c.softmax_scale(),
+                qk_nope_head_dim: d.qk_nope_head_dim,
+                qk_rope_head_dim: d.qk_rope_head_dim,
+                v_head_dim: d.v_head_dim,
+                kv_lora_rank: d.kv_lora_rank,
+                softmax_scale: d.softmax_scale(),
             };
-            let mlp = match (&c.moe, c.is_moe_layer(l)) {
+            let mlp = match (&d.moe, d.is_moe_layer(l)) {
                 (Some(moe), true) => {
                     let m = format!("{p}.mlp");
                     let e = moe.n_routed_experts;
@@ -231,20 +235,8 @@ impl Transformer {
             });
         }
         let norm = src.norm("model.norm", hs, c.rms_norm_eps)?;
-        let lm_head = if c.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
-            Linear {
-                weight: embed_tokens.clone(),
-            }
-        } else {
-            let head_dtype = match dtype {
-                WeightDtype::Q4_0 => WeightDtype::Q8_0,
-                d => d,
-            };
-            Linear {
-                weight: src.weight_as("lm_head.weight", c.vocab_size, hs, head_dtype)?,
-            }
-        };
-        src.check_all_used(c.num_hidden_layers, c.num_nextn_predict_layers)?;
+        let lm_head = src.lm_head(c, &embed_tokens)?;
+        src.check_all_used(c.num_hidden_layers, d.num_nextn_predict_layers)?;
         Ok(Transformer {
             rope: Rope::new(&config),
             config,
@@ -297,7 +289,7 @@ impl Transformer {
         ctx: &Ctx<'_>,
         tokens: &[u32],
         pos0: usize,
-        cache: &mut LatentCache,
+        cache: &mut KvCache,
         s: &mut Scratch,
         h: &mut [f32],
         mut trace: Option<&mut Vec<Vec<f32>>>,
@@ -330,7 +322,16 @@ struct Source<'a> {
     dtype: WeightDtype,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn new(ckpt: &'a Checkpoint, config: &Config, dtype: WeightDtype) -> Self {
+        Source {
+            ckpt,
+            used: HashSet::new(),
+            fp8_block: config.quantization.map(|q| q.weight_block_size),
+            dtype,
+        }
+    }
+
     fn take(&mut self, name: &str) -> Result<TensorView> {
         let t = self.ckpt.get(name)?;
         self.used.insert(name.to_string());
@@ -387,6 +388,23 @@ impl Source<'_> {
             self.vector(&format!("{prefix}.weight"), len)?,
             eps,
         ))
+    }
+
+    /// `lm_head.weight`, or the embedding when tied and the file has no separate head. Under
+    /// 4-bit formats the head takes 8 bits (as llama.cpp keeps it wider too).
+    fn lm_head(&mut self, c: &Config, embed_tokens: &Weight) -> Result<Linear> {
+        if c.tie_word_embeddings && !self.ckpt.contains("lm_head.weight") {
+            return Ok(Linear {
+                weight: embed_tokens.clone(),
+            });
+        }
+        let head_dtype = match self.dtype {
+            WeightDtype::Q4_0 => WeightDtype::Q8_0,
+            d => d,
+        };
+        Ok(Linear {
+            weight: self.weight_as("lm_head.weight", c.vocab_size, c.hidden_size, head_dtype)?,
+        })
     }
 
     fn mlp(&mut self, prefix: &str, inter: usize, hidden: usize) -> Result<Mlp> {
@@ -455,9 +473,94 @@ fn add_assign(h: &mut [f32], d: &[f32]) {
     }
 }
 
-/// Opens `dir` (config.json + weights) as a [`Transformer`].
-pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype) -> Result<Transformer> {
+/// A loaded model of any supported family.
+#[derive(Debug)]
+pub enum Network {
+    /// DeepSeek V2 / V3 / R1.
+    Deepseek(Transformer),
+    /// Qwen2, Llama, Qwen3.
+    Llama(LlamaModel),
+}
+
+impl Network {
+    /// Builds the model `config` describes from an opened checkpoint.
+    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
+        Ok(match config.architecture {
+            Architecture::Deepseek(_) => Network::Deepseek(Transformer::load(config, ckpt, dtype)?),
+            Architecture::Llama(_) => Network::Llama(LlamaModel::load(config, ckpt, dtype)?),
+        })
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &Config {
+        match self {
+            Network::Deepseek(m) => &m.config,
+            Network::Llama(m) => &m.config,
+        }
+    }
+
+    /// The output projection.
+    pub fn lm_head(&self) -> &Linear {
+        match self {
+            Network::Deepseek(m) => &m.lm_head,
+            Network::Llama(m) => &m.lm_head,
+        }
+    }
+
+    /// Values one token occupies in one layer's cache.
+    pub fn cache_width(&self) -> usize {
+        match self {
+            Network::Deepseek(m) => m.layers.first().map_or(0, |l| l.self_attn.cache_width()),
+            Network::Llama(m) => m.cache_width(),
+        }
+    }
+
+    /// Weight bytes one decoded token reads (decode speed is bounded by bandwidth / this).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        match self {
+            Network::Deepseek(m) => m.weight_bytes_per_token(),
+            Network::Llama(m) => m.weight_bytes_per_token(),
+        }
+    }
+
+    /// Runs `tokens` at `pos0..` through every layer, leaving the final-normed hidden states in
+    /// `h: [n, hidden]` (see [`Transformer::forward_hidden`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_hidden(
+        &self,
+        pool: &Pool,
+        path: AttentionPath,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        h: &mut [f32],
+        trace: Option<&mut Vec<Vec<f32>>>,
+    ) {
+        match self {
+            Network::Deepseek(m) => {
+                let ctx = Ctx {
+                    pool,
+                    rope: &m.rope,
+                    path,
+                };
+                m.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
+            }
+            Network::Llama(m) => {
+                let ctx = Ctx {
+                    pool,
+                    rope: &m.rope,
+                    path,
+                };
+                m.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
+            }
+        }
+    }
+}
+
+/// Opens `dir` (config.json + weights) as a [`Network`].
+pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype) -> Result<Network> {
     let config = Config::from_file(dir.join("config.json"))?;
     let ckpt = Checkpoint::open(dir)?;
-    Transformer::load(config, &ckpt, dtype)
+    Network::load(config, &ckpt, dtype)
 }

@@ -1,0 +1,345 @@
+//! The Qwen2 / Llama / Qwen3 transformer (the R1-Distill models), top-down: embedding, decoder
+//! layers (RMSNorm -> grouped-query attention -> residual, RMSNorm -> SwiGLU -> residual), final
+//! norm, lm_head.
+//!
+//! One model for the three families: what differs (q/k/v biases, Qwen3's per-head q/k norm, the
+//! RoPE scaling) is data from the config. Knows the checkpoint's tensor names; never a storage
+//! format or SIMD.
+
+use super::{add_assign, grow, softmax_inplace, Ctx, KvCache, Linear, Mlp, RmsNorm, Rope};
+use super::{Scratch, Source};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kernels::{axpy, dot, Pool};
+use crate::loader::Checkpoint;
+use crate::quant::{Weight, WeightDtype};
+
+/// A linear layer with an optional bias (Qwen2's q/k/v, `attention_bias` of Llama and Qwen3).
+#[derive(Debug, Clone)]
+pub struct Projection {
+    /// The weight.
+    pub linear: Linear,
+    /// `[out_features]`, added to every output row.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Projection {
+    /// `y: [n, out] = x: [n, in] W^T + b`.
+    pub fn forward(&self, pool: &Pool, x: &[f32], n: usize, y: &mut [f32]) {
+        self.linear.forward(pool, x, n, y);
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                add_assign(row, b);
+            }
+        }
+    }
+
+    fn storage_bytes(&self) -> usize {
+        self.linear.weight.storage_bytes()
+    }
+}
+
+/// Qwen3's RMSNorms over each head of the queries and keys, applied before RoPE.
+#[derive(Debug, Clone)]
+pub struct QkNorm {
+    /// Norm over one query head (`head_dim` weights shared by all heads).
+    pub q_norm: RmsNorm,
+    /// Norm over one key head.
+    pub k_norm: RmsNorm,
+}
+
+/// Grouped-query attention: `num_attention_heads` query heads share `num_key_value_heads` K/V
+/// heads in contiguous groups (query head `h` reads KV head `h / (heads / kv_heads)`).
+#[derive(Debug, Clone)]
+pub struct Gqa {
+    /// `[heads * head_dim, hidden]`.
+    pub q_proj: Projection,
+    /// `[kv_heads * head_dim, hidden]`.
+    pub k_proj: Projection,
+    /// `[kv_heads * head_dim, hidden]`.
+    pub v_proj: Projection,
+    /// `[hidden, heads * head_dim]`.
+    pub o_proj: Projection,
+    /// Per-head q/k norms (Qwen3).
+    pub qk_norm: Option<QkNorm>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_key_value_heads: usize,
+    /// Width of every head.
+    pub head_dim: usize,
+    /// `head_dim^-0.5`.
+    pub softmax_scale: f32,
+}
+
+/// Buffers for [`Gqa::forward`], kept across calls.
+#[derive(Debug, Default)]
+pub struct GqaScratch {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl Gqa {
+    /// Width of one cached token: roped K then V of every KV head.
+    pub fn cache_width(&self) -> usize {
+        2 * self.num_key_value_heads * self.head_dim
+    }
+
+    /// Attends `n` new tokens `x: [n, hidden]` at positions `pos0..pos0+n` over `cache`
+    /// (`pos0` cached tokens of `cache_width()` values), appends their K/V to it, and writes
+    /// `out: [n, hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        pool: &Pool,
+        rope: &Rope,
+        x: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut GqaScratch,
+        out: &mut [f32],
+    ) {
+        let (nh, kvh, hd) = (self.num_heads, self.num_key_value_heads, self.head_dim);
+        let (group, kw, w) = (nh / kvh, kvh * hd, self.cache_width());
+
+        // q: [n, heads, head_dim]; k, v: [n, kv_heads, head_dim]
+        let q = grow(&mut s.q, n * nh * hd);
+        let k = grow(&mut s.k, n * kw);
+        let v = grow(&mut s.v, n * kw);
+        self.q_proj.forward(pool, x, n, q);
+        self.k_proj.forward(pool, x, n, k);
+        self.v_proj.forward(pool, x, n, v);
+        if let Some(norm) = &self.qk_norm {
+            norm.q_norm.forward_inplace(q);
+            norm.k_norm.forward_inplace(k);
+        }
+
+        // cache rows: [k (kv_heads * head_dim) | v (kv_heads * head_dim)]
+        cache.truncate(pos0 * w);
+        for t in 0..n {
+            for qh in q[t * nh * hd..][..nh * hd].chunks_exact_mut(hd) {
+                rope.apply(qh, pos0 + t);
+            }
+            for kh in k[t * kw..][..kw].chunks_exact_mut(hd) {
+                rope.apply(kh, pos0 + t);
+            }
+            cache.extend_from_slice(&k[t * kw..][..kw]);
+            cache.extend_from_slice(&v[t * kw..][..kw]);
+        }
+
+        // attn: [n, heads, head_dim], causal over the cache
+        let attn = grow(&mut s.attn, n * nh * hd);
+        let scores = grow(&mut s.scores, pos0 + n);
+        for t in 0..n {
+            let len = pos0 + t + 1;
+            for h in 0..nh {
+                let g = h / group;
+                let qh = &q[(t * nh + h) * hd..][..hd];
+                for (j, sc) in scores[..len].iter_mut().enumerate() {
+                    *sc = dot(qh, &cache[j * w + g * hd..][..hd]) * self.softmax_scale;
+                }
+                softmax_inplace(&mut scores[..len]);
+                let o = &mut attn[(t * nh + h) * hd..][..hd];
+                o.fill(0.0);
+                for (j, &p) in scores[..len].iter().enumerate() {
+                    axpy(p, &cache[j * w + kw + g * hd..][..hd], o);
+                }
+            }
+        }
+        self.o_proj.forward(pool, attn, n, out);
+    }
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+pub struct LlamaLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Grouped-query attention.
+    pub self_attn: Gqa,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// SwiGLU.
+    pub mlp: Mlp,
+}
+
+impl LlamaLayer {
+    /// `h: [n, hidden]` += attention, then += MLP, for tokens at `pos0..pos0+n`.
+    pub fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        let normed = grow(&mut s.normed, h.len());
+        let delta = grow(&mut s.delta, h.len());
+        self.input_layernorm.forward(h, normed);
+        self.self_attn.forward(
+            ctx.pool, ctx.rope, normed, n, pos0, cache, &mut s.gqa, delta,
+        );
+        add_assign(h, delta);
+        self.post_attention_layernorm.forward(h, normed);
+        self.mlp.forward(ctx.pool, normed, n, &mut s.mlp, delta);
+        add_assign(h, delta);
+    }
+}
+
+/// A loaded Qwen2 / Llama / Qwen3 model: immutable weights, shareable across threads.
+#[derive(Debug)]
+pub struct LlamaModel {
+    /// The validated config.
+    pub config: Config,
+    /// `[vocab, hidden]` token embeddings.
+    pub embed_tokens: Weight,
+    /// Decoder layers.
+    pub layers: Vec<LlamaLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// `[vocab, hidden]` output projection (the embedding when tied).
+    pub lm_head: Linear,
+    /// Rotary table (shared by all layers).
+    pub rope: Rope,
+}
+
+impl LlamaModel {
+    /// Builds the model from an opened checkpoint, validating every tensor against `config`.
+    /// Matrices are converted to `dtype` as they load (see [`super::Transformer::load`]).
+    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
+        let Some(l) = config.llama().cloned() else {
+            return Err(Error::UnsupportedArchitecture(
+                config.model_type.as_str().to_string(),
+            ));
+        };
+        let mut src = Source::new(ckpt, &config, dtype);
+        let c = &config;
+        let (hs, nh, kvh, hd) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            l.num_key_value_heads,
+            l.head_dim,
+        );
+        let embed_tokens = src.weight_as(
+            "model.embed_tokens.weight",
+            c.vocab_size,
+            hs,
+            WeightDtype::Auto,
+        )?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let mut proj = |name: &str, rows: usize, cols: usize, bias: bool| -> Result<_> {
+                let prefix = format!("{a}.{name}");
+                Ok(Projection {
+                    linear: src.linear(&prefix, rows, cols)?,
+                    bias: match bias {
+                        true => Some(src.vector(&format!("{prefix}.bias"), rows)?),
+                        false => None,
+                    },
+                })
+            };
+            let q_proj = proj("q_proj", nh * hd, hs, l.qkv_bias)?;
+            let k_proj = proj("k_proj", kvh * hd, hs, l.qkv_bias)?;
+            let v_proj = proj("v_proj", kvh * hd, hs, l.qkv_bias)?;
+            let o_proj = proj("o_proj", hs, nh * hd, l.o_bias)?;
+            let qk_norm = match l.qk_norm {
+                true => Some(QkNorm {
+                    q_norm: src.norm(&format!("{a}.q_norm"), hd, c.rms_norm_eps)?,
+                    k_norm: src.norm(&format!("{a}.k_norm"), hd, c.rms_norm_eps)?,
+                }),
+                false => None,
+            };
+            layers.push(LlamaLayer {
+                input_layernorm: src.norm(&format!("{p}.input_layernorm"), hs, c.rms_norm_eps)?,
+                self_attn: Gqa {
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj,
+                    qk_norm,
+                    num_heads: nh,
+                    num_key_value_heads: kvh,
+                    head_dim: hd,
+                    softmax_scale: l.softmax_scale(),
+                },
+                post_attention_layernorm: src.norm(
+                    &format!("{p}.post_attention_layernorm"),
+                    hs,
+                    c.rms_norm_eps,
+                )?,
+                mlp: src.mlp(&format!("{p}.mlp"), c.intermediate_size, hs)?,
+            });
+        }
+        let norm = src.norm("model.norm", hs, c.rms_norm_eps)?;
+        let lm_head = src.lm_head(c, &embed_tokens)?;
+        src.check_all_used(c.num_hidden_layers, 0)?;
+        Ok(LlamaModel {
+            rope: Rope::new(&config),
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Width of one cached token per layer: K and V of every KV head.
+    pub fn cache_width(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.self_attn.cache_width())
+    }
+
+    /// Weight bytes one decoded token reads: every matrix except the embedding (one row).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let mut total = self.lm_head.weight.storage_bytes();
+        for l in &self.layers {
+            let a = &l.self_attn;
+            total += a.q_proj.storage_bytes()
+                + a.k_proj.storage_bytes()
+                + a.v_proj.storage_bytes()
+                + a.o_proj.storage_bytes();
+            total += l.mlp.gate_proj.weight.storage_bytes()
+                + l.mlp.up_proj.weight.storage_bytes()
+                + l.mlp.down_proj.weight.storage_bytes();
+        }
+        total
+    }
+
+    /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
+    /// final-normed hidden states in `h: [n, hidden]`; `trace` as in
+    /// [`super::Transformer::forward_hidden`].
+    pub(crate) fn forward_hidden(
+        &self,
+        ctx: &Ctx<'_>,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        h: &mut [f32],
+        mut trace: Option<&mut Vec<Vec<f32>>>,
+    ) {
+        let hs = self.config.hidden_size;
+        let n = tokens.len();
+        for (t, &id) in tokens.iter().enumerate() {
+            self.embed_tokens
+                .decode(id as usize, 0, &mut h[t * hs..][..hs]);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push(h.to_vec());
+            }
+            layer.forward(ctx, h, n, pos0, cache.layer_mut(l), s);
+        }
+        if let Some(tr) = trace {
+            tr.push(h.to_vec());
+        }
+        cache.set_len(pos0 + n);
+        self.norm.forward_inplace(h);
+    }
+}
