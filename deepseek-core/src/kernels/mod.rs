@@ -138,7 +138,18 @@ unsafe fn matmul_rows(
         let nb = cols / QK;
         for i in idx {
             let wrow = w.row_bytes(row0 + i);
-            for t in 0..n {
+            let mut t = 0;
+            // Four tokens per pass over the row: each weight block is loaded once for all four.
+            while t + 4 <= n {
+                let xs = [0, 1, 2, 3].map(|k| &xq[(t + k) * nb..(t + k + 1) * nb]);
+                let d = dot4_q_with(isa, w.format(), wrow, xs);
+                for (k, v) in d.into_iter().enumerate() {
+                    // SAFETY: the caller owns these elements.
+                    unsafe { *out.at((t + k) * stride + i) = v };
+                }
+                t += 4;
+            }
+            for t in t..n {
                 let d = dot_q_with(isa, w.format(), wrow, &xq[t * nb..(t + 1) * nb]);
                 // SAFETY: the caller owns these elements.
                 unsafe { *out.at(t * stride + i) = d };
@@ -277,6 +288,22 @@ pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32
     }
     let _ = isa;
     dot_q_scalar(format, wrow, x)
+}
+
+/// One quantised weight row . four tokens' activations.
+pub fn dot4_q_with(isa: Isa, format: &Format, wrow: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA was detected on this CPU (Isa::available).
+    unsafe {
+        match (isa, format) {
+            (Isa::Avx512Vnni, Format::Q8_0) => return x86::dot4_q8_0_vnni(wrow, x),
+            (Isa::Avx512Vnni, Format::Q4_0) => return x86::dot4_q4_0_vnni(wrow, x),
+            (Isa::Avx2, Format::Q8_0) => return x86::dot4_q8_0_avx2(wrow, x),
+            (Isa::Avx2, Format::Q4_0) => return x86::dot4_q4_0_avx2(wrow, x),
+            _ => {}
+        }
+    }
+    x.map(|xk| dot_q_with(isa, format, wrow, xk))
 }
 
 /// Scalar reference of the integer dot product: exact i32 sums per block, then scaled.

@@ -121,6 +121,19 @@ fn integer_dots_match_scalar() {
                     "{isa:?} {:?} cols {cols}: {got} vs {want}",
                     w.format()
                 );
+                // Four tokens at once: each lane equals its own single dot.
+                let x2: Vec<f32> = x.iter().map(|v| -0.5 * v + 0.1).collect();
+                let mut xq2 = vec![ActBlock::default(); cols / QK];
+                blocks::quantize_act(&x2, &mut xq2);
+                let four = dot4_q_with(isa, w.format(), w.row_bytes(1), [&xq, &xq2, &xq2, &xq]);
+                let want2 = dot_q_scalar(w.format(), w.row_bytes(1), &xq2);
+                for (k, (g, e)) in four.iter().zip([want, want2, want2, want]).enumerate() {
+                    assert!(
+                        close(*g, e, cols as f32),
+                        "{isa:?} {:?} dot4 lane {k}: {g} vs {e}",
+                        w.format()
+                    );
+                }
             }
             // And the integer dot is close to the float dot of the dequantised values.
             let mut wf = vec![0f32; cols];
@@ -144,6 +157,7 @@ fn matmuls_match_naive_products_for_every_format() {
         (9, 130, 2),
         (200, 64, 1),
         (5, 288, 4),
+        (7, 64, 6),
     ] {
         for w in weights(&mut rng, rows, cols) {
             let dense = w.to_f32();

@@ -332,3 +332,91 @@ int_dot!(
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     "Q4_0 row . activations (AVX-512 VNNI)."
 );
+
+/// `|w|` and `x` carrying `w`'s sign: maddubs/vpdpbusd want an unsigned left operand.
+#[inline(always)]
+unsafe fn sign_split(w: __m256i, x: __m256i) -> (__m256i, __m256i) {
+    // SAFETY: register-only intrinsics.
+    unsafe { (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
+}
+
+#[inline(always)]
+unsafe fn udot_avx2(aw: __m256i, sx: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics.
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)) }
+}
+
+#[inline(always)]
+unsafe fn udot_vnni(aw: __m256i, sx: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics under avx512vnni + avx512vl.
+    unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx) }
+}
+
+macro_rules! int_dot4 {
+    ($name:ident, $bytes:expr, $load:ident, $udot:ident, $feat:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $name(w: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+            let nb = x
+                .iter()
+                .map(|v| v.len())
+                .min()
+                .unwrap_or(0)
+                .min(w.len() / $bytes);
+            // SAFETY: blocks are sliced within `w` and each `x[k]`. Each weight block is loaded
+            // (and for Q4_0 unpacked) once for four tokens, with one accumulator per token.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for i in 0..nb {
+                    let b = &w[i * $bytes..];
+                    let wv = $load(b);
+                    let dw = block_d(b);
+                    for k in 0..4 {
+                        let xb = &x[k][i];
+                        let (aw, sx) = sign_split(wv, _mm256_loadu_si256(xb.qs.as_ptr().cast()));
+                        let p = $udot(aw, sx);
+                        acc[k] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_set1_ps(dw * xb.d),
+                            acc[k],
+                        );
+                    }
+                }
+                [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+            }
+        }
+    };
+}
+
+int_dot4!(
+    dot4_q8_0_avx2,
+    Q8_0_BYTES,
+    q8_0_load,
+    udot_avx2,
+    "avx2,fma,f16c",
+    "Q8_0 row . 4 tokens (AVX2)."
+);
+int_dot4!(
+    dot4_q4_0_avx2,
+    Q4_0_BYTES,
+    q4_0_unpack,
+    udot_avx2,
+    "avx2,fma,f16c",
+    "Q4_0 row . 4 tokens (AVX2)."
+);
+int_dot4!(
+    dot4_q8_0_vnni,
+    Q8_0_BYTES,
+    q8_0_load,
+    udot_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    "Q8_0 row . 4 tokens (AVX-512 VNNI)."
+);
+int_dot4!(
+    dot4_q4_0_vnni,
+    Q4_0_BYTES,
+    q4_0_unpack,
+    udot_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    "Q4_0 row . 4 tokens (AVX-512 VNNI)."
+);
