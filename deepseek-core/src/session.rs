@@ -42,7 +42,6 @@ impl Model {
     /// Weights stay memory-mapped: loading reads headers, not tensors.
     pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
         let threads = resolve_threads(options.threads)?;
-        let pool = Arc::new(Pool::new(threads)?);
         let dir = path.as_ref();
         if !dir.is_dir() {
             return Err(Error::io(
@@ -50,10 +49,10 @@ impl Model {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "not a model folder"),
             ));
         }
-        Ok(Model {
-            inner: model::load_dir(dir, options.dtype)?,
-            pool,
-        })
+        // Weights first: a failed load starts no threads.
+        let inner = model::load_dir(dir, options.dtype)?;
+        let pool = Arc::new(Pool::new(threads)?);
+        Ok(Model { inner, pool })
     }
 
     /// The validated config.
