@@ -50,7 +50,7 @@ impl Model {
             ));
         }
         // Weights first: a failed load starts no threads.
-        let inner = model::load_dir(dir, options.dtype)?;
+        let inner = model::load_dir(dir, options.dtype, threads)?;
         let pool = Arc::new(Pool::new(threads)?);
         Ok(Model { inner, pool })
     }

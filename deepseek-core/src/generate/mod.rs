@@ -314,6 +314,88 @@ impl Generator {
         ChatSession::new(self)
     }
 
+    /// Continues a raw text prompt on a caller's `session`, reusing its cache: `cached` must
+    /// be a prefix of the ids `session`'s cache holds (empty is always right). The longest
+    /// common prefix of `cached` and the prompt is kept, the rest of the cache dropped, and
+    /// only the remaining prompt tokens are evaluated; the stream appends what it evaluates to
+    /// `cached`. For a session that outlives one request (e.g. the C API's `ds_session`).
+    pub fn stream_on<'a>(
+        &self,
+        session: &'a mut Session,
+        cached: &'a mut Vec<u32>,
+        prompt: &str,
+        params: &GenerateParams,
+    ) -> Result<Stream<'a>> {
+        let ids = self.prompt_tokens(prompt)?;
+        let target = Target::Borrowed { session, cached };
+        self.start_reusing(target, ids, prompt_opens_reasoning(prompt), params)
+    }
+
+    /// Answers a conversation on a caller's `session`, reusing its cache as
+    /// [`stream_on`](Self::stream_on) does (what [`ChatSession`] does with its own session).
+    pub fn chat_stream_on<'a>(
+        &self,
+        session: &'a mut Session,
+        cached: &'a mut Vec<u32>,
+        messages: &[Message],
+        params: &GenerateParams,
+    ) -> Result<Stream<'a>> {
+        let (text, ids) = self.chat_tokens(messages)?;
+        let target = Target::Borrowed { session, cached };
+        self.start_reusing(target, ids, prompt_opens_reasoning(&text), params)
+    }
+
+    /// Checks the request, then keeps the cached prefix `target` shares with `prompt` and
+    /// starts a stream over the rest. On error the session is unchanged.
+    fn start_reusing<'a>(
+        &self,
+        mut target: Target<'a>,
+        prompt: Vec<u32>,
+        in_reasoning: bool,
+        params: &GenerateParams,
+    ) -> Result<Stream<'a>> {
+        let keep = self.reuse_cache(&mut target, &prompt, params)?;
+        self.start(target, prompt, keep, in_reasoning, params)
+    }
+
+    /// Checks the request, then keeps the cached prefix `target` shares with `prompt` and
+    /// drops the rest of the cache; returns how many tokens it kept. On error the session is
+    /// unchanged.
+    fn reuse_cache(
+        &self,
+        target: &mut Target<'_>,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<usize> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        let (session, cached) = target.cache();
+        if cached.len() > session.len() {
+            // Not a record of this cache: trust none of it.
+            cached.clear();
+        }
+        let mut keep = cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // The last prompt token is evaluated again for its logits if everything is cached.
+        keep = keep.min(prompt.len() - 1);
+        let limit = session.context_length();
+        if prompt.len() > limit {
+            return Err(Error::ContextOverflow {
+                cached: keep,
+                new: prompt.len() - keep,
+                limit,
+            });
+        }
+        session.truncate(keep)?;
+        cached.truncate(keep);
+        Ok(keep)
+    }
+
     fn start_owned(
         &self,
         prompt: Vec<u32>,
@@ -333,18 +415,38 @@ impl Generator {
         in_reasoning: bool,
         params: &GenerateParams,
     ) -> Result<Stream<'a>> {
+        let sampler = self.sampler(&prompt, params)?;
+        Ok(self.launch(target, sampler, prompt, cached, in_reasoning, params))
+    }
+
+    /// Checks the request and builds its sampler (everything about starting that can fail).
+    fn sampler(&self, prompt: &[u32], params: &GenerateParams) -> Result<Sampler> {
         params.validate()?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
         }
-        debug_assert!(cached < prompt.len());
         let mut sampling = params.sampling.clone();
         sampling
             .logit_bias
             .extend(self.holes.iter().map(|&id| (id, f32::NEG_INFINITY)));
         let mut sampler = Sampler::new(sampling)?;
-        sampler.add_prompt(&prompt);
-        Ok(Stream {
+        sampler.add_prompt(prompt);
+        Ok(sampler)
+    }
+
+    /// A stream over `target` whose cache already holds `prompt[..cached]`, with a `sampler`
+    /// from [`sampler`](Self::sampler).
+    fn launch<'a>(
+        &self,
+        target: Target<'a>,
+        sampler: Sampler,
+        prompt: Vec<u32>,
+        cached: usize,
+        in_reasoning: bool,
+        params: &GenerateParams,
+    ) -> Stream<'a> {
+        debug_assert!(cached < prompt.len());
+        Stream {
             target,
             tokenizer_vocab: self.tokenizer.vocab_size(),
             eos: self.eos.clone(),
@@ -359,14 +461,24 @@ impl Generator {
             failed: false,
             prefill_secs: 0.0,
             decode_secs: 0.0,
-        })
+        }
     }
 }
 
-/// The session a stream runs on: its own, or a chat session's (whose token record it updates).
+/// The session a stream runs on: its own, a chat session's or a caller's (whose token record
+/// it updates).
 enum Target<'a> {
     Owned(Box<Session>),
     Chat(&'a mut ChatState),
+    Borrowed {
+        session: &'a mut Session,
+        cached: &'a mut Vec<u32>,
+    },
+    /// A chat session moved into the stream ([`ChatSession::into_stream`]).
+    OwnedChat(Box<ChatSession>),
+    /// The chat session went back to the caller ([`Stream::into_chat_session`]); the stream
+    /// has ended and never steps again.
+    Released,
 }
 
 impl Target<'_> {
@@ -374,13 +486,38 @@ impl Target<'_> {
         match self {
             Target::Owned(s) => s,
             Target::Chat(c) => &mut c.session,
+            Target::Borrowed { session, .. } => session,
+            Target::OwnedChat(c) => &mut c.state.session,
+            Target::Released => unreachable!("a released stream never steps"),
+        }
+    }
+
+    /// The session and its token record (a reused cache; never `Owned`).
+    fn cache(&mut self) -> (&mut Session, &mut Vec<u32>) {
+        match self {
+            Target::Owned(_) | Target::Released => unreachable!("an owned session starts empty"),
+            Target::Chat(c) => (&mut c.session, &mut c.cached),
+            Target::Borrowed { session, cached } => (session, cached),
+            Target::OwnedChat(c) => (&mut c.state.session, &mut c.state.cached),
         }
     }
 
     /// Notes tokens just appended to the cache.
     fn record(&mut self, ids: &[u32]) {
-        if let Target::Chat(c) = self {
-            c.cached.extend_from_slice(ids);
+        match self {
+            Target::Owned(_) | Target::Released => {}
+            Target::Chat(c) => c.cached.extend_from_slice(ids),
+            Target::Borrowed { cached, .. } => cached.extend_from_slice(ids),
+            Target::OwnedChat(c) => c.state.cached.extend_from_slice(ids),
+        }
+    }
+
+    /// The conversation a reply joins, if any.
+    fn chat(&mut self) -> Option<&mut ChatState> {
+        match self {
+            Target::Chat(c) => Some(c),
+            Target::OwnedChat(c) => Some(&mut c.state),
+            Target::Owned(_) | Target::Borrowed { .. } | Target::Released => None,
         }
     }
 }
@@ -468,7 +605,7 @@ impl Stream<'_> {
         }
         self.parser.finish(&mut self.events);
         self.finish = Some(reason);
-        if let Target::Chat(c) = &mut self.target {
+        if let Some(c) = self.target.chat() {
             c.messages.push(Message {
                 role: "assistant".into(),
                 content: self.parser.content().to_string(),
@@ -481,6 +618,41 @@ impl Stream<'_> {
     pub fn cancel(&mut self) {
         if !self.failed {
             self.end(FinishReason::Cancelled);
+        }
+    }
+
+    /// Generates at most one token: unless generation has ended, runs one forward pass (the
+    /// whole prompt on the first call) and samples, queuing the deltas this completes for
+    /// [`pop_event`](Self::pop_event). Returns whether generation goes on. For callers that
+    /// must regain control between tokens (a binding checking for Ctrl-C); iterating runs it
+    /// until a delta is ready.
+    pub fn advance(&mut self) -> Result<bool> {
+        if self.finish.is_some() || self.failed {
+            return Ok(false);
+        }
+        if let Err(e) = self.step() {
+            self.failed = true;
+            return Err(e);
+        }
+        Ok(self.finish.is_none())
+    }
+
+    /// Takes the oldest delta [`advance`](Self::advance) queued.
+    pub fn pop_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Ends the stream ([`cancel`](Self::cancel)s it if unfinished) and gives back the
+    /// conversation [`ChatSession::into_stream`] moved into it, the reply included; `None`
+    /// for other streams.
+    pub fn into_chat_session(mut self) -> Option<Box<ChatSession>> {
+        self.cancel();
+        match std::mem::replace(&mut self.target, Target::Released) {
+            Target::OwnedChat(chat) => Some(chat),
+            other => {
+                self.target = other;
+                None
+            }
         }
     }
 
@@ -529,13 +701,18 @@ impl Stream<'_> {
         self.into_result()
     }
 
-    fn result(&self) -> Result<GenerationResult> {
+    /// The outcome, once generation has ended (after the last event or
+    /// [`advance`](Self::advance) returning `false`).
+    pub fn result(&self) -> Result<GenerationResult> {
         let finish_reason = match (self.finish, self.failed) {
             (Some(f), false) => f,
-            _ => {
+            (_, true) => {
                 return Err(Error::InvalidArgument(
                     "generation did not finish: an earlier call returned an error".into(),
                 ))
+            }
+            (None, false) => {
+                return Err(Error::InvalidArgument("generation has not finished".into()))
             }
         };
         Ok(GenerationResult {
@@ -560,8 +737,7 @@ impl Iterator for Stream<'_> {
             if self.finish.is_some() || self.failed {
                 return None;
             }
-            if let Err(e) = self.step() {
-                self.failed = true;
+            if let Err(e) = self.advance() {
                 return Some(Err(e));
             }
         }
@@ -574,5 +750,92 @@ impl Drop for Stream<'_> {
         if self.finish.is_none() && !self.failed {
             self.end(FinishReason::Cancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::SamplingParams;
+
+    fn generator() -> Generator {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let options = LoadOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let tokenizer = fixtures.join("tokenizers/deepseek-r1");
+        Generator::load(fixtures.join("v3_r1tok"), Some(&tokenizer), options).unwrap()
+    }
+
+    fn greedy(max_tokens: usize) -> GenerateParams {
+        GenerateParams {
+            max_tokens: Some(max_tokens),
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn generating_on_a_caller_session_reuses_its_cache() {
+        let gen = generator();
+        let mut session = gen.new_session().unwrap();
+        let mut cached = Vec::new();
+        let msgs = [Message::user("What is 1+1?")];
+        let (_, prompt) = gen.chat_tokens(&msgs).unwrap();
+
+        let stream = gen.chat_stream_on(&mut session, &mut cached, &msgs, &greedy(6));
+        let r1 = stream.unwrap().into_result().unwrap();
+        assert_eq!(r1.tokens, gen.chat(&msgs, &greedy(6)).unwrap().tokens);
+        assert_eq!(r1.usage.cached_tokens, 0);
+        // Everything evaluated is recorded: the prompt and all replies but the last.
+        assert_eq!(cached[..prompt.len()], prompt[..]);
+        assert_eq!(cached[prompt.len()..], r1.tokens[..5]);
+        assert_eq!(cached.len(), session.len());
+
+        // The same conversation again: all but the last prompt token come from the cache.
+        let stream = gen.chat_stream_on(&mut session, &mut cached, &msgs, &greedy(6));
+        let r2 = stream.unwrap().into_result().unwrap();
+        assert_eq!(r2.tokens, r1.tokens);
+        assert_eq!(r2.usage.cached_tokens, prompt.len() - 1);
+
+        // A raw prompt shares only BOS with it; a record longer than the cache is not trusted.
+        let stream = gen.stream_on(&mut session, &mut cached, "Once upon", &greedy(3));
+        let r3 = stream.unwrap().into_result().unwrap();
+        assert_eq!(r3.usage.cached_tokens, 1);
+        assert_eq!(
+            r3.tokens,
+            gen.generate("Once upon", &greedy(3)).unwrap().tokens
+        );
+        cached.push(7);
+        cached.push(7);
+        session.truncate(2).unwrap();
+        let stream = gen.stream_on(&mut session, &mut cached, "Once upon", &greedy(3));
+        let r4 = stream.unwrap().into_result().unwrap();
+        assert_eq!((r4.usage.cached_tokens, r4.tokens), (0, r3.tokens));
+    }
+
+    #[test]
+    fn a_rejected_request_leaves_the_caller_session_unchanged() {
+        let gen = generator().with_session_options(SessionOptions {
+            context_length: Some(16),
+            ..Default::default()
+        });
+        let mut session = gen.new_session().unwrap();
+        let mut cached = Vec::new();
+        let stream = gen.stream_on(&mut session, &mut cached, "Once upon", &greedy(2));
+        stream.unwrap().into_result().unwrap();
+        let before = cached.clone();
+        let long = "word ".repeat(40);
+        match gen.stream_on(&mut session, &mut cached, &long, &greedy(2)) {
+            Err(Error::ContextOverflow { limit: 16, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        match gen.stream_on(&mut session, &mut cached, "x", &greedy(0)) {
+            Err(Error::InvalidParameter { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((cached.len(), session.len()), (before.len(), before.len()));
+        assert_eq!(cached, before);
     }
 }

@@ -211,13 +211,18 @@ pub struct LlamaModel {
 impl LlamaModel {
     /// Builds the model from an opened checkpoint, validating every tensor against `config`.
     /// Matrices are converted to `dtype` as they load (see [`super::Transformer::load`]).
-    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
+    pub fn load(
+        config: Config,
+        ckpt: &Checkpoint,
+        dtype: WeightDtype,
+        threads: usize,
+    ) -> Result<Self> {
         let Some(l) = config.llama().cloned() else {
             return Err(Error::UnsupportedArchitecture(
                 config.model_type.as_str().to_string(),
             ));
         };
-        let mut src = Source::new(ckpt, &config, dtype);
+        let mut src = Source::new(ckpt, &config, dtype, threads);
         let c = &config;
         let (hs, nh, kvh, hd) = (
             c.hidden_size,

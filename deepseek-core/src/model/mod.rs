@@ -134,13 +134,18 @@ impl Transformer {
     /// Builds the model from an opened checkpoint, validating every tensor against `config`.
     /// Matrices are converted to `dtype` as they load, one tensor at a time; the router stays
     /// exact and, under 4-bit formats, lm_head takes 8 bits (as llama.cpp keeps it wider too).
-    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
+    pub fn load(
+        config: Config,
+        ckpt: &Checkpoint,
+        dtype: WeightDtype,
+        threads: usize,
+    ) -> Result<Self> {
         let Some(d) = config.deepseek().cloned() else {
             return Err(Error::UnsupportedArchitecture(
                 config.model_type.as_str().to_string(),
             ));
         };
-        let mut src = Source::new(ckpt, &config, dtype);
+        let mut src = Source::new(ckpt, &config, dtype, threads);
         let c = &config;
         let (hs, nh) = (c.hidden_size, c.num_attention_heads);
         // Embeddings are read one row per token, never streamed: keep them exact.
@@ -320,15 +325,18 @@ struct Source<'a> {
     used: HashSet<String>,
     fp8_block: Option<[usize; 2]>,
     dtype: WeightDtype,
+    /// Threads that convert large matrices to `dtype`.
+    threads: usize,
 }
 
 impl<'a> Source<'a> {
-    fn new(ckpt: &'a Checkpoint, config: &Config, dtype: WeightDtype) -> Self {
+    fn new(ckpt: &'a Checkpoint, config: &Config, dtype: WeightDtype, threads: usize) -> Self {
         Source {
             ckpt,
             used: HashSet::new(),
             fp8_block: config.quantization.map(|q| q.weight_block_size),
             dtype,
+            threads,
         }
     }
 
@@ -362,7 +370,7 @@ impl<'a> Source<'a> {
             }
             (false, _) => None,
         };
-        Ok(Weight::from_view(t, scale)?.convert(dtype))
+        Ok(Weight::from_view(t, scale)?.convert_with_threads(dtype, self.threads))
     }
 
     fn linear(&mut self, prefix: &str, rows: usize, cols: usize) -> Result<Linear> {
@@ -484,10 +492,19 @@ pub enum Network {
 
 impl Network {
     /// Builds the model `config` describes from an opened checkpoint.
-    pub fn load(config: Config, ckpt: &Checkpoint, dtype: WeightDtype) -> Result<Self> {
+    pub fn load(
+        config: Config,
+        ckpt: &Checkpoint,
+        dtype: WeightDtype,
+        threads: usize,
+    ) -> Result<Self> {
         Ok(match config.architecture {
-            Architecture::Deepseek(_) => Network::Deepseek(Transformer::load(config, ckpt, dtype)?),
-            Architecture::Llama(_) => Network::Llama(LlamaModel::load(config, ckpt, dtype)?),
+            Architecture::Deepseek(_) => {
+                Network::Deepseek(Transformer::load(config, ckpt, dtype, threads)?)
+            }
+            Architecture::Llama(_) => {
+                Network::Llama(LlamaModel::load(config, ckpt, dtype, threads)?)
+            }
         })
     }
 
@@ -559,8 +576,8 @@ impl Network {
 }
 
 /// Opens `dir` (config.json + weights) as a [`Network`].
-pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype) -> Result<Network> {
+pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype, threads: usize) -> Result<Network> {
     let config = Config::from_file(dir.join("config.json"))?;
     let ckpt = Checkpoint::open(dir)?;
-    Network::load(config, &ckpt, dtype)
+    Network::load(config, &ckpt, dtype, threads)
 }

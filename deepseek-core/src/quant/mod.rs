@@ -337,6 +337,11 @@ impl Weight {
     /// This matrix converted to `target`, row by row (no full float32 copy is ever made).
     /// Block formats need `cols` to be a multiple of 32; other matrices keep their format.
     pub fn convert(&self, target: WeightDtype) -> Weight {
+        self.convert_with_threads(target, 1)
+    }
+
+    /// [`convert`](Self::convert) on up to `threads` threads.
+    pub fn convert_with_threads(&self, target: WeightDtype, threads: usize) -> Weight {
         let (format, per_row): (Format, usize) = match target {
             WeightDtype::Auto => return self.clone(),
             WeightDtype::F32 => (Format::F32, self.cols * 4),
@@ -355,16 +360,31 @@ impl Weight {
         {
             return self.clone();
         }
-        let mut row = vec![0f32; self.cols];
         let data = Bytes::filled(self.rows * per_row, |out| {
-            for (r, o) in out
-                .chunks_exact_mut(per_row.max(1))
-                .enumerate()
-                .take(self.rows)
-            {
-                self.decode(r, 0, &mut row);
-                encode_row(&format, &row, o);
-            }
+            // Large matrices convert on several threads (load time only; rows are independent).
+            let threads = if self.rows * self.cols >= 1 << 20 {
+                threads.max(1)
+            } else {
+                1
+            };
+            let rows_per = self.rows.div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                for (k, chunk) in out.chunks_mut(rows_per * per_row.max(1)).enumerate() {
+                    let format = &format;
+                    let mut run = move || {
+                        let mut row = vec![0f32; self.cols];
+                        for (i, o) in chunk.chunks_exact_mut(per_row.max(1)).enumerate() {
+                            self.decode(k * rows_per + i, 0, &mut row);
+                            encode_row(format, &row, o);
+                        }
+                    };
+                    if threads > 1 {
+                        scope.spawn(run);
+                    } else {
+                        run();
+                    }
+                }
+            });
         });
         Weight {
             rows: self.rows,
@@ -428,5 +448,19 @@ mod tests {
         let mut part = [0.0; 3];
         w.decode(2, 1, &mut part);
         assert_eq!(part, [4., 5., 5.]);
+    }
+
+    #[test]
+    fn threaded_conversion_equals_serial() {
+        // Big enough (>= 2^20 weights) to take the threaded path, with rows not divisible by 3.
+        let (rows, cols) = (1031, 1024);
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+            .collect();
+        let w = Weight::from_f32(rows, cols, &v);
+        for target in [WeightDtype::BF16, WeightDtype::Q8_0, WeightDtype::Q4_0] {
+            let (a, b) = (w.convert(target), w.convert_with_threads(target, 3));
+            assert_eq!(a.data(), b.data(), "{target:?}");
+        }
     }
 }
