@@ -17,7 +17,7 @@ pub use pool::Pool;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::quant::blocks::{self, Q4_0_BYTES, Q8_0_BYTES};
+use crate::quant::blocks::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use crate::quant::{ActBlock, Format, Weight, QK};
 
 /// Columns decoded per step; a multiple of FP8's 128-wide blocks and of the 32-weight blocks.
@@ -102,7 +102,7 @@ pub fn matmul_pair(
 /// Runs `f` with `x` quantised to 8-bit blocks when `w` is a block format (empty otherwise),
 /// in a thread-local buffer that only grows.
 fn with_activations<R>(w: &Weight, x: &[f32], n: usize, f: impl FnOnce(&[ActBlock]) -> R) -> R {
-    if !matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+    if !w.format().is_block() {
         return f(&[]);
     }
     let nb = w.cols() / QK;
@@ -134,7 +134,7 @@ unsafe fn matmul_rows(
     stride: usize,
 ) {
     let cols = w.cols();
-    if matches!(w.format(), Format::Q8_0 | Format::Q4_0) {
+    if w.format().is_block() {
         let nb = cols / QK;
         for i in idx {
             let wrow = w.row_bytes(row0 + i);
@@ -283,6 +283,8 @@ pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32
             (Isa::Avx512Vnni, Format::Q4_0) => return x86::dot_q4_0_vnni(wrow, x),
             (Isa::Avx2, Format::Q8_0) => return x86::dot_q8_0_avx2(wrow, x),
             (Isa::Avx2, Format::Q4_0) => return x86::dot_q4_0_avx2(wrow, x),
+            (Isa::Avx512Vnni, Format::Q4_1) => return x86::dot_q4_1_vnni(wrow, x),
+            (Isa::Avx2, Format::Q4_1) => return x86::dot_q4_1_avx2(wrow, x),
             _ => {}
         }
     }
@@ -300,6 +302,8 @@ pub fn dot4_q_with(isa: Isa, format: &Format, wrow: &[u8], x: [&[ActBlock]; 4]) 
             (Isa::Avx512Vnni, Format::Q4_0) => return x86::dot4_q4_0_vnni(wrow, x),
             (Isa::Avx2, Format::Q8_0) => return x86::dot4_q8_0_avx2(wrow, x),
             (Isa::Avx2, Format::Q4_0) => return x86::dot4_q4_0_avx2(wrow, x),
+            (Isa::Avx512Vnni, Format::Q4_1) => return x86::dot4_q4_1_vnni(wrow, x),
+            (Isa::Avx2, Format::Q4_1) => return x86::dot4_q4_1_avx2(wrow, x),
             _ => {}
         }
     }
@@ -328,6 +332,16 @@ pub fn dot_q_scalar(format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32 {
                     s += ((b[2 + j] >> 4) as i32 - 8) * xb.qs[j + QK / 2] as i32;
                 }
                 sum += blocks::block_scale(b) * xb.d * s as f32;
+            }
+        }
+        Format::Q4_1 => {
+            for (b, xb) in wrow.chunks_exact(Q4_1_BYTES).zip(x) {
+                let mut s = 0i32;
+                for j in 0..QK / 2 {
+                    s += (b[4 + j] & 0xF) as i32 * xb.qs[j] as i32;
+                    s += (b[4 + j] >> 4) as i32 * xb.qs[j + QK / 2] as i32;
+                }
+                sum += blocks::block_scale(b) * xb.d * s as f32 + blocks::block_min(b) * xb.s;
             }
         }
         other => panic!("dot_q_scalar: {other:?} is not an integer block format"),

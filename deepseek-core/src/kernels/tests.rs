@@ -36,6 +36,7 @@ fn weights(rng: &mut Rng, rows: usize, cols: usize) -> Vec<Weight> {
     if cols.is_multiple_of(QK) {
         ws.push(base.convert(WeightDtype::Q8_0));
         ws.push(base.convert(WeightDtype::Q4_0));
+        ws.push(base.convert(WeightDtype::Q4_1));
     }
     // FP8 with partial blocks: 3 x 5 scale grid of 64 x 48 blocks, avoiding NaN codes.
     let data: Vec<u8> = rng
@@ -111,7 +112,7 @@ fn integer_dots_match_scalar() {
         blocks::quantize_act(&x, &mut xq);
         for w in weights(&mut rng, 2, cols)
             .into_iter()
-            .filter(|w| matches!(w.format(), Format::Q8_0 | Format::Q4_0))
+            .filter(|w| w.format().is_block())
         {
             let want = dot_q_scalar(w.format(), w.row_bytes(1), &xq);
             for isa in Isa::available() {
@@ -161,7 +162,7 @@ fn matmuls_match_naive_products_for_every_format() {
     ] {
         for w in weights(&mut rng, rows, cols) {
             let dense = w.to_f32();
-            let quantised = matches!(w.format(), Format::Q8_0 | Format::Q4_0);
+            let quantised = w.format().is_block();
             for isa in Isa::available() {
                 for threads in [1, 2] {
                     let pool = Pool::new(threads).unwrap();
@@ -240,6 +241,7 @@ fn matmul_pair_equals_two_matmuls() {
             WeightDtype::BF16,
             WeightDtype::Q8_0,
             WeightDtype::Q4_0,
+            WeightDtype::Q4_1,
         ] {
             let a = Weight::from_f32(ra, cols, &rng.vec(ra * cols)).convert(dtype);
             let b = Weight::from_f32(rb, cols, &rng.vec(rb * cols)).convert(dtype);

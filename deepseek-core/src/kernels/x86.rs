@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::blocks::{Q4_0_BYTES, Q8_0_BYTES};
+use crate::quant::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
 use crate::quant::{ActBlock, QK};
 
 #[inline(always)]
@@ -419,4 +419,94 @@ int_dot4!(
     udot_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     "Q4_0 row . 4 tokens (AVX-512 VNNI)."
+);
+
+/// 32 unsigned nibbles (0..16) of a Q4_1 block, in weight order.
+#[inline(always)]
+unsafe fn q4_1_unpack(b: &[u8]) -> __m256i {
+    // SAFETY: a Q4_1 block has 16 nibble bytes after its 4-byte scale and minimum.
+    unsafe {
+        let raw = _mm_loadu_si128(b.as_ptr().add(4).cast());
+        let lo = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+        _mm256_set_m128i(hi, lo)
+    }
+}
+
+/// The f16 minimum of a Q4_1 block, converted with F16C.
+#[inline(always)]
+unsafe fn block_m(b: &[u8]) -> f32 {
+    // SAFETY: register-only intrinsics under F16C; a Q4_1 block has at least 4 bytes.
+    unsafe {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            u16::from_le_bytes([b[2], b[3]]) as i32,
+        )))
+    }
+}
+
+macro_rules! q4_1_dots {
+    ($one:ident, $four:ident, $udot:ident, $feat:literal) => {
+        /// Q4_1 row . activations: unsigned nibbles times signed bytes need no sign trick; the
+        /// block minimum multiplies the activations' block sum.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $one(w: &[u8], x: &[ActBlock]) -> f32 {
+            let nb = x.len().min(w.len() / Q4_1_BYTES);
+            // SAFETY: blocks are sliced within `w` and `x`.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0f32;
+                for i in 0..nb {
+                    let b = &w[i * Q4_1_BYTES..];
+                    let p = $udot(q4_1_unpack(b), _mm256_loadu_si256(x[i].qs.as_ptr().cast()));
+                    acc = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(p),
+                        _mm256_set1_ps(block_d(b) * x[i].d),
+                        acc,
+                    );
+                    mins += block_m(b) * x[i].s;
+                }
+                hsum(acc) + mins
+            }
+        }
+
+        /// Q4_1 row . 4 tokens.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $four(w: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+            let nb = x
+                .iter()
+                .map(|v| v.len())
+                .min()
+                .unwrap_or(0)
+                .min(w.len() / Q4_1_BYTES);
+            // SAFETY: blocks are sliced within `w` and each `x[k]`.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut mins = [0f32; 4];
+                for i in 0..nb {
+                    let b = &w[i * Q4_1_BYTES..];
+                    let wv = q4_1_unpack(b);
+                    let (dw, mw) = (block_d(b), block_m(b));
+                    for k in 0..4 {
+                        let xb = &x[k][i];
+                        let p = $udot(wv, _mm256_loadu_si256(xb.qs.as_ptr().cast()));
+                        acc[k] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_set1_ps(dw * xb.d),
+                            acc[k],
+                        );
+                        mins[k] += mw * xb.s;
+                    }
+                }
+                [0, 1, 2, 3].map(|k| hsum(acc[k]) + mins[k])
+            }
+        }
+    };
+}
+
+q4_1_dots!(dot_q4_1_avx2, dot4_q4_1_avx2, udot_avx2, "avx2,fma,f16c");
+q4_1_dots!(
+    dot_q4_1_vnni,
+    dot4_q4_1_vnni,
+    udot_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );

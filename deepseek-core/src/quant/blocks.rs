@@ -13,8 +13,10 @@ pub const QK: usize = 32;
 pub const Q8_0_BYTES: usize = 2 + QK;
 /// Bytes of one Q4_0 block.
 pub const Q4_0_BYTES: usize = 2 + QK / 2;
+/// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
+pub const Q4_1_BYTES: usize = 4 + QK / 2;
 
-const _: () = assert!(Q8_0_BYTES == 34 && Q4_0_BYTES == 18);
+const _: () = assert!(Q8_0_BYTES == 34 && Q4_0_BYTES == 18 && Q4_1_BYTES == 20);
 
 /// The f16 scale at the start of a block.
 #[inline]
@@ -65,6 +67,43 @@ pub fn quantize_row_q4_0(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// ggml's `quantize_row_q4_1_ref`: `d = (max - min) / 15`, `m = min`,
+/// `q = min(15, trunc((x - min) / d + 0.5))`, value `q * d + m`.
+pub fn quantize_row_q4_1(x: &[f32], out: &mut [u8]) {
+    assert!(
+        x.len().is_multiple_of(QK) && out.len() == x.len() / QK * Q4_1_BYTES,
+        "quantize_row_q4_1: bad sizes"
+    );
+    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q4_1_BYTES)) {
+        let min = xb.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = xb.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        ob[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        ob[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+        for j in 0..QK / 2 {
+            let q0 = (((xb[j] - min) * id + 0.5) as u8).min(15);
+            let q1 = (((xb[j + QK / 2] - min) * id + 0.5) as u8).min(15);
+            ob[4 + j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Weight `i` (< 32) of a Q4_1 block.
+#[inline]
+pub fn q4_1_value(block: &[u8], i: usize) -> f32 {
+    let b = block[4 + i % (QK / 2)];
+    let q = if i < QK / 2 { b & 0xF } else { b >> 4 };
+    let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
+    block_scale(block) * q as f32 + m
+}
+
+/// The f16 minimum of a Q4_1 block.
+#[inline]
+pub fn block_min(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[2], block[3]]).to_f32()
+}
+
 /// Weight `i` (< 32) of a Q8_0 block.
 #[inline]
 pub fn q8_0_value(block: &[u8], i: usize) -> f32 {
@@ -88,6 +127,8 @@ pub struct ActBlock {
     pub d: f32,
     /// Quantised values.
     pub qs: [i8; QK],
+    /// `d * sum(qs)`: what a block format's per-block minimum multiplies (Q4_1).
+    pub s: f32,
 }
 
 /// Quantises `x` (a multiple of 32 long) into `out` (one block per 32 values).
@@ -98,9 +139,12 @@ pub fn quantize_act(x: &[f32], out: &mut [ActBlock]) {
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         ob.d = d;
+        let mut sum = 0i32;
         for (o, &v) in ob.qs.iter_mut().zip(xb) {
             *o = (v * id).round() as i8;
+            sum += *o as i32;
         }
+        ob.s = d * sum as f32;
     }
 }
 
@@ -122,6 +166,23 @@ mod tests {
             assert!((q8_0_value(b8, i % QK) - v).abs() <= block_scale(b8).abs() * 0.5 + 1e-3);
             // Q4_0 spans -8d..7d: the end opposite the largest magnitude clamps by up to one step.
             assert!((q4_0_value(b4, i % QK) - v).abs() <= block_scale(b4).abs() * 1.0 + 1e-2);
+        }
+    }
+
+    #[test]
+    fn q4_1_round_trips_within_half_a_step() {
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 101) as f32 - 20.0) / 7.0)
+            .collect();
+        let mut q = vec![0u8; 2 * Q4_1_BYTES];
+        quantize_row_q4_1(&x, &mut q);
+        for (i, &v) in x.iter().enumerate() {
+            let b = &q[i / QK * Q4_1_BYTES..];
+            // f16 rounding of d and m adds a little to the half step.
+            assert!(
+                (q4_1_value(b, i % QK) - v).abs() <= block_scale(b) * 0.5 + 2e-2,
+                "{i}"
+            );
         }
     }
 

@@ -69,6 +69,16 @@ pub enum Format {
     Q8_0,
     /// ggml Q4_0: 32-weight blocks of f16 scale + 16 bytes of nibbles (4.5 bits per weight).
     Q4_0,
+    /// ggml Q4_1: 32-weight blocks of f16 scale and minimum + 16 bytes of nibbles (5 bits per
+    /// weight); asymmetric, so more accurate than Q4_0.
+    Q4_1,
+}
+
+impl Format {
+    /// Whether this is a 32-weight block format multiplied by integer dot products.
+    pub fn is_block(&self) -> bool {
+        matches!(self, Format::Q8_0 | Format::Q4_0 | Format::Q4_1)
+    }
 }
 
 /// The storage format a model's matrices are converted to at load.
@@ -87,6 +97,8 @@ pub enum WeightDtype {
     Q8_0,
     /// ggml Q4_0.
     Q4_0,
+    /// ggml Q4_1 (the more accurate 4-bit format: per-block minimum as well as scale).
+    Q4_1,
 }
 
 impl std::str::FromStr for WeightDtype {
@@ -99,9 +111,10 @@ impl std::str::FromStr for WeightDtype {
             "f16" | "float16" => WeightDtype::F16,
             "q8_0" => WeightDtype::Q8_0,
             "q4_0" => WeightDtype::Q4_0,
+            "q4_1" => WeightDtype::Q4_1,
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown dtype {other:?} (supported: auto, f32, bf16, f16, q8_0, q4_0)"
+                    "unknown dtype {other:?} (supported: auto, f32, bf16, f16, q8_0, q4_0, q4_1)"
                 )))
             }
         })
@@ -128,6 +141,7 @@ fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
             .for_each(|(o, v)| o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
         Format::Q8_0 => blocks::quantize_row_q8_0(row, out),
         Format::Q4_0 => blocks::quantize_row_q4_0(row, out),
+        Format::Q4_1 => blocks::quantize_row_q4_1(row, out),
         Format::Fp8E4M3 { .. } => {
             unreachable!("FP8 is a checkpoint format, never a conversion target")
         }
@@ -298,10 +312,11 @@ impl Weight {
                     j += seg;
                 }
             }
-            Format::Q8_0 | Format::Q4_0 => {
+            Format::Q8_0 | Format::Q4_0 | Format::Q4_1 => {
                 let (bytes, value): (usize, BlockValue) = match self.format {
                     Format::Q8_0 => (blocks::Q8_0_BYTES, blocks::q8_0_value),
-                    _ => (blocks::Q4_0_BYTES, blocks::q4_0_value),
+                    Format::Q4_0 => (blocks::Q4_0_BYTES, blocks::q4_0_value),
+                    _ => (blocks::Q4_1_BYTES, blocks::q4_1_value),
                 };
                 let row_bytes = &d[row * (self.cols / QK) * bytes..];
                 for (j, o) in out.iter_mut().enumerate() {
@@ -326,6 +341,7 @@ impl Weight {
             Format::Fp8E4M3 { .. } => self.cols,
             Format::Q8_0 => self.cols / QK * blocks::Q8_0_BYTES,
             Format::Q4_0 => self.cols / QK * blocks::Q4_0_BYTES,
+            Format::Q4_1 => self.cols / QK * blocks::Q4_1_BYTES,
         }
     }
 
@@ -353,7 +369,10 @@ impl Weight {
             WeightDtype::Q4_0 if self.cols.is_multiple_of(QK) => {
                 (Format::Q4_0, self.cols / QK * blocks::Q4_0_BYTES)
             }
-            WeightDtype::Q8_0 | WeightDtype::Q4_0 => return self.clone(),
+            WeightDtype::Q4_1 if self.cols.is_multiple_of(QK) => {
+                (Format::Q4_1, self.cols / QK * blocks::Q4_1_BYTES)
+            }
+            WeightDtype::Q8_0 | WeightDtype::Q4_0 | WeightDtype::Q4_1 => return self.clone(),
         };
         if std::mem::discriminant(&format) == std::mem::discriminant(&self.format)
             && !matches!(format, Format::Fp8E4M3 { .. })
@@ -458,7 +477,12 @@ mod tests {
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
             .collect();
         let w = Weight::from_f32(rows, cols, &v);
-        for target in [WeightDtype::BF16, WeightDtype::Q8_0, WeightDtype::Q4_0] {
+        for target in [
+            WeightDtype::BF16,
+            WeightDtype::Q8_0,
+            WeightDtype::Q4_0,
+            WeightDtype::Q4_1,
+        ] {
             let (a, b) = (w.convert(target), w.convert_with_threads(target, 3));
             assert_eq!(a.data(), b.data(), "{target:?}");
         }
