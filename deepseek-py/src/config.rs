@@ -13,10 +13,11 @@ fn f32_as_written(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
 }
 
-/// YaRN's fields as config.json writes them.
-fn yarn_dict<'py>(py: Python<'py>, y: &Yarn) -> PyResult<Bound<'py, PyDict>> {
+/// YaRN's fields as config.json writes them; `tag` names the variant's key (DeepSeek configs
+/// write `type`, the Qwen and Llama ones `rope_type`).
+fn yarn_dict<'py>(py: Python<'py>, y: &Yarn, tag: &str) -> PyResult<Bound<'py, PyDict>> {
     let r = PyDict::new(py);
-    r.set_item("type", "yarn")?;
+    r.set_item(tag, "yarn")?;
     r.set_item("factor", y.factor)?;
     r.set_item(
         "original_max_position_embeddings",
@@ -47,7 +48,7 @@ pub fn to_dict<'py>(py: Python<'py>, c: &Config) -> PyResult<Bound<'py, PyDict>>
             let rope_scaling = match &l.rope_scaling {
                 None => None,
                 Some(RopeScaling::Yarn(y)) => {
-                    let r = yarn_dict(py, y)?;
+                    let r = yarn_dict(py, y, "rope_type")?;
                     r.set_item("attention_factor", y.attention_factor)?;
                     Some(r)
                 }
@@ -109,7 +110,7 @@ fn deepseek_items<'py>(
     d.set_item("rope_theta", c.rope_theta)?;
     let rope_scaling = match &ds.rope_scaling {
         None => None,
-        Some(y) => Some(yarn_dict(py, y)?),
+        Some(y) => Some(yarn_dict(py, y, "type")?),
     };
     d.set_item("rope_scaling", rope_scaling)?;
     d.set_item("rms_norm_eps", c.rms_norm_eps)?;

@@ -1,11 +1,13 @@
-//! Python values <-> Rust values at the boundary: token ids in, numpy float32 arrays out, counts.
-//! numpy is used through its Python API, so the extension needs no numpy headers or crate.
+//! Python values <-> Rust values at the boundary: token ids in, numpy float32 arrays out, counts,
+//! and conversations (OpenAI-style message dicts) both ways. numpy is used through its Python
+//! API, so the extension needs no numpy headers or crate.
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use deepseek_core::Message;
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMapping, PyString};
 
 use crate::errors::value_error;
 
@@ -126,4 +128,104 @@ pub fn count(py: Python<'_>, name: &str, value: Option<i64>) -> PyResult<Option<
             .map_err(|_| value_error(py, format!("{name} {n} is too large"))),
         Some(n) => Err(value_error(py, format!("{name} must be >= 1, found {n}"))),
     }
+}
+
+const MESSAGE_SHAPE: &str = r#"[{"role": "user", "content": "..."}, ...]"#;
+
+/// A conversation from a sequence of `{"role": str, "content": str}` mappings (an assistant
+/// turn may add `"reasoning_content": str`). Anything else is a `ValueError` naming the item.
+pub fn messages(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
+    let py = obj.py();
+    let not_a_list = || {
+        value_error(
+            py,
+            format!(
+                "messages must be a list of dicts like {MESSAGE_SHAPE}, not {}",
+                type_name(obj)
+            ),
+        )
+    };
+    if obj.is_instance_of::<PyString>()
+        || obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyMapping>()
+    {
+        return Err(not_a_list());
+    }
+    let items = obj.try_iter().map_err(|_| not_a_list())?;
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let m = item.cast::<PyMapping>().map_err(|_| {
+            value_error(
+                py,
+                format!(
+                    "messages[{i}] must be a dict with \"role\" and \"content\", not {}",
+                    type_name(&item)
+                ),
+            )
+        })?;
+        let field = |key: &str| -> PyResult<Option<String>> {
+            let value = match m.get_item(key) {
+                Ok(v) => v,
+                Err(e) if e.is_instance_of::<PyKeyError>(py) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if value.is_none() {
+                return Ok(None);
+            }
+            value.extract::<String>().map(Some).map_err(|_| {
+                value_error(
+                    py,
+                    format!(
+                        "messages[{i}][{key:?}] must be a string, not {}",
+                        type_name(&value)
+                    ),
+                )
+            })
+        };
+        let required = |key: &str| {
+            field(key)?
+                .ok_or_else(|| value_error(py, format!("messages[{i}] has no string {key:?}")))
+        };
+        let role = required("role")?;
+        if role.is_empty() {
+            return Err(value_error(py, format!("messages[{i}][\"role\"] is empty")));
+        }
+        let content = required("content")?;
+        let reasoning_content = field("reasoning_content")?;
+        // The R1 template renders tool calls, but Message has no field for them: refuse
+        // rather than silently drop them from the prompt.
+        if m.contains("tool_calls")? && !m.get_item("tool_calls")?.is_none() {
+            return Err(value_error(
+                py,
+                format!("messages[{i}]: tool_calls are not supported"),
+            ));
+        }
+        out.push(Message {
+            role,
+            content,
+            reasoning_content,
+        });
+    }
+    Ok(out)
+}
+
+/// One message as a new dict (`reasoning_content` only when set).
+pub fn message_dict<'py>(py: Python<'py>, m: &Message) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "role"), &m.role)?;
+    d.set_item(intern!(py, "content"), &m.content)?;
+    if let Some(r) = &m.reasoning_content {
+        d.set_item(intern!(py, "reasoning_content"), r)?;
+    }
+    Ok(d)
+}
+
+/// A conversation as a new list of dicts.
+pub fn message_list<'py>(py: Python<'py>, messages: &[Message]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for m in messages {
+        list.append(message_dict(py, m)?)?;
+    }
+    Ok(list)
 }

@@ -40,8 +40,8 @@ impl Dual {
 static VALUE_ERROR: Dual = Dual {
     cell: PyOnceLock::new(),
     name: "DeepseekValueError",
-    doc: "A bad argument, token id, context overflow or config.json value \
-          (a DeepseekError and a ValueError).",
+    doc: "A bad argument, token id, sampling parameter, message list, context overflow or \
+          config.json value (a DeepseekError and a ValueError).",
     bases: |py| {
         Ok([
             py.get_type::<DeepseekError>(),
@@ -104,7 +104,10 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         | Error::ContextOverflow { .. }
         | Error::Config { .. }
         | Error::Json { .. }
-        | Error::UnsupportedArchitecture(_) => raise(py, &VALUE_ERROR, message),
+        | Error::UnsupportedArchitecture(_)
+        | Error::InvalidParameter { .. }
+        // A template that rejects the conversation (`raise_exception`) or fails to render it.
+        | Error::Template(_) => raise(py, &VALUE_ERROR, message),
         // Corrupt or incomplete checkpoints, and variants added later.
         _ => DeepseekError::new_err(message),
     }

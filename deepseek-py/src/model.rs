@@ -1,16 +1,21 @@
 //! `deepseek_rs.Model`: a loaded checkpoint (immutable, shared by its sessions) plus the defaults
-//! its sessions start from.
+//! its sessions start from, and its tokenizer when one is found (the text and generation API).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
+use deepseek_core::{
+    Error, GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, Tokenizer,
+    WeightDtype,
+};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
-use crate::convert::{count, token_ids};
-use crate::errors::to_py;
+use crate::convert::{self, count, token_ids};
+use crate::errors::{to_py, value_error};
+use crate::generate::{result_or_stream, Driver, Envelope, Options, PyChatCompletionStream};
 use crate::session::PySession;
+use crate::tokenizer::PyTokenizer;
 
 /// A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
 ///
@@ -19,13 +24,19 @@ use crate::session::PySession;
 /// "f32", "bf16", "f16", "q8_0" or "q4_0" (converted while loading).
 /// `threads` sizes the default worker pool (default: all cores); `context_length` is the
 /// default limit of the sessions it opens and of `logits` (default: the model's maximum).
+/// `tokenizer` is the folder with `tokenizer.json` (default: `path`); without one the model
+/// still evaluates ids, and only the text methods raise. `generation_config.json` in `path`
+/// sets the sampling defaults.
 ///
 /// Weights are memory-mapped and never change: one Model serves many sessions and threads.
 #[pyclass(module = "deepseek_rs", name = "Model", frozen)]
 pub struct PyModel {
     pub(crate) model: Arc<Model>,
     path: PathBuf,
-    context_length: usize,
+    pub(crate) context_length: usize,
+    /// The text layer, or why there is none.
+    generator: Result<Generator, String>,
+    tokenizer: Option<Py<PyTokenizer>>,
 }
 
 impl PyModel {
@@ -43,24 +54,72 @@ impl PyModel {
         };
         Session::new(self.model.clone(), options).map_err(|e| to_py(py, e))
     }
+
+    /// The generator, or a ValueError saying why the text API is unavailable.
+    pub(crate) fn generator(&self, py: Python<'_>) -> PyResult<&Generator> {
+        self.generator
+            .as_ref()
+            .map_err(|why| value_error(py, why.clone()))
+    }
+}
+
+/// The tokenizer for a model: `Ok(None)` if the model folder simply has none.
+fn load_tokenizer(
+    model_dir: &Path,
+    dir: Option<&Path>,
+) -> deepseek_core::Result<Option<Tokenizer>> {
+    match Tokenizer::from_dir(dir.unwrap_or(model_dir)) {
+        Ok(t) => Ok(Some(t)),
+        Err(Error::Io { path, source })
+            if dir.is_none()
+                && source.kind() == std::io::ErrorKind::NotFound
+                && path.ends_with("tokenizer.json") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Tokenizer + generation_config.json -> the text layer of `model`.
+fn text_layer(
+    model: &Arc<Model>,
+    model_dir: &Path,
+    tokenizer: Tokenizer,
+    context_length: usize,
+) -> deepseek_core::Result<Generator> {
+    let mut generator =
+        Generator::new(model.clone(), tokenizer)?.with_session_options(SessionOptions {
+            context_length: Some(context_length),
+            ..SessionOptions::default()
+        });
+    let gc = model_dir.join("generation_config.json");
+    if gc.is_file() {
+        generator = generator.with_generation_config(GenerationConfig::from_file(&gc)?);
+    }
+    Ok(generator)
 }
 
 #[pymethods]
 impl PyModel {
     #[new]
-    #[pyo3(signature = (path, dtype = "auto", threads = None, context_length = None))]
+    #[pyo3(signature = (path, dtype = "auto", threads = None, context_length = None, tokenizer = None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         dtype: &str,
         threads: Option<i64>,
         context_length: Option<i64>,
+        tokenizer: Option<PathBuf>,
     ) -> PyResult<Self> {
         let dtype: WeightDtype = dtype.parse().map_err(|e| to_py(py, e))?;
         let threads = count(py, "threads", threads)?;
         let context_length = count(py, "context_length", context_length)?;
-        let model = py
-            .detach(|| Model::load(&path, LoadOptions { threads, dtype }))
+        let (model, tok) = py
+            .detach(|| {
+                let model = Model::load(&path, LoadOptions { threads, dtype })?;
+                Ok((model, load_tokenizer(&path, tokenizer.as_deref())?))
+            })
             .map_err(|e| to_py(py, e))?;
         let model = Arc::new(model);
         // A session is cheap to open (no cache yet); opening one validates context_length.
@@ -72,10 +131,34 @@ impl PyModel {
             },
         )
         .map_err(|e| to_py(py, e))?;
+        let context_length = probe.context_length();
+        let (generator, tokenizer) = match tok {
+            Some(tok) => {
+                let generator =
+                    text_layer(&model, &path, tok, context_length).map_err(|e| to_py(py, e))?;
+                let wrapped = PyTokenizer::new(
+                    generator.tokenizer().clone(),
+                    generator.template().clone(),
+                    Some(tokenizer.unwrap_or_else(|| path.clone())),
+                );
+                (Ok(generator), Some(Py::new(py, wrapped)?))
+            }
+            None => {
+                let why = format!(
+                    "no tokenizer: {} has no tokenizer.json, so the text API (tokenize, \
+                     generate, chat, ...) is unavailable; pass tokenizer=DIR to Model(...) if \
+                     the tokenizer lives in another folder",
+                    path.display()
+                );
+                (Err(why), None)
+            }
+        };
         Ok(PyModel {
-            context_length: probe.context_length(),
+            context_length,
             model,
             path,
+            generator,
+            tokenizer,
         })
     }
 
@@ -110,6 +193,172 @@ impl PyModel {
         let threads = count(py, "threads", threads)?;
         let session = slf.get().open(py, context_length, threads)?;
         Ok(PySession::new(session, slf.clone().unbind()))
+    }
+
+    /// Token ids of `text` as `generate` evaluates them: with `add_special`, BOS first if the
+    /// tokenizer config asks for it (`add_bos_token`) and the text does not start with it.
+    /// Special-token strings in the text become their ids.
+    #[pyo3(signature = (text, add_special = true))]
+    fn tokenize(&self, py: Python<'_>, text: &str, add_special: bool) -> PyResult<Vec<u32>> {
+        let generator = self.generator(py)?;
+        py.detach(|| {
+            if add_special {
+                generator.prompt_tokens(text)
+            } else {
+                generator.tokenizer().encode(text, false)
+            }
+        })
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// The text of `ids`; `skip_special=True` drops special tokens such as BOS and EOS.
+    #[pyo3(signature = (ids, skip_special = false))]
+    fn detokenize(&self, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<String> {
+        let py = ids.py();
+        let tokenizer = self.generator(py)?.tokenizer();
+        let ids = token_ids(ids, tokenizer.vocab_size())?;
+        py.detach(|| tokenizer.decode(&ids, skip_special))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Renders a conversation (`[{"role": ..., "content": ...}, ...]`) with the chat template,
+    /// as `chat` does; with `add_generation_prompt` the text ends where the reply begins.
+    #[pyo3(signature = (messages, add_generation_prompt = true))]
+    fn apply_chat_template(
+        &self,
+        messages: &Bound<'_, PyAny>,
+        add_generation_prompt: bool,
+    ) -> PyResult<String> {
+        let py = messages.py();
+        let template = self.generator(py)?.template();
+        let messages = convert::messages(messages)?;
+        template
+            .render(&messages, add_generation_prompt)
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Continues `prompt` (a string, or token ids used as they are) and returns a
+    /// GenerationResult, or with `stream=True` a GenerationStream of chunks.
+    ///
+    /// Unset keywords keep the checkpoint's defaults (generation_config.json; otherwise
+    /// temperature 1 and no truncation). `max_tokens`: most tokens to generate (default: until
+    /// EOS, a stop string or the context length). `temperature` 0 is greedy; `top_k` 0, `top_p`
+    /// 1 and `min_p` 0 are off; `repetition_penalty` 1 and the frequency/presence penalties 0
+    /// are off. `logit_bias` maps token ids to values added to their logits (`-inf` bans).
+    /// `seed` makes sampling reproducible. `stop`: a string or list of strings that end the
+    /// output (not included). Output after a prompt ending in `<think>` is reasoning until
+    /// `</think>`. Generation releases the GIL; Ctrl-C stops it at the next token.
+    #[pyo3(signature = (
+        prompt, *, max_tokens = None, temperature = None, top_p = None, top_k = None,
+        min_p = None, repetition_penalty = None, frequency_penalty = None,
+        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false
+    ))]
+    fn generate(
+        &self,
+        prompt: &Bound<'_, PyAny>,
+        max_tokens: Option<i64>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        top_k: Option<i64>,
+        min_p: Option<f64>,
+        repetition_penalty: Option<f64>,
+        frequency_penalty: Option<f64>,
+        presence_penalty: Option<f64>,
+        logit_bias: Option<&Bound<'_, PyAny>>,
+        seed: Option<&Bound<'_, PyAny>>,
+        stop: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = prompt.py();
+        let generator = self.generator(py)?;
+        let params = Options {
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repetition_penalty,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
+            seed,
+            stop,
+        }
+        .resolve(py, generator.default_params())?;
+        let started = match prompt.cast::<PyString>() {
+            Ok(text) => {
+                let text = text.to_cow()?;
+                py.detach(|| generator.stream(&text, &params))
+            }
+            Err(_) => {
+                let ids = token_ids(prompt, self.vocab_size())?;
+                py.detach(|| generator.stream_tokens(&ids, &params))
+            }
+        };
+        let driver = Driver::new(started.map_err(|e| to_py(py, e))?, None);
+        result_or_stream(py, driver, stream)
+    }
+
+    /// Answers a conversation (`[{"role": ..., "content": ...}, ...]`) in OpenAI's shape, like
+    /// llama-cpp-python's `create_chat_completion`: `{"id", "object": "chat.completion",
+    /// "created", "model", "choices": [{"index": 0, "message": {"role": "assistant",
+    /// "content", "reasoning_content"}, "finish_reason"}], "usage"}`. With `stream=True`, a
+    /// ChatCompletionStream of `chat.completion.chunk` dicts. Each call starts from an empty
+    /// cache (ChatSession keeps one between turns). Keywords as in `generate`.
+    #[pyo3(signature = (
+        messages, *, max_tokens = None, temperature = None, top_p = None, top_k = None,
+        min_p = None, repetition_penalty = None, frequency_penalty = None,
+        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false
+    ))]
+    fn chat(
+        &self,
+        messages: &Bound<'_, PyAny>,
+        max_tokens: Option<i64>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        top_k: Option<i64>,
+        min_p: Option<f64>,
+        repetition_penalty: Option<f64>,
+        frequency_penalty: Option<f64>,
+        presence_penalty: Option<f64>,
+        logit_bias: Option<&Bound<'_, PyAny>>,
+        seed: Option<&Bound<'_, PyAny>>,
+        stop: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = messages.py();
+        let generator = self.generator(py)?;
+        let params = Options {
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repetition_penalty,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
+            seed,
+            stop,
+        }
+        .resolve(py, generator.default_params())?;
+        let messages = convert::messages(messages)?;
+        let started = py
+            .detach(|| generator.chat_stream(&messages, &params))
+            .map_err(|e| to_py(py, e))?;
+        let driver = Driver::new(started, None);
+        let envelope = Envelope::new(self.path.display().to_string());
+        if stream {
+            return Ok(Py::new(py, PyChatCompletionStream::new(driver, envelope))?.into_any());
+        }
+        let r = driver.finish(py)?;
+        Ok(envelope.completion(py, &r)?.into_any().unbind())
+    }
+
+    /// The tokenizer (with the chat template), or None if the model has none.
+    #[getter]
+    fn tokenizer(&self, py: Python<'_>) -> Option<Py<PyTokenizer>> {
+        self.tokenizer.as_ref().map(|t| t.clone_ref(py))
     }
 
     /// The validated config as a new dict with Hugging Face field names, defaults filled in.

@@ -1,5 +1,6 @@
 """Shared fixtures: the committed golden models of deepseek-core, loaded once per test run."""
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,24 @@ def golden(name: str) -> Golden:
 @lru_cache(maxsize=None)
 def model(name: str, threads: int = 2) -> deepseek_rs.Model:
     return deepseek_rs.Model(FIXTURES / name, threads=threads)
+
+
+# The generation fixture: a tiny random DeepSeek-V3 with R1's vocabulary (no tokenizer files
+# of its own) and R1's real tokenizer; golden.json holds transformers' greedy chat continuation.
+R1TOK = FIXTURES / "v3_r1tok"
+TOKENIZERS = FIXTURES / "tokenizers"
+R1_TOKENIZER = TOKENIZERS / "deepseek-r1"
+
+
+@lru_cache(maxsize=None)
+def text_model(threads: int = 2) -> deepseek_rs.Model:
+    """v3_r1tok with the R1 tokenizer (and its generation_config.json: temperature 0.6, top-p 0.95)."""
+    return deepseek_rs.Model(R1TOK, threads=threads, tokenizer=R1_TOKENIZER)
+
+
+@lru_cache(maxsize=None)
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 @pytest.fixture(params=NAMES)

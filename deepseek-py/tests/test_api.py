@@ -51,22 +51,29 @@ def test_config_uses_hf_names_and_values(fixture: str) -> None:
     m = model(fixture)
     c = m.config
     raw = json.loads((FIXTURES / fixture / "config.json").read_text())
-    for key in (
+    common = (
         "model_type vocab_size hidden_size intermediate_size num_hidden_layers "
-        "num_attention_heads q_lora_rank kv_lora_rank qk_nope_head_dim qk_rope_head_dim "
-        "v_head_dim rope_theta rope_scaling rms_norm_eps n_routed_experts n_shared_experts "
-        "num_experts_per_tok moe_intermediate_size topk_method scoring_func n_group topk_group "
-        "norm_topk_prob routed_scaling_factor first_k_dense_replace moe_layer_freq "
-        "tie_word_embeddings max_position_embeddings quantization_config bos_token_id "
-        "eos_token_id"
-    ).split():
+        "num_attention_heads rope_theta rope_scaling rms_norm_eps tie_word_embeddings "
+        "max_position_embeddings quantization_config bos_token_id eos_token_id"
+    )
+    if c["model_type"].startswith("deepseek"):
+        family = (
+            "q_lora_rank kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim "
+            "n_routed_experts n_shared_experts num_experts_per_tok moe_intermediate_size "
+            "topk_method scoring_func n_group topk_group norm_topk_prob "
+            "routed_scaling_factor first_k_dense_replace moe_layer_freq"
+        )
+    else:  # the R1-Distill families (Qwen2, Llama 3, Qwen3)
+        family = "num_key_value_heads head_dim"
+    for key in (common + " " + family).split():
         assert key in c, key
         want = json_value(raw, key)
         if want is None:
             continue  # a default the core filled in
         if isinstance(c[key], dict):
             for k, v in c[key].items():
-                assert v == want[k], f"{key}.{k}: {v} != {want[k]}"
+                if k in want:  # else a default the core filled in
+                    assert v == want[k], f"{key}.{k}: {v} != {want[k]}"
         else:
             assert c[key] == want, f"{key}: {c[key]} != {want}"
     assert c["vocab_size"] == m.vocab_size
@@ -143,13 +150,16 @@ def test_stubs_and_marker_ship_in_the_package() -> None:
 
 
 def stub_tree() -> dict:
-    """{name: node} of the stub's top level; classes map to {member: node}."""
+    """{name: node} of the stub's top level; classes map to {member: node} (an overloaded
+    member: its first definition, the one with the docstring)."""
     out = {}
     for node in ast.parse(STUB.read_text()).body:
         if isinstance(node, ast.ClassDef):
-            out[node.name] = {
-                n.name: n for n in node.body if isinstance(n, ast.FunctionDef)
-            }
+            members: dict = {}
+            for n in node.body:
+                if isinstance(n, ast.FunctionDef):
+                    members.setdefault(n.name, n)
+            out[node.name] = members
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             out[node.target.id] = node
         elif isinstance(node, ast.Assign):
@@ -167,22 +177,44 @@ def public(cls: type) -> set:
     return own
 
 
+NO_DEFAULT = "<no default>"
+
+
 def stub_params(fn: ast.FunctionDef) -> list:
+    """[(name, default, keyword_only)]; a parameter without a default has NO_DEFAULT."""
     args = fn.args
     names = [a.arg for a in args.args]
-    defaults = [None] * (len(names) - len(args.defaults)) + [
+    defaults = [NO_DEFAULT] * (len(names) - len(args.defaults)) + [
         ast.literal_eval(d) for d in args.defaults
     ]
-    return [(n, d) for n, d in zip(names, defaults) if n != "self"]
+    out = [(n, d, False) for n, d in zip(names, defaults) if n != "self"]
+    for a, d in zip(args.kwonlyargs, args.kw_defaults):
+        out.append((a.arg, NO_DEFAULT if d is None else ast.literal_eval(d), True))
+    return out
 
 
 def runtime_params(obj) -> list:
     sig = inspect.signature(obj)
     return [
-        (p.name, None if p.default is inspect.Parameter.empty else p.default)
+        (
+            p.name,
+            NO_DEFAULT if p.default is inspect.Parameter.empty else p.default,
+            p.kind is inspect.Parameter.KEYWORD_ONLY,
+        )
         for p in sig.parameters.values()
         if p.name != "self"
     ]
+
+
+def is_overload(fn: ast.FunctionDef) -> bool:
+    return any(isinstance(d, ast.Name) and d.id == "overload" for d in fn.decorator_list)
+
+
+def stub_class_functions(name: str) -> list:
+    """Every function definition in the stub's class `name`, overloads included."""
+    stub = ast.parse(STUB.read_text())
+    cls = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == name)
+    return [n for n in cls.body if isinstance(n, ast.FunctionDef)]
 
 
 def test_stub_lists_exactly_the_public_names() -> None:
@@ -205,7 +237,8 @@ def test_stub_signatures_match() -> None:
         if not isinstance(members, dict):
             continue
         cls = getattr(deepseek_rs, name)
-        for member, fn in members.items():
+        for fn in stub_class_functions(name):
+            member = fn.name
             is_property = any(
                 isinstance(d, ast.Name) and d.id == "property" for d in fn.decorator_list
             )
@@ -217,7 +250,15 @@ def test_stub_signatures_match() -> None:
                 assert inspect.isdatadescriptor(getattr(cls, member)), f"{name}.{member}"
             else:
                 got = runtime_params(getattr(cls, member))
-                assert stub_params(fn) == got, f"{name}.{member}"
+                want = stub_params(fn)
+                if is_overload(fn):
+                    # An overload may narrow a parameter (`stream: Literal[True]`) and drop
+                    # its default; names, order, kinds and the other defaults must match.
+                    want = [
+                        (n, g[1] if d == NO_DEFAULT else d, k)
+                        for (n, d, k), g in zip(want, got)
+                    ]
+                assert want == got, f"{name}.{member}"
 
 
 def test_every_public_name_has_a_docstring() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import deepseek_rs
-from conftest import FIXTURES, golden, model
+from conftest import FIXTURES, R1_TOKENIZER, R1TOK, golden, model, text_model
 
 TINY = FIXTURES / "v3_tiny"
 
@@ -153,3 +153,104 @@ def test_bad_truncate() -> None:
     with pytest.raises(ValueError, match="cannot truncate to -1"):
         s.truncate(-1)
     assert s.n_tokens == 3
+
+
+# --- the text API ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature=-1), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(min_p=2), "min_p"),
+        (dict(top_k=-1), "top_k must be >= 0"),
+        (dict(max_tokens=0), "max_tokens must be >= 1"),
+        (dict(max_tokens=-5), "max_tokens must be >= 1"),
+        (dict(repetition_penalty=0), "repetition_penalty"),
+        (dict(frequency_penalty=3), "frequency_penalty"),
+        (dict(presence_penalty=-2.5), "presence_penalty"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=2**64), "seed"),
+        (dict(logit_bias={"x": 1.0}), "logit_bias"),
+        (dict(logit_bias={-3: 1.0}), "logit_bias"),
+        (dict(logit_bias={5: float("nan")}), "logit_bias"),
+        (dict(logit_bias={5: "big"}), "logit_bias"),
+        (dict(logit_bias=[1, 2]), "logit_bias"),
+        (dict(stop=[""]), "stop"),
+        (dict(stop=[1]), "stop"),
+        (dict(stop=5), "stop"),
+    ],
+)
+def test_bad_sampling_parameters_are_value_errors(kwargs: dict, match: str) -> None:
+    m = text_model()
+    with pytest.raises(deepseek_rs.DeepseekValueError, match=match):
+        m.generate("hi", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        m.chat([{"role": "user", "content": "hi"}], stream=True, **kwargs)
+
+
+def test_out_of_vocabulary_bias_is_a_value_error() -> None:
+    # Ids past the tokenizer's vocabulary are padding rows: never sampled, not biasable.
+    with pytest.raises(ValueError, match="logit_bias"):
+        text_model().generate("hi", max_tokens=1, logit_bias={129_000: 1.0})
+
+
+@pytest.mark.parametrize(
+    "messages, match",
+    [
+        ("hi", "list of dicts"),
+        ({"role": "user", "content": "hi"}, "list of dicts"),
+        (5, "list of dicts"),
+        ([], "empty conversation"),
+        (["hi"], r"messages\[0\] must be a dict"),
+        ([{"content": "hi"}], r"messages\[0\] has no string \"role\""),
+        ([{"role": "user"}], r"messages\[0\] has no string \"content\""),
+        ([{"role": "user", "content": None}], r"has no string \"content\""),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": 1}], r"messages\[1\]\[\"content\"\] must be a string"),
+        ([{"role": "", "content": "hi"}], "empty"),
+        ([{"role": "assistant", "content": "x", "reasoning_content": 3}], "reasoning_content"),
+        ([{"role": "assistant", "content": "x", "tool_calls": [{}]}], "tool_calls are not supported"),
+    ],
+)
+def test_bad_messages_are_value_errors(messages, match: str) -> None:
+    m = text_model()
+    with pytest.raises(deepseek_rs.DeepseekValueError, match=match):
+        m.chat(messages)
+    with pytest.raises(ValueError, match=match):
+        m.apply_chat_template(messages)
+    with pytest.raises(ValueError, match=match):
+        m.tokenizer.apply_chat_template(messages)
+
+
+def test_a_model_without_tokenizer_files_still_evaluates() -> None:
+    m = deepseek_rs.Model(R1TOK)  # the fixture folder has no tokenizer.json
+    assert m.tokenizer is None
+    assert m.logits([0, 1, 2]).shape == (m.vocab_size,)
+    calls = [
+        lambda: m.tokenize("hi"),
+        lambda: m.detokenize([1]),
+        lambda: m.apply_chat_template([{"role": "user", "content": "hi"}]),
+        lambda: m.generate("hi"),
+        lambda: m.chat([{"role": "user", "content": "hi"}]),
+    ]
+    for call in calls:
+        with pytest.raises(deepseek_rs.DeepseekValueError, match="no tokenizer.json.*tokenizer=DIR"):
+            call()
+
+
+def test_bad_tokenizer_folders(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        deepseek_rs.Model(R1TOK, tokenizer=tmp_path)
+    # A 512-token model cannot take R1's 128815-token vocabulary.
+    with pytest.raises(ValueError, match="vocab_size"):
+        deepseek_rs.Model(TINY, tokenizer=R1_TOKENIZER)
+    # A broken generation_config.json in the model folder is reported.
+    for f in R1TOK.iterdir():
+        if f.name != "generation_config.json":
+            (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "generation_config.json").write_text('{"do_sample": true, "top_p": 0}')
+    with pytest.raises(ValueError, match="top_p"):
+        deepseek_rs.Model(tmp_path, tokenizer=R1_TOKENIZER)

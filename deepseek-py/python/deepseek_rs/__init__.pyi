@@ -6,7 +6,7 @@ tests/test_api.py fails when names, signatures or docstrings drift from the modu
 
 import os
 import pathlib
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, List, Literal, Mapping, Sequence, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -15,12 +15,23 @@ __version__: str
 
 # Token ids: a sequence of ints or a 1-D integer numpy array.
 _TokenIds = Union[Sequence[int], npt.NDArray[np.integer[Any]]]
+_Path = Union[str, "os.PathLike[str]"]
+
+class _Message(TypedDict, total=False):
+    role: str
+    content: str
+    reasoning_content: str
+
+# A conversation: [{"role": "user", "content": "..."}, ...].
+_Messages = Sequence[Union[_Message, Mapping[str, Any]]]
+# logit_bias: {token_id: bias}; ids may be ints or decimal strings (OpenAI's JSON form).
+_LogitBias = Mapping[Union[int, str], float]
 
 class DeepseekError(Exception):
     """Base class of every error deepseek_rs raises; the message is the Rust library's."""
 
 class DeepseekValueError(DeepseekError, ValueError):
-    """A bad argument, token id, context overflow or config.json value (a DeepseekError and a ValueError)."""
+    """A bad argument, token id, sampling parameter, message list, context overflow or config.json value (a DeepseekError and a ValueError)."""
 
 class DeepseekOSError(DeepseekError, OSError):
     """A model file could not be read (a DeepseekError and an OSError)."""
@@ -36,16 +47,20 @@ class Model:
     "f32", "bf16", "f16", "q8_0" or "q4_0" (converted while loading).
     `threads` sizes the default worker pool (default: all cores); `context_length` is the
     default limit of the sessions it opens and of `logits` (default: the model's maximum).
+    `tokenizer` is the folder with `tokenizer.json` (default: `path`); without one the model
+    still evaluates ids, and only the text methods raise. `generation_config.json` in `path`
+    sets the sampling defaults.
 
     Weights are memory-mapped and never change: one Model serves many sessions and threads.
     """
 
     def __init__(
         self,
-        path: Union[str, "os.PathLike[str]"],
+        path: _Path,
         dtype: str = "auto",
         threads: Union[int, None] = None,
         context_length: Union[int, None] = None,
+        tokenizer: Union[_Path, None] = None,
     ) -> None: ...
     def logits(self, ids: _TokenIds, all: bool = False) -> npt.NDArray[np.float32]:
         """Logits after `ids`, evaluated from an empty context (the model keeps no state).
@@ -61,6 +76,113 @@ class Model:
         `context_length` and `threads` default to the model's; a session with its own
         `threads` runs on its own worker pool.
         """
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        """Token ids of `text` as `generate` evaluates them: with `add_special`, BOS first if the
+        tokenizer config asks for it (`add_bos_token`) and the text does not start with it.
+        Special-token strings in the text become their ids.
+        """
+    def detokenize(self, ids: _TokenIds, skip_special: bool = False) -> str:
+        """The text of `ids`; `skip_special=True` drops special tokens such as BOS and EOS."""
+    def apply_chat_template(
+        self, messages: _Messages, add_generation_prompt: bool = True
+    ) -> str:
+        """Renders a conversation (`[{"role": ..., "content": ...}, ...]`) with the chat template,
+        as `chat` does; with `add_generation_prompt` the text ends where the reply begins.
+        """
+    @overload
+    def generate(
+        self,
+        prompt: Union[str, _TokenIds],
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[False] = False,
+    ) -> "GenerationResult":
+        """Continues `prompt` (a string, or token ids used as they are) and returns a
+        GenerationResult, or with `stream=True` a GenerationStream of chunks.
+
+        Unset keywords keep the checkpoint's defaults (generation_config.json; otherwise
+        temperature 1 and no truncation). `max_tokens`: most tokens to generate (default: until
+        EOS, a stop string or the context length). `temperature` 0 is greedy; `top_k` 0, `top_p`
+        1 and `min_p` 0 are off; `repetition_penalty` 1 and the frequency/presence penalties 0
+        are off. `logit_bias` maps token ids to values added to their logits (`-inf` bans).
+        `seed` makes sampling reproducible. `stop`: a string or list of strings that end the
+        output (not included). Output after a prompt ending in `<think>` is reasoning until
+        `</think>`. Generation releases the GIL; Ctrl-C stops it at the next token.
+        """
+    @overload
+    def generate(
+        self,
+        prompt: Union[str, _TokenIds],
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[True],
+    ) -> "GenerationStream": ...
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[False] = False,
+    ) -> Dict[str, Any]:
+        """Answers a conversation (`[{"role": ..., "content": ...}, ...]`) in OpenAI's shape, like
+        llama-cpp-python's `create_chat_completion`: `{"id", "object": "chat.completion",
+        "created", "model", "choices": [{"index": 0, "message": {"role": "assistant",
+        "content", "reasoning_content"}, "finish_reason"}], "usage"}`. With `stream=True`, a
+        ChatCompletionStream of `chat.completion.chunk` dicts. Each call starts from an empty
+        cache (ChatSession keeps one between turns). Keywords as in `generate`.
+        """
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[True],
+    ) -> "ChatCompletionStream": ...
+    @property
+    def tokenizer(self) -> Union["Tokenizer", None]:
+        """The tokenizer (with the chat template), or None if the model has none."""
     @property
     def config(self) -> Dict[str, Any]:
         """The validated config as a new dict with Hugging Face field names, defaults filled in."""
@@ -104,3 +226,224 @@ class Session:
     @property
     def model(self) -> Model:
         """The Model this session runs."""
+
+class Tokenizer:
+    """A Hugging Face tokenizer (`tokenizer.json`) with its special tokens and chat template
+    (`tokenizer_config.json`), as transformers' `AutoTokenizer` loads it.
+
+    Load one with `Tokenizer.from_pretrained(dir)`, or take a model's with `Model.tokenizer`.
+    Encoding matches transformers id for id; templates render as `apply_chat_template` does.
+    """
+
+    @staticmethod
+    def from_pretrained(path: _Path) -> "Tokenizer":
+        """Loads `tokenizer.json` (required) and `tokenizer_config.json` (optional: special tokens,
+        `add_bos_token`, `chat_template`) from the folder `path`; without a template in the
+        folder, DeepSeek-R1's is used.
+        """
+    def encode(self, text: str, add_special: bool = False) -> List[int]:
+        """Token ids of `text`. Special-token strings in the text become their ids;
+        `add_special=True` also adds what the tokenizer's post-processor adds (as transformers'
+        `add_special_tokens`).
+        """
+    def decode(self, ids: _TokenIds, skip_special: bool = False) -> str:
+        """The text of `ids` (a sequence of ints or a 1-D integer array); `skip_special=True` drops
+        special tokens such as BOS and EOS.
+        """
+    def apply_chat_template(
+        self, messages: _Messages, add_generation_prompt: bool = True
+    ) -> str:
+        """Renders a conversation (`[{"role": ..., "content": ...}, ...]`) with the chat template;
+        with `add_generation_prompt` the text ends where the assistant's reply begins. Encode it
+        with `encode(text)` (no added special tokens: the template writes them).
+        """
+    def token_to_id(self, token: str) -> Union[int, None]:
+        """The id of the token spelled `token` (vocabulary or added token), or None."""
+    def id_to_token(self, id: int) -> Union[str, None]:
+        """The spelling of token `id`, or None if no token has it."""
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (one past the largest id, added tokens included)."""
+    @property
+    def bos_token_id(self) -> Union[int, None]:
+        """The BOS token's id, or None."""
+    @property
+    def eos_token_id(self) -> Union[int, None]:
+        """The EOS token's id, or None."""
+    @property
+    def chat_template(self) -> str:
+        """The chat template's Jinja source."""
+
+class ChatSession:
+    """A conversation with a Model that keeps its KV cache between turns: each `send` evaluates
+    only the tokens the cache does not already hold (see `usage.cached_tokens`).
+
+    `system` is an optional system prompt (kept by `reset()`); `context_length` and `threads`
+    default to the model's. Replies join `messages` with the answer as `content` and the
+    reasoning as `reasoning_content` (R1's template drops earlier turns' reasoning). One reply
+    at a time: while a streamed reply is open, other calls raise RuntimeError.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        system: Union[str, None] = None,
+        context_length: Union[int, None] = None,
+        threads: Union[int, None] = None,
+    ) -> None: ...
+    @overload
+    def send(
+        self,
+        text: str,
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[False] = False,
+    ) -> "GenerationResult":
+        """Sends a user message and returns the reply as a GenerationResult, or with
+        `stream=True` as a GenerationStream of chunks (the reply joins `messages` when the
+        stream ends or is closed). Keywords as in `Model.generate`.
+        """
+    @overload
+    def send(
+        self,
+        text: str,
+        *,
+        max_tokens: Union[int, None] = None,
+        temperature: Union[float, None] = None,
+        top_p: Union[float, None] = None,
+        top_k: Union[int, None] = None,
+        min_p: Union[float, None] = None,
+        repetition_penalty: Union[float, None] = None,
+        frequency_penalty: Union[float, None] = None,
+        presence_penalty: Union[float, None] = None,
+        logit_bias: Union[_LogitBias, None] = None,
+        seed: Union[int, None] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        stream: Literal[True],
+    ) -> "GenerationStream": ...
+    def reset(self) -> None:
+        """Forgets the conversation and the cache; the system prompt stays."""
+    @property
+    def messages(self) -> List[Dict[str, str]]:
+        """The conversation so far, as a new list of `{"role", "content"[, "reasoning_content"]}`
+        dicts.
+        """
+    @property
+    def n_tokens(self) -> int:
+        """Tokens held in the KV cache (reused by the next `send` where the prompt matches)."""
+    @property
+    def system(self) -> Union[str, None]:
+        """The system prompt, or None."""
+    @property
+    def model(self) -> Model:
+        """The Model this conversation runs."""
+
+class GenerationResult:
+    """The outcome of a generation.
+
+    `text` is the raw output (think tags included; stop string and EOS excluded); R1-style
+    output is split into `reasoning_content` (None if no reasoning section was opened) and
+    `content`, the answer.
+    """
+
+    @property
+    def text(self) -> str:
+        """The raw generated text."""
+    @property
+    def reasoning_content(self) -> Union[str, None]:
+        """The reasoning section, or None."""
+    @property
+    def content(self) -> str:
+        """The answer."""
+    @property
+    def tokens(self) -> List[int]:
+        """The generated token ids (a final EOS included)."""
+    @property
+    def finish_reason(self) -> Literal["stop", "length", "cancelled"]:
+        """Why generation ended: "stop" (EOS or a stop string), "length" (max_tokens or the context
+        length) or "cancelled" (a stream closed early).
+        """
+    @property
+    def usage(self) -> "Usage":
+        """Token counts and timings."""
+
+class Usage:
+    """Token counts and timings of one generation."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens in the prompt."""
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens found in the KV cache and not evaluated again (chat sessions)."""
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated (a final EOS included)."""
+    @property
+    def total_tokens(self) -> int:
+        """`prompt_tokens + completion_tokens`."""
+    @property
+    def prefill_secs(self) -> float:
+        """Seconds evaluating the prompt and choosing the first token."""
+    @property
+    def decode_secs(self) -> float:
+        """Seconds producing the other tokens."""
+    @property
+    def prefill_tok_s(self) -> float:
+        """Evaluated prompt tokens per second."""
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens per second after the first one."""
+
+class Chunk:
+    """A piece of streamed text: whole characters, never empty."""
+
+    @property
+    def kind(self) -> Literal["reasoning", "content"]:
+        """"reasoning" (inside `<think>` ... `</think>`) or "content" (the answer)."""
+    @property
+    def text(self) -> str:
+        """The new text."""
+
+class GenerationStream:
+    """An iterator of `Chunk`s from `Model.generate(..., stream=True)` or
+    `ChatSession.send(..., stream=True)`.
+
+    Each step runs the model (GIL released) until a chunk is ready; Ctrl-C stops it at the next
+    token. After the last chunk, `result` holds the full text, finish reason and usage.
+    `close()` (or dropping the iterator) stops generation and frees its session.
+    """
+
+    def __iter__(self) -> "GenerationStream": ...
+    def __next__(self) -> Chunk: ...
+    def close(self) -> None:
+        """Stops generating and frees the session (`result` then says "cancelled"); a chat
+        session keeps the partial reply.
+        """
+    @property
+    def result(self) -> Union[GenerationResult, None]:
+        """The GenerationResult once the last chunk was taken, else None."""
+
+class ChatCompletionStream:
+    """An iterator of OpenAI `chat.completion.chunk` dicts from `Model.chat(..., stream=True)`.
+
+    The first chunk's delta is `{"role": "assistant"}`; then each delta holds a `content` or a
+    `reasoning_content` piece; the last has an empty delta, the `finish_reason` and `usage`.
+    Ctrl-C stops generation at the next token; `close()` (or dropping the iterator) stops it
+    and frees its session.
+    """
+
+    def __iter__(self) -> "ChatCompletionStream": ...
+    def __next__(self) -> Dict[str, Any]: ...
+    def close(self) -> None:
+        """Stops generating and frees the session; the iterator then ends."""

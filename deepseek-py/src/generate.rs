@@ -1,0 +1,549 @@
+//! Generation results and streams: the keyword arguments shared by `Model.generate`,
+//! `Model.chat` and `ChatSession.send`, the result classes, and the iterators that drive a core
+//! [`Stream`] one token per GIL release (checking for Ctrl-C between tokens).
+//! The OpenAI-shaped dicts of `Model.chat` are built here too.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deepseek_core::{Event, EventKind, GenerateParams, GenerationResult, Stream, Usage};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyMapping, PyString};
+
+use crate::chat::PyChatSession;
+use crate::convert::count;
+use crate::errors::{to_py, value_error};
+
+/// The keyword arguments of every generating call; `None` keeps the checkpoint's default
+/// (generation_config.json).
+pub(crate) struct Options<'a, 'py> {
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub logit_bias: Option<&'a Bound<'py, PyAny>>,
+    pub seed: Option<&'a Bound<'py, PyAny>>,
+    pub stop: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl Options<'_, '_> {
+    /// `defaults` with the given values; ranges are checked (a `ValueError` names the culprit).
+    pub fn resolve(self, py: Python<'_>, defaults: GenerateParams) -> PyResult<GenerateParams> {
+        let mut p = defaults;
+        if let Some(n) = self.max_tokens {
+            p.max_tokens = count(py, "max_tokens", Some(n))?;
+        }
+        let s = &mut p.sampling;
+        let floats = [
+            (self.temperature, &mut s.temperature),
+            (self.top_p, &mut s.top_p),
+            (self.min_p, &mut s.min_p),
+            (self.repetition_penalty, &mut s.repetition_penalty),
+            (self.frequency_penalty, &mut s.frequency_penalty),
+            (self.presence_penalty, &mut s.presence_penalty),
+        ];
+        for (given, field) in floats {
+            if let Some(x) = given {
+                *field = x as f32;
+            }
+        }
+        if let Some(k) = self.top_k {
+            s.top_k = usize::try_from(k)
+                .map_err(|_| value_error(py, format!("top_k must be >= 0 (0: off), found {k}")))?;
+        }
+        if let Some(seed) = self.seed {
+            s.seed = Some(seed.extract::<u64>().map_err(|_| {
+                value_error(py, format!("seed must be an int in [0, 2**64), not {seed}"))
+            })?);
+        }
+        if let Some(bias) = self.logit_bias {
+            s.logit_bias = logit_bias(bias)?;
+        }
+        if let Some(stop) = self.stop {
+            p.stop = stop_strings(stop)?;
+        }
+        p.validate().map_err(|e| to_py(py, e))?;
+        Ok(p)
+    }
+}
+
+/// `{token_id: bias}`; ids may be ints or decimal strings (OpenAI's JSON form).
+fn logit_bias(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
+    let py = obj.py();
+    let map = obj
+        .cast::<PyMapping>()
+        .map_err(|_| value_error(py, "logit_bias must be a dict {token_id: bias}".to_string()))?;
+    let mut out = Vec::new();
+    for item in map.items()?.iter() {
+        let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+        let id = match key.extract::<u32>() {
+            Ok(id) => Some(id),
+            Err(_) => key
+                .extract::<String>()
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok()),
+        };
+        let id =
+            id.ok_or_else(|| value_error(py, format!("logit_bias: {key} is not a token id")))?;
+        let bias: f64 = value
+            .extract()
+            .map_err(|_| value_error(py, format!("logit_bias[{id}]: {value} is not a number")))?;
+        out.push((id, bias as f32));
+    }
+    Ok(out)
+}
+
+/// A stop string or a sequence of them.
+fn stop_strings(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let py = obj.py();
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(vec![s.to_cow()?.into_owned()]);
+    }
+    let bad = || value_error(py, "stop must be a string or a list of strings".to_string());
+    obj.try_iter()
+        .map_err(|_| bad())?
+        .map(|item| item?.extract::<String>().map_err(|_| bad()))
+        .collect()
+}
+
+/// Token counts and timings of one generation.
+#[pyclass(module = "deepseek_rs", name = "Usage", frozen, get_all)]
+pub struct PyUsage {
+    /// Tokens in the prompt.
+    prompt_tokens: usize,
+    /// Prompt tokens found in the KV cache and not evaluated again (chat sessions).
+    cached_tokens: usize,
+    /// Tokens generated (a final EOS included).
+    completion_tokens: usize,
+    /// Seconds evaluating the prompt and choosing the first token.
+    prefill_secs: f64,
+    /// Seconds producing the other tokens.
+    decode_secs: f64,
+    /// Evaluated prompt tokens per second.
+    prefill_tok_s: f64,
+    /// Tokens per second after the first one.
+    decode_tok_s: f64,
+}
+
+impl From<&Usage> for PyUsage {
+    fn from(u: &Usage) -> Self {
+        PyUsage {
+            prompt_tokens: u.prompt_tokens,
+            cached_tokens: u.cached_tokens,
+            completion_tokens: u.completion_tokens,
+            prefill_secs: u.prefill_secs,
+            decode_secs: u.decode_secs,
+            prefill_tok_s: u.prefill_tok_s,
+            decode_tok_s: u.decode_tok_s,
+        }
+    }
+}
+
+#[pymethods]
+impl PyUsage {
+    /// `prompt_tokens + completion_tokens`.
+    #[getter]
+    fn total_tokens(&self) -> usize {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Usage(prompt_tokens={}, cached_tokens={}, completion_tokens={}, \
+             prefill_tok_s={:.1}, decode_tok_s={:.1})",
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.prefill_tok_s,
+            self.decode_tok_s
+        )
+    }
+}
+
+/// OpenAI's `usage` object, with `prompt_tokens_details.cached_tokens` and our timings.
+fn usage_dict<'py>(py: Python<'py>, u: &Usage) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("prompt_tokens", u.prompt_tokens)?;
+    d.set_item("completion_tokens", u.completion_tokens)?;
+    d.set_item("total_tokens", u.prompt_tokens + u.completion_tokens)?;
+    let details = PyDict::new(py);
+    details.set_item("cached_tokens", u.cached_tokens)?;
+    d.set_item("prompt_tokens_details", details)?;
+    d.set_item("prefill_secs", u.prefill_secs)?;
+    d.set_item("decode_secs", u.decode_secs)?;
+    d.set_item("prefill_tok_s", u.prefill_tok_s)?;
+    d.set_item("decode_tok_s", u.decode_tok_s)?;
+    Ok(d)
+}
+
+/// The outcome of a generation.
+///
+/// `text` is the raw output (think tags included; stop string and EOS excluded); R1-style
+/// output is split into `reasoning_content` (None if no reasoning section was opened) and
+/// `content`, the answer.
+#[pyclass(module = "deepseek_rs", name = "GenerationResult", frozen, get_all)]
+pub struct PyGenerationResult {
+    /// The raw generated text.
+    text: String,
+    /// The reasoning section, or None.
+    reasoning_content: Option<String>,
+    /// The answer.
+    content: String,
+    /// The generated token ids (a final EOS included).
+    tokens: Vec<u32>,
+    /// Why generation ended: "stop" (EOS or a stop string), "length" (max_tokens or the context
+    /// length) or "cancelled" (a stream closed early).
+    finish_reason: &'static str,
+    /// Token counts and timings.
+    usage: Py<PyUsage>,
+}
+
+impl PyGenerationResult {
+    pub(crate) fn new(py: Python<'_>, r: &GenerationResult) -> PyResult<Self> {
+        Ok(PyGenerationResult {
+            text: r.text.clone(),
+            reasoning_content: r.reasoning_content.clone(),
+            content: r.content.clone(),
+            tokens: r.tokens.clone(),
+            finish_reason: r.finish_reason.as_str(),
+            usage: Py::new(py, PyUsage::from(&r.usage))?,
+        })
+    }
+}
+
+#[pymethods]
+impl PyGenerationResult {
+    fn __repr__(&self) -> String {
+        let reasoning = match &self.reasoning_content {
+            Some(r) => format!("{r:?}"),
+            None => "None".into(),
+        };
+        format!(
+            "GenerationResult(content={:?}, reasoning_content={reasoning}, \
+             finish_reason={:?}, tokens={})",
+            self.content,
+            self.finish_reason,
+            self.tokens.len()
+        )
+    }
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Reasoning => "reasoning",
+        EventKind::Content => "content",
+    }
+}
+
+/// A piece of streamed text: whole characters, never empty.
+#[pyclass(module = "deepseek_rs", name = "Chunk", frozen, get_all)]
+pub struct PyChunk {
+    /// "reasoning" (inside `<think>` ... `</think>`) or "content" (the answer).
+    kind: &'static str,
+    /// The new text.
+    text: String,
+}
+
+#[pymethods]
+impl PyChunk {
+    fn __repr__(&self) -> String {
+        format!("Chunk(kind={:?}, text={:?})", self.kind, self.text)
+    }
+}
+
+/// Runs a core stream from Python: one token per GIL release, signals checked in between.
+/// A chat session's stream owns its conversation; the driver hands it back to `owner` when the
+/// stream ends, fails, is closed or is dropped.
+pub(crate) struct Driver {
+    stream: Option<Stream<'static>>,
+    owner: Option<Py<PyChatSession>>,
+    result: Option<GenerationResult>,
+}
+
+impl Driver {
+    pub fn new(stream: Stream<'static>, owner: Option<Py<PyChatSession>>) -> Self {
+        Driver {
+            stream: Some(stream),
+            owner,
+            result: None,
+        }
+    }
+
+    /// The next delta; `None` once generation has ended (then `result` is set).
+    pub fn next_event(&mut self, py: Python<'_>) -> PyResult<Option<Event>> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(event) = stream.pop_event() {
+                return Ok(Some(event));
+            }
+            if stream.finish_reason().is_some() {
+                let result = stream.result().map_err(|e| to_py(py, e));
+                self.release();
+                self.result = Some(result?);
+                return Ok(None);
+            }
+            // One forward pass (the whole prompt the first time) without the GIL.
+            if let Err(e) = py.detach(|| stream.advance()) {
+                self.release();
+                return Err(to_py(py, e));
+            }
+            if let Err(interrupt) = py.check_signals() {
+                // Stop at this token boundary; the text so far is still delivered.
+                stream.cancel();
+                return Err(interrupt);
+            }
+        }
+    }
+
+    /// Runs to the end and returns the result.
+    pub fn finish(mut self, py: Python<'_>) -> PyResult<GenerationResult> {
+        while self.next_event(py)?.is_some() {}
+        Ok(self.result.take().expect("a finished driver has a result"))
+    }
+
+    /// Stops generating now (the result says "cancelled"): frees the session or hands the
+    /// conversation back.
+    pub fn close(&mut self) {
+        if let Some(stream) = self.stream.as_mut() {
+            stream.cancel();
+            self.result = stream.result().ok();
+        }
+        self.release();
+    }
+
+    fn release(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if let (Some(chat), Some(owner)) = (stream.into_chat_session(), &self.owner) {
+            owner.get().give_back(chat);
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// An iterator of `Chunk`s from `Model.generate(..., stream=True)` or
+/// `ChatSession.send(..., stream=True)`.
+///
+/// Each step runs the model (GIL released) until a chunk is ready; Ctrl-C stops it at the next
+/// token. After the last chunk, `result` holds the full text, finish reason and usage.
+/// `close()` (or dropping the iterator) stops generation and frees its session.
+#[pyclass(module = "deepseek_rs", name = "GenerationStream")]
+pub struct PyGenerationStream {
+    driver: Driver,
+    result: Option<Py<PyGenerationResult>>,
+}
+
+impl PyGenerationStream {
+    pub(crate) fn new(driver: Driver) -> Self {
+        PyGenerationStream {
+            driver,
+            result: None,
+        }
+    }
+}
+
+#[pymethods]
+impl PyGenerationStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyChunk>> {
+        Ok(self.driver.next_event(py)?.map(|e| PyChunk {
+            kind: kind_name(e.kind),
+            text: e.text,
+        }))
+    }
+
+    /// Stops generating and frees the session (`result` then says "cancelled"); a chat
+    /// session keeps the partial reply.
+    fn close(&mut self) {
+        self.driver.close();
+    }
+
+    /// The GenerationResult once the last chunk was taken, else None.
+    #[getter]
+    fn result(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyGenerationResult>>> {
+        if self.result.is_none() {
+            if let Some(r) = &self.driver.result {
+                self.result = Some(Py::new(py, PyGenerationResult::new(py, r)?)?);
+            }
+        }
+        Ok(self.result.as_ref().map(|r| r.clone_ref(py)))
+    }
+}
+
+/// What an OpenAI-shaped response names itself.
+pub(crate) struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Envelope {
+    pub fn new(model: String) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut hex = String::new();
+        for _ in 0..2 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(now.as_nanos());
+            hex.push_str(&format!("{:016x}", h.finish()));
+        }
+        Envelope {
+            id: format!("chatcmpl-{hex}"),
+            created: now.as_secs(),
+            model,
+        }
+    }
+
+    fn dict<'py>(&self, py: Python<'py>, object: &str) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", &self.id)?;
+        d.set_item("object", object)?;
+        d.set_item("created", self.created)?;
+        d.set_item("model", &self.model)?;
+        Ok(d)
+    }
+
+    /// `{"id", "object": "chat.completion", "created", "model", "choices": [...], "usage"}`.
+    pub fn completion<'py>(
+        &self,
+        py: Python<'py>,
+        r: &GenerationResult,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let message = PyDict::new(py);
+        message.set_item("role", "assistant")?;
+        message.set_item("content", &r.content)?;
+        message.set_item("reasoning_content", &r.reasoning_content)?;
+        let choice = PyDict::new(py);
+        choice.set_item("index", 0)?;
+        choice.set_item("message", message)?;
+        choice.set_item("logprobs", py.None())?;
+        choice.set_item("finish_reason", r.finish_reason.as_str())?;
+        let d = self.dict(py, "chat.completion")?;
+        d.set_item("choices", PyList::new(py, [choice])?)?;
+        d.set_item("usage", usage_dict(py, &r.usage)?)?;
+        Ok(d)
+    }
+
+    /// A `chat.completion.chunk` with one choice.
+    fn chunk<'py>(
+        &self,
+        py: Python<'py>,
+        delta: Bound<'py, PyDict>,
+        finish_reason: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let choice = PyDict::new(py);
+        choice.set_item("index", 0)?;
+        choice.set_item("delta", delta)?;
+        choice.set_item("logprobs", py.None())?;
+        choice.set_item("finish_reason", finish_reason)?;
+        let d = self.dict(py, "chat.completion.chunk")?;
+        d.set_item("choices", PyList::new(py, [choice])?)?;
+        Ok(d)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Role,
+    Deltas,
+    Done,
+}
+
+/// An iterator of OpenAI `chat.completion.chunk` dicts from `Model.chat(..., stream=True)`.
+///
+/// The first chunk's delta is `{"role": "assistant"}`; then each delta holds a `content` or a
+/// `reasoning_content` piece; the last has an empty delta, the `finish_reason` and `usage`.
+/// Ctrl-C stops generation at the next token; `close()` (or dropping the iterator) stops it
+/// and frees its session.
+#[pyclass(module = "deepseek_rs", name = "ChatCompletionStream")]
+pub struct PyChatCompletionStream {
+    driver: Driver,
+    envelope: Envelope,
+    phase: Phase,
+}
+
+impl PyChatCompletionStream {
+    pub(crate) fn new(driver: Driver, envelope: Envelope) -> Self {
+        PyChatCompletionStream {
+            driver,
+            envelope,
+            phase: Phase::Role,
+        }
+    }
+}
+
+#[pymethods]
+impl PyChatCompletionStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let delta = PyDict::new(py);
+        match self.phase {
+            Phase::Role => {
+                self.phase = Phase::Deltas;
+                delta.set_item(intern!(py, "role"), "assistant")?;
+                self.envelope.chunk(py, delta, None).map(Some)
+            }
+            Phase::Deltas => match self.driver.next_event(py)? {
+                Some(e) => {
+                    let key = match e.kind {
+                        EventKind::Reasoning => intern!(py, "reasoning_content"),
+                        EventKind::Content => intern!(py, "content"),
+                    };
+                    delta.set_item(key, e.text)?;
+                    self.envelope.chunk(py, delta, None).map(Some)
+                }
+                None => {
+                    self.phase = Phase::Done;
+                    let Some(r) = &self.driver.result else {
+                        return Ok(None); // closed early
+                    };
+                    let last = self
+                        .envelope
+                        .chunk(py, delta, Some(r.finish_reason.as_str()))?;
+                    last.set_item("usage", usage_dict(py, &r.usage)?)?;
+                    Ok(Some(last))
+                }
+            },
+            Phase::Done => Ok(None),
+        }
+    }
+
+    /// Stops generating and frees the session; the iterator then ends.
+    fn close(&mut self) {
+        self.driver.close();
+        self.phase = Phase::Done;
+    }
+}
+
+/// `GenerationResult` or `GenerationStream`, as `stream` asks.
+pub(crate) fn result_or_stream(
+    py: Python<'_>,
+    driver: Driver,
+    stream: bool,
+) -> PyResult<Py<PyAny>> {
+    if stream {
+        return Ok(Py::new(py, PyGenerationStream::new(driver))?.into_any());
+    }
+    let r = driver.finish(py)?;
+    Ok(Py::new(py, PyGenerationResult::new(py, &r)?)?.into_any())
+}
