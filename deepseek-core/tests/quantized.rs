@@ -33,7 +33,7 @@ fn weight_rms(name: &str, dtype: WeightDtype) -> f64 {
     let (mut err, mut count) = (0f64, 0usize);
     for tensor in ckpt.names() {
         let t = ckpt.get(tensor).unwrap();
-        if t.shape.len() != 2 || t.shape[1] % 32 != 0 || tensor.contains("embed_tokens") {
+        if t.shape.len() != 2 || !t.shape[1].is_multiple_of(32) || tensor.contains("embed_tokens") {
             continue;
         }
         let w = Weight::from_view(t, None).unwrap();
