@@ -2,7 +2,8 @@
 # The C ABI from a C/C++ user's side: builds libdeepseek (shared + static) and deepseek.pc,
 # checks include/deepseek.h is current and self-contained, builds the examples with gcc/g++
 # (C both shared and static), checks their greedy output against transformers' golden ids on
-# the v3_tiny fixture, and runs the error-path test under valgrind.
+# the v3_tiny fixture and, in text, against transformers' golden continuation on v3_r1tok with
+# R1's tokenizer (generation and a two-turn chat), and runs the error-path test under valgrind.
 #
 #   bash .ci/capi.sh                          # dev profile (reuses `cargo test`'s build)
 #   DS_CAPI_PROFILE=release bash .ci/capi.sh
@@ -35,10 +36,18 @@ mkdir -p "$WORK/pkgconfig"
 FIXTURE=$ROOT/deepseek-core/tests/fixtures/v3_tiny
 PROMPT="222 369 78 181 188 383 63"
 EXPECTED="175 454 371 273 477 115 142 257 123 275 469 303 456 56 305 45"
+# v3_r1tok's golden.json (R1's vocabulary; the tokenizer lives in another folder): the chat
+# template's prompt for "What is 1+1?" and transformers' 16-token greedy continuation.
+TEXT_FIXTURE=$ROOT/deepseek-core/tests/fixtures/v3_r1tok
+R1_TOKENIZER=$ROOT/deepseek-core/tests/fixtures/tokenizers/deepseek-r1
+BOS='<｜begin▁of▁sentence｜>' EOS='<｜end▁of▁sentence｜>' USER='<｜User｜>' ASSISTANT='<｜Assistant｜>'
+R1_PROMPT="$BOS${USER}What is 1+1?$ASSISTANT<think>"$'\n'
+R1_GREEDY="11791 44498 119813 30605 114408 62981 101398 94291 92494 18938 47312 24317 51063 11791 126254 38088"
 
 CFLAGS=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g)
 CXXFLAGS=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g)
-VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,possible)
+VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,possible
+	--num-callers=50 --suppressions="$ROOT/deepseek-capi/tests/c/valgrind.supp")
 
 passed=0
 failed=0
@@ -165,23 +174,49 @@ check generate-static expect_output "$EXPECTED" "$WORK/generate-static" "$FIXTUR
 # shellcheck disable=SC2086
 check generate-valgrind expect_output "$EXPECTED" "${VALGRIND[@]}" "$WORK/generate-static" "$FIXTURE" -n 16 -t 1 $PROMPT
 
+# --- text ----------------------------------------------------------------------------------------
+# trim TEXT: without leading and trailing whitespace (as reasoning is streamed).
+trim() {
+	local s=$1
+	s=${s#"${s%%[![:space:]]*}"}
+	printf '%s' "${s%"${s##*[![:space:]]}"}"
+}
+# generate_text PROMPT: greedy text mode, 16 tokens.
+generate_text() {
+	"$WORK/generate-shared" "$TEXT_FIXTURE" --tokenizer "$R1_TOKENIZER" -n 16 --temperature 0 --prompt "$1"
+}
+# The golden ids' text (ds_detokenize), trimmed: the prompt opens <think>, so the whole
+# continuation streams as reasoning, and reasoning drops the whitespace around it.
+# shellcheck disable=SC2086 # a list of ids
+GOLDEN_TEXT=$(trim "$("$WORK/generate-shared" "$TEXT_FIXTURE" --tokenizer "$R1_TOKENIZER" --decode $R1_GREEDY 2>/dev/null)")
+check golden-text test -n "$GOLDEN_TEXT"
+check generate-text expect_output "$GOLDEN_TEXT" generate_text "$R1_PROMPT"
+
 check build-chat g++ "${CXXFLAGS[@]}" $(pkg-config --cflags deepseek) examples/cpp/chat.cpp \
 	$(pkg-config --libs deepseek) -Wl,-rpath,"$LIBDIR" -o "$WORK/chat"
-# Turn 1 is the golden continuation; turn 2 continues the same session, so it must equal a
-# fresh greedy run over the whole conversation.
+# Two user turns. Turn 1 is the golden continuation; turn 2 reuses the session's cache, so it
+# must report cached prompt tokens and equal a fresh greedy run over the whole conversation as
+# R1's template renders it (the random model never closes <think>, so reasoning only).
 chat() {
-	local turn2="5 6 7" out want2
-	out=$(printf '%s\n%s\n' "$PROMPT" "$turn2" | "$WORK/chat" "$FIXTURE" -n 16) || return 1
-	# shellcheck disable=SC2086
-	want2=$("$WORK/generate-shared" "$FIXTURE" -n 16 $PROMPT $EXPECTED $turn2) || return 1
+	local out lines answer1 prompt2 want2
+	out=$(printf 'What is 1+1?\nAnd 2+2?\n' |
+		"$WORK/chat" "$TEXT_FIXTURE" --tokenizer "$R1_TOKENIZER" -n 16 --temperature 0 2>"$WORK/chat.stderr") || return 1
 	echo "$out"
-	[ "$out" = "$(printf '%s\n%s' "$EXPECTED" "$want2")" ]
+	cat "$WORK/chat.stderr"
+	mapfile -t lines <<<"$out"
+	[ "${#lines[@]}" = 4 ] && [ "${lines[0]}" = "[thinking] $GOLDEN_TEXT" ] || return 1
+	answer1=${lines[1]#"[answer] "}
+	prompt2="$BOS${USER}What is 1+1?$ASSISTANT$answer1$EOS${USER}And 2+2?$ASSISTANT<think>"$'\n'
+	want2=$(generate_text "$prompt2" 2>/dev/null) || return 1
+	echo "want turn 2: [thinking] $want2"
+	[ "${lines[2]}" = "[thinking] $want2" ] &&
+		grep -qE '^turn 2: [0-9]+ prompt tokens, [1-9][0-9]* cached' "$WORK/chat.stderr"
 }
 check chat chat
 
 # --- error paths under valgrind ------------------------------------------------------------------
 check build-errors gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) deepseek-capi/tests/c/errors.c \
 	$(pkg-config --libs deepseek) -lpthread -Wl,-rpath,"$LIBDIR" -o "$WORK/errors"
-check errors-valgrind "${VALGRIND[@]}" "$WORK/errors" "$FIXTURE"
+check errors-valgrind "${VALGRIND[@]}" "$WORK/errors" "$FIXTURE" "$TEXT_FIXTURE" "$R1_TOKENIZER"
 
 summary

@@ -9,15 +9,28 @@
  *  - Params structs: start from ds_*_default_params() and change the fields you need; a NULL
  *    params pointer means the defaults. Fields may be added in later versions.
  *  - A call that fails leaves the session unchanged.
+ *  - Strings are NUL-terminated UTF-8 both ways. Variable-size results go to caller buffers:
+ *    *n_out receives the size needed, and a buffer too small gives DS_ERR_BUFFER_TOO_SMALL
+ *    without writing, so pass NULL, 0 first to ask.
  *
  * Threads
- *  - A ds_model is immutable once loaded: share one model between any number of threads and
- *    sessions. A session keeps its model alive, so models and sessions may be freed in any order.
+ *  - A ds_model's weights are immutable once loaded: share one model between any number of
+ *    threads and sessions (ds_model_load_tokenizer may swap its tokenizer meanwhile). A session
+ *    keeps its model alive, so models and sessions may be freed in any order.
  *  - A ds_session is one conversation, used by one thread at a time (it may move between
  *    threads). A call on a session another thread is using fails at once with
  *    DS_ERR_SESSION_BUSY; it never blocks and is never undefined behaviour.
  *    ds_session_free must not race with other calls on the same session.
  *  - ds_last_error() is per thread.
+ *
+ * Text
+ *  - Text functions need the model's tokenizer: loaded with the model when its folder has a
+ *    tokenizer.json, else by ds_model_load_tokenizer (DS_ERR_NO_TOKENIZER until then).
+ *  - ds_generate (a raw prompt) and ds_chat (messages, through the model's chat template) pass
+ *    each text delta to a ds_event_cb on the calling thread, tagged reasoning or content, in
+ *    whole UTF-8 characters; the callback returns false to stop. It must not unwind or longjmp.
+ *  - A session is a cache, not a history: pass the whole conversation to ds_chat each turn and
+ *    the tokens it shares with the session's cache are not evaluated again.
  *
  * Minimal use
  *    ds_model *model; ds_session *session;
@@ -27,6 +40,14 @@
  *    ds_eval(session, prompt, n_prompt, logits, ds_model_vocab_size(model));
  *    ...
  *    ds_session_free(session); ds_model_free(model); free(logits);
+ *
+ * Minimal chat
+ *    static bool on_text(void *user, ds_event_kind kind, const char *text, size_t len) {
+ *        if (kind == DS_EVENT_CONTENT) fwrite(text, 1, len, stdout);
+ *        return true;
+ *    }
+ *    ds_message messages[] = {{"user", "Why is the sky blue?"}};
+ *    ds_chat(session, messages, 1, NULL, on_text, NULL, NULL);
  */
 
 
@@ -109,6 +130,23 @@ typedef enum ds_status {
    */
   DS_ERR_DTYPE = 27,
   /**
+   * A text function was called on a model without a tokenizer (no tokenizer.json in its
+   * folder): load one with ds_model_load_tokenizer.
+   */
+  DS_ERR_NO_TOKENIZER = 40,
+  /**
+   * tokenizer.json or tokenizer_config.json is malformed, or the tokenizer failed on an input.
+   */
+  DS_ERR_TOKENIZER = 41,
+  /**
+   * The chat template failed to compile or to render the messages.
+   */
+  DS_ERR_TEMPLATE = 42,
+  /**
+   * A ds_generate_params field is out of range (ds_last_error names it).
+   */
+  DS_ERR_INVALID_PARAMETER = 43,
+  /**
    * The library panicked (a bug); the session it ran on must be reset before reuse.
    */
   DS_ERR_PANIC = 100,
@@ -119,7 +157,44 @@ typedef enum ds_status {
 } ds_status;
 
 /**
- * A loaded model (opaque). Immutable: one model may be used by many threads at once.
+ * Which part of the reply a text delta belongs to.
+ */
+typedef enum ds_event_kind {
+  /**
+   * The answer.
+   */
+  DS_EVENT_CONTENT = 0,
+  /**
+   * Reasoning: the text inside <think> ... </think> (R1 and its distills), tags left out.
+   */
+  DS_EVENT_REASONING = 1,
+} ds_event_kind;
+
+/**
+ * Why a generation ended.
+ */
+typedef enum ds_finish_reason {
+  /**
+   * It did not: the call failed.
+   */
+  DS_FINISH_NONE = 0,
+  /**
+   * An EOS token or a stop string.
+   */
+  DS_FINISH_STOP = 1,
+  /**
+   * max_tokens reached, or the session's context is full.
+   */
+  DS_FINISH_LENGTH = 2,
+  /**
+   * The callback returned false.
+   */
+  DS_FINISH_CANCELLED = 3,
+} ds_finish_reason;
+
+/**
+ * A loaded model (opaque). Its weights are immutable: one model may be used by many threads
+ * at once.
  */
 typedef struct ds_model ds_model;
 
@@ -175,6 +250,135 @@ typedef struct ds_session_params {
    */
   ds_attention attention;
 } ds_session_params;
+
+/**
+ * How to generate. Get one from ds_generate_default_params() and change what you need.
+ * A negative sampling value means the checkpoint's default: generation_config.json's value
+ * (R1: temperature 0.6, top_p 0.95), or the neutral one if it sets none (temperature 1, no
+ * truncation, no penalty). Set temperature to 0 for greedy decoding.
+ */
+typedef struct ds_generate_params {
+  /**
+   * Most tokens to generate (0: generation_config.json's max_new_tokens if set, else until
+   * an EOS token, a stop string or the full context).
+   */
+  size_t max_tokens;
+  /**
+   * Softmax temperature, >= 0; 0 is greedy (argmax).
+   */
+  float temperature;
+  /**
+   * Keep only the top_k most likely tokens (0: off).
+   */
+  int32_t top_k;
+  /**
+   * Keep the most likely tokens whose probabilities reach top_p, in (0, 1] (1: off).
+   */
+  float top_p;
+  /**
+   * Drop tokens less likely than min_p times the most likely one, in [0, 1] (0: off).
+   */
+  float min_p;
+  /**
+   * Divide positive (multiply negative) logits of tokens already in the prompt or output,
+   * > 0 (1: off).
+   */
+  float repetition_penalty;
+  /**
+   * Subtract frequency_penalty * count from each generated token's logit, in [-2, 2]
+   * (0: off; never the checkpoint's default).
+   */
+  float frequency_penalty;
+  /**
+   * Subtract presence_penalty from each token generated at least once, in [-2, 2] (0: off;
+   * never the checkpoint's default).
+   */
+  float presence_penalty;
+  /**
+   * Seed of the sampler's random stream, used if has_seed (else a fresh random seed).
+   */
+  uint64_t seed;
+  /**
+   * Whether seed is set: the same seed, prompt and params give the same text.
+   */
+  bool has_seed;
+  /**
+   * n_stop UTF-8 strings that end the output; the first one found is cut off with what
+   * follows and never reaches the callback. May be NULL if n_stop is 0. Read during the call
+   * only.
+   */
+  const char *const *stop;
+  /**
+   * Number of stop strings.
+   */
+  size_t n_stop;
+} ds_generate_params;
+
+/**
+ * Receives each piece of generated text: `len` bytes of UTF-8 at `text` (whole characters,
+ * never empty; NUL-terminated for convenience, but the text may contain NULs of its own) that
+ * belong to `kind`. The text is valid only during the call. Return true to continue, false to
+ * stop (the generation then ends with DS_FINISH_CANCELLED and the call succeeds).
+ * It runs on the thread that called ds_generate / ds_chat and may call the library, but calls
+ * on the same session fail with DS_ERR_SESSION_BUSY and it must not free that session. It must
+ * not unwind (throw a C++ exception) or longjmp out: catch everything inside it.
+ */
+typedef bool (*ds_event_cb)(void *user_data, enum ds_event_kind kind, const char *text, size_t len);
+
+/**
+ * What a generation did (written by ds_generate and ds_chat, also when they fail).
+ */
+typedef struct ds_generate_result {
+  /**
+   * Why it ended (DS_FINISH_NONE if the call failed).
+   */
+  enum ds_finish_reason finish_reason;
+  /**
+   * Tokens in the prompt.
+   */
+  size_t prompt_tokens;
+  /**
+   * Prompt tokens already in the session's cache, not evaluated again; the call evaluated
+   * prompt_tokens - cached_tokens.
+   */
+  size_t cached_tokens;
+  /**
+   * Tokens generated (a final EOS token included).
+   */
+  size_t completion_tokens;
+  /**
+   * Seconds evaluating the prompt and choosing the first token.
+   */
+  double prefill_secs;
+  /**
+   * Seconds producing the other tokens.
+   */
+  double decode_secs;
+  /**
+   * Evaluated prompt tokens per second.
+   */
+  double prefill_tok_s;
+  /**
+   * Generated tokens per second after the first.
+   */
+  double decode_tok_s;
+} ds_generate_result;
+
+/**
+ * One message of a conversation: role ("system", "user", "assistant" or "tool") and content,
+ * both NUL-terminated UTF-8. For earlier assistant turns, pass the answer (the content
+ * deltas); R1's template drops their reasoning anyway.
+ */
+typedef struct ds_message {
+  /**
+   * The speaker.
+   */
+  const char *role;
+  /**
+   * The text.
+   */
+  const char *content;
+} ds_message;
 
 /**
  * Keep each tensor as the checkpoint stores it (memory-mapped, no copy).
@@ -255,12 +459,29 @@ struct ds_model_params ds_model_default_params(void);
 
 /**
  * Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded).
- * `params` may be NULL for the defaults. On success `*out` is a new model to release with
- * ds_model_free; on failure `*out` is set to NULL.
+ * If the folder has a tokenizer.json, the tokenizer (with tokenizer_config.json's special
+ * tokens and chat template) is loaded too, and generation_config.json gives ds_generate's
+ * defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
+ * `*out` is a new model to release with ds_model_free; on failure `*out` is set to NULL.
  */
 enum ds_status ds_model_load(const char *path,
                              const struct ds_model_params *params,
                              struct ds_model **out);
+
+/**
+ * Loads the tokenizer from folder `dir` (tokenizer.json, and tokenizer_config.json if there)
+ * for a checkpoint whose folder has none, or replaces the model's tokenizer. Its ids must fit
+ * the model's vocab size. Safe while other threads use the model and its sessions: calls
+ * already running finish with the tokenizer they started with, later calls use the new one.
+ * On failure the model keeps the tokenizer it had.
+ */
+enum ds_status ds_model_load_tokenizer(struct ds_model *model, const char *dir);
+
+/**
+ * Whether the model has a tokenizer, i.e. whether the text functions (ds_tokenize,
+ * ds_generate, ds_chat...) can be used (false if `model` is NULL).
+ */
+bool ds_model_has_tokenizer(const struct ds_model *model);
 
 /**
  * Releases a model (NULL is a no-op). Sessions opened on it keep the weights alive until
@@ -293,6 +514,39 @@ size_t ds_model_eos_tokens(const struct ds_model *model, ds_token *out, size_t o
  * Whether `token` is one of the model's end-of-sequence tokens (false if `model` is NULL).
  */
 bool ds_model_is_eos(const struct ds_model *model, ds_token token);
+
+/**
+ * Tokenizes UTF-8 `text` (NUL-terminated) into `out`. With `add_special`, the ids start as a
+ * raw prompt's do (BOS when tokenizer_config.json's add_bos_token asks for it and the text
+ * does not already start with it): exactly what ds_generate evaluates for `text`. Special
+ * tokens written in the text (e.g. "<｜User｜>") are always recognised.
+ * `*n_out` receives the number of ids; if it exceeds `out_len` the call fails with
+ * DS_ERR_BUFFER_TOO_SMALL and writes nothing, so `out` may be NULL with `out_len` 0 to ask
+ * for the size. DS_ERR_NO_TOKENIZER if the model has no tokenizer.
+ */
+enum ds_status ds_tokenize(const struct ds_model *model,
+                           const char *text,
+                           bool add_special,
+                           ds_token *out,
+                           size_t out_len,
+                           size_t *n_out);
+
+/**
+ * Writes the UTF-8 text of `n_tokens` ids to `out`, NUL-terminated, leaving out special
+ * tokens (BOS, "<｜User｜>"...) if `skip_special`. Invalid UTF-8 (a character cut between ids)
+ * becomes U+FFFD. `*n_out` receives the text's length in bytes, without the NUL; the buffer
+ * needs `*n_out + 1` bytes, otherwise the call fails with DS_ERR_BUFFER_TOO_SMALL and writes
+ * nothing, so `out` may be NULL with `out_len` 0 to ask for the size. The text may contain
+ * NUL bytes of its own: use `*n_out`. DS_ERR_TOKEN_OUT_OF_RANGE for an id the tokenizer does
+ * not have; DS_ERR_NO_TOKENIZER if the model has no tokenizer.
+ */
+enum ds_status ds_detokenize(const struct ds_model *model,
+                             const ds_token *tokens,
+                             size_t n_tokens,
+                             bool skip_special,
+                             char *out,
+                             size_t out_len,
+                             size_t *n_out);
 
 /**
  * The default session params: the model's context length, its thread pool, DS_ATTENTION_AUTO.
@@ -354,6 +608,46 @@ enum ds_status ds_session_truncate(struct ds_session *session, size_t n);
  * Empties the session's cache. Also makes a session usable again after DS_ERR_PANIC.
  */
 enum ds_status ds_session_reset(struct ds_session *session);
+
+/**
+ * The defaults: the checkpoint's sampling (negative values), no token limit, no seed, no stop
+ * strings.
+ */
+struct ds_generate_params ds_generate_default_params(void);
+
+/**
+ * Continues the raw UTF-8 `prompt` (NUL-terminated; BOS is added as ds_tokenize with
+ * add_special does) on `session`, calling `cb` with each text delta; `params` and `cb` may be
+ * NULL (defaults; no streaming), and `result`, if not NULL, receives the finish reason and
+ * counts. The session's cache is reused: the tokens it shares as a prefix with the prompt are
+ * not evaluated again, the rest of it is dropped. Afterwards it holds the prompt and every
+ * generated token but the last. A prompt that ends inside an open <think> section streams
+ * DS_EVENT_REASONING first. The session is held for the whole call (ds_session_len shows the
+ * length before it); a request rejected before generating (bad params, a prompt longer than
+ * the context: DS_ERR_CONTEXT_OVERFLOW) leaves the session unchanged.
+ * DS_ERR_NO_TOKENIZER if the model has no tokenizer.
+ */
+enum ds_status ds_generate(struct ds_session *session,
+                           const char *prompt,
+                           const struct ds_generate_params *params,
+                           ds_event_cb cb,
+                           void *user_data,
+                           struct ds_generate_result *result);
+
+/**
+ * Answers a conversation: renders the `n_messages` messages with the model's chat template
+ * (with the generation prompt; R1's opens <think>, so reasoning streams first) and generates
+ * as ds_generate does. Pass the whole conversation each turn, earlier replies included: the
+ * session's cache keeps what the new rendering shares with it, so only the new turn is
+ * evaluated (ds_generate_result.cached_tokens says how much was reused).
+ */
+enum ds_status ds_chat(struct ds_session *session,
+                       const struct ds_message *messages,
+                       size_t n_messages,
+                       const struct ds_generate_params *params,
+                       ds_event_cb cb,
+                       void *user_data,
+                       struct ds_generate_result *result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,7 +1,7 @@
 //! C ABI for deepseek-rs (header `include/deepseek.h`, generated from this crate by cbindgen).
 //!
-//! Translation only: opaque handles over `deepseek_core`'s `Model` and `Session`, value-struct
-//! params, a numbered status per call plus a thread-local message, and a panic guard at every
+//! Translation only: opaque handles over `deepseek_core`'s `Model` and `Session` (plus its
+//! `Generator` for text), value-struct params, a numbered status per call plus a thread-local message, and a panic guard at every
 //! entry point. Every pointer contract is stated in the function's doc comment, written for C
 //! callers (it becomes the header's comment).
 
@@ -13,16 +13,23 @@
 
 use std::ffi::c_char;
 
-// Declaration order is the header's order: errors first, then models, then sessions.
+// Declaration order is the header's order: errors first, then models, text, sessions and
+// generation.
 mod status;
 
 mod model;
 
+mod text;
+
 mod session;
 
+mod generate;
+
+pub use generate::*;
 pub use model::*;
 pub use session::*;
 pub use status::{ds_last_error, ds_status, ds_status_str};
+pub use text::*;
 
 /// A token id (below the model's vocab size).
 pub type ds_token = u32;

@@ -1,17 +1,63 @@
-//! `ds_model`: loading, freeing and the config getters. Translation only: the core's
-//! `Model` holds the weights; this owns an `Arc` to it that sessions share.
+//! `ds_model`: loading, freeing, the config getters and the attached tokenizer. Translation
+//! only: the core's `Model` holds the weights and its `Generator` the tokenizer, chat template
+//! and generation defaults; this owns `Arc`s to both that sessions share.
 
-use std::ffi::{c_char, CStr};
-use std::sync::Arc;
+use std::ffi::c_char;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use deepseek_core::{LoadOptions, Model, WeightDtype};
+use deepseek_core::{GenerationConfig, Generator, LoadOptions, Model, Tokenizer, WeightDtype};
 
 use crate::ds_token;
-use crate::status::{arg_ref, ds_status, guard, guard_value, Failure};
+use crate::status::{arg_ref, arg_str, ds_status, guard, guard_value, Failure};
 
-/// A loaded model (opaque). Immutable: one model may be used by many threads at once.
+/// A loaded model (opaque). Its weights are immutable: one model may be used by many threads
+/// at once.
 pub struct ds_model {
     pub(crate) model: Arc<Model>,
+    pub(crate) text: Arc<Text>,
+}
+
+/// A model's text side, shared with its sessions: the tokenizer (wired with the chat template
+/// and generation defaults into a `Generator`) behind a lock, so ds_model_load_tokenizer can
+/// swap it while other threads generate. A call takes the `Arc` it finds and keeps it to the
+/// end, so a swap never changes a running generation.
+pub(crate) struct Text {
+    model: Arc<Model>,
+    /// generation_config.json of the model folder, if it has one.
+    generation: Option<GenerationConfig>,
+    generator: RwLock<Option<Arc<Generator>>>,
+}
+
+impl Text {
+    /// The generator, or DS_ERR_NO_TOKENIZER.
+    pub(crate) fn generator(&self) -> Result<Arc<Generator>, Failure> {
+        let slot = self
+            .generator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or_else(|| {
+            Failure::new(
+                ds_status::DS_ERR_NO_TOKENIZER,
+                "the model has no tokenizer (its folder has no tokenizer.json): \
+                 call ds_model_load_tokenizer with the folder that holds one",
+            )
+        })
+    }
+
+    fn load_tokenizer(&self, dir: &Path) -> Result<(), Failure> {
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let mut generator = Generator::new(self.model.clone(), tokenizer)?;
+        if let Some(config) = &self.generation {
+            generator = generator.with_generation_config(config.clone());
+        }
+        let mut slot = self
+            .generator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *slot = Some(Arc::new(generator));
+        Ok(())
+    }
 }
 
 /// Storage format of the weight matrices (a DS_WEIGHT_DTYPE_* value).
@@ -52,8 +98,10 @@ pub extern "C" fn ds_model_default_params() -> ds_model_params {
 }
 
 /// Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded).
-/// `params` may be NULL for the defaults. On success `*out` is a new model to release with
-/// ds_model_free; on failure `*out` is set to NULL.
+/// If the folder has a tokenizer.json, the tokenizer (with tokenizer_config.json's special
+/// tokens and chat template) is loaded too, and generation_config.json gives ds_generate's
+/// defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
+/// `*out` is a new model to release with ds_model_free; on failure `*out` is set to NULL.
 #[no_mangle]
 pub unsafe extern "C" fn ds_model_load(
     path: *const c_char,
@@ -66,16 +114,8 @@ pub unsafe extern "C" fn ds_model_load(
         }
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(std::ptr::null_mut()) };
-        if path.is_null() {
-            return Err(Failure::null("path"));
-        }
-        // SAFETY: `path` is a NUL-terminated string by contract.
-        let path = unsafe { CStr::from_ptr(path) }.to_str().map_err(|e| {
-            Failure::new(
-                ds_status::DS_ERR_INVALID_UTF8,
-                format!("`path` is not valid UTF-8 ({e})"),
-            )
-        })?;
+        // SAFETY: NULL or a NUL-terminated string by contract.
+        let path = unsafe { arg_str(path, "path") }?;
         // SAFETY: NULL or a valid params struct by contract.
         let params = unsafe { params.as_ref() }
             .copied()
@@ -98,9 +138,54 @@ pub unsafe extern "C" fn ds_model_load(
             dtype,
         };
         let model = Arc::new(Model::load(path, options)?);
+        let dir = Path::new(path);
+        let config = dir.join("generation_config.json");
+        let generation = if config.is_file() {
+            Some(GenerationConfig::from_file(&config)?)
+        } else {
+            None
+        };
+        let text = Text {
+            model: model.clone(),
+            generation,
+            generator: RwLock::new(None),
+        };
+        if dir.join("tokenizer.json").is_file() {
+            text.load_tokenizer(dir)?;
+        }
+        let text = Arc::new(text);
         // SAFETY: as above.
-        unsafe { out.write(Box::into_raw(Box::new(ds_model { model }))) };
+        unsafe { out.write(Box::into_raw(Box::new(ds_model { model, text }))) };
         Ok(())
+    })
+}
+
+/// Loads the tokenizer from folder `dir` (tokenizer.json, and tokenizer_config.json if there)
+/// for a checkpoint whose folder has none, or replaces the model's tokenizer. Its ids must fit
+/// the model's vocab size. Safe while other threads use the model and its sessions: calls
+/// already running finish with the tokenizer they started with, later calls use the new one.
+/// On failure the model keeps the tokenizer it had.
+#[no_mangle]
+pub unsafe extern "C" fn ds_model_load_tokenizer(
+    model: *mut ds_model,
+    dir: *const c_char,
+) -> ds_status {
+    guard("ds_model_load_tokenizer", || {
+        // SAFETY: NULL or a live model by contract.
+        let m = unsafe { arg_ref(model, "model") }?;
+        // SAFETY: NULL or a NUL-terminated string by contract.
+        let dir = unsafe { arg_str(dir, "dir") }?;
+        m.text.load_tokenizer(Path::new(dir))
+    })
+}
+
+/// Whether the model has a tokenizer, i.e. whether the text functions (ds_tokenize,
+/// ds_generate, ds_chat...) can be used (false if `model` is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn ds_model_has_tokenizer(model: *const ds_model) -> bool {
+    guard_value("ds_model_has_tokenizer", false, || {
+        // SAFETY: NULL or a live model by contract.
+        Ok(unsafe { arg_ref(model, "model") }?.text.generator().is_ok())
     })
 }
 

@@ -1,14 +1,14 @@
 //! `ds_session`: one conversation's cache behind a try-lock, so a session used by two threads at
-//! once fails with DS_ERR_SESSION_BUSY instead of racing. Translation only: the core's
-//! `Session` does the work.
+//! once (or by a generation callback re-entering it) fails with DS_ERR_SESSION_BUSY instead of
+//! racing. Translation only: the core's `Session` does the work.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use deepseek_core::{AttentionPath, Session, SessionOptions};
 
 use crate::ds_token;
-use crate::model::ds_model;
+use crate::model::{ds_model, Text};
 use crate::status::{arg_ref, ds_status, guard, guard_value, Failure};
 
 /// Attention evaluation path (a DS_ATTENTION_* value); every path gives the same logits.
@@ -35,16 +35,33 @@ pub struct ds_session_params {
 /// One conversation's state (opaque): the KV cache and scratch buffers. Use it from one thread
 /// at a time; it may move between threads.
 pub struct ds_session {
-    session: Mutex<Session>,
-    /// Mirrors `session.len()` so readers need not take the lock.
-    len: AtomicUsize,
+    pub(crate) session: Mutex<Cache>,
+    /// Mirrors the cache's length so readers need not take the lock.
+    pub(crate) len: AtomicUsize,
     context_length: usize,
     vocab_size: usize,
+    /// The model's tokenizer slot (a tokenizer loaded later is seen here too).
+    pub(crate) text: Arc<Text>,
+}
+
+/// The core session and the token ids its cache holds, which ds_generate and ds_chat compare
+/// with a new prompt to evaluate only what differs.
+pub(crate) struct Cache {
+    pub(crate) session: Session,
+    /// A prefix of (normally all of) the ids in `session`'s cache.
+    pub(crate) tokens: Vec<ds_token>,
+}
+
+impl Cache {
+    fn reset(&mut self) {
+        self.session.reset();
+        self.tokens.clear();
+    }
 }
 
 impl ds_session {
-    /// The session, or DS_ERR_SESSION_BUSY if another thread holds it.
-    fn lock(&self) -> Result<MutexGuard<'_, Session>, Failure> {
+    /// The session, or DS_ERR_SESSION_BUSY if another call holds it.
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Cache>, Failure> {
         match self.session.try_lock() {
             Ok(s) => Ok(s),
             Err(TryLockError::WouldBlock) => Err(busy()),
@@ -86,7 +103,11 @@ impl ds_session {
                 ),
             ));
         }
-        let mut session = self.lock()?;
+        let mut cache = self.lock()?;
+        let Cache {
+            session,
+            tokens: cached,
+        } = &mut *cache;
         // SAFETY: `tokens` points to `n_tokens` readable tokens by contract.
         let tokens = unsafe { std::slice::from_raw_parts(tokens, n_tokens) };
         let out = if all {
@@ -102,6 +123,11 @@ impl ds_session {
                 unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), logits, needed) };
             }
         });
+        if result.is_ok() {
+            cached.extend_from_slice(tokens);
+        }
+        // Keeps the record a prefix of the cache whatever happened.
+        cached.truncate(session.len());
         self.len.store(session.len(), Ordering::Release);
         Ok(result?)
     }
@@ -110,7 +136,8 @@ impl ds_session {
 fn busy() -> Failure {
     Failure::new(
         ds_status::DS_ERR_SESSION_BUSY,
-        "the session is in use by another thread",
+        "the session is in use by another thread or by the ds_generate/ds_chat whose callback \
+         is running",
     )
 }
 
@@ -139,7 +166,8 @@ pub unsafe extern "C" fn ds_session_new(
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: NULL or a live model by contract.
-        let model = unsafe { arg_ref(model, "model") }?.model.clone();
+        let m = unsafe { arg_ref(model, "model") }?;
+        let (model, text) = (m.model.clone(), m.text.clone());
         // SAFETY: NULL or a valid params struct by contract.
         let params = unsafe { params.as_ref() }
             .copied()
@@ -167,7 +195,11 @@ pub unsafe extern "C" fn ds_session_new(
             len: AtomicUsize::new(session.len()),
             context_length: session.context_length(),
             vocab_size,
-            session: Mutex::new(session),
+            session: Mutex::new(Cache {
+                session,
+                tokens: Vec::new(),
+            }),
+            text,
         };
         // SAFETY: as above.
         unsafe { out.write(Box::into_raw(Box::new(s))) };
@@ -248,9 +280,10 @@ pub unsafe extern "C" fn ds_session_truncate(session: *mut ds_session, n: usize)
     guard("ds_session_truncate", || {
         // SAFETY: NULL or a live session by contract.
         let s = unsafe { arg_ref(session, "session") }?;
-        let mut inner = s.lock()?;
-        inner.truncate(n)?;
-        s.len.store(inner.len(), Ordering::Release);
+        let mut cache = s.lock()?;
+        cache.session.truncate(n)?;
+        cache.tokens.truncate(n);
+        s.len.store(n, Ordering::Release);
         Ok(())
     })
 }
@@ -261,8 +294,8 @@ pub unsafe extern "C" fn ds_session_reset(session: *mut ds_session) -> ds_status
     guard("ds_session_reset", || {
         // SAFETY: NULL or a live session by contract.
         let s = unsafe { arg_ref(session, "session") }?;
-        let mut inner = match s.session.try_lock() {
-            Ok(inner) => inner,
+        let mut cache = match s.session.try_lock() {
+            Ok(cache) => cache,
             Err(TryLockError::Poisoned(p)) => {
                 // The cache may hold a half-appended step; emptying it makes the state whole.
                 s.session.clear_poison();
@@ -270,7 +303,7 @@ pub unsafe extern "C" fn ds_session_reset(session: *mut ds_session) -> ds_status
             }
             Err(TryLockError::WouldBlock) => return Err(busy()),
         };
-        inner.reset();
+        cache.reset();
         s.len.store(0, Ordering::Release);
         Ok(())
     })

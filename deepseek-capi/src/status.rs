@@ -43,6 +43,15 @@ pub enum ds_status {
     DS_ERR_SHAPE = 26,
     /// A tensor is stored in a dtype the library cannot use for it.
     DS_ERR_DTYPE = 27,
+    /// A text function was called on a model without a tokenizer (no tokenizer.json in its
+    /// folder): load one with ds_model_load_tokenizer.
+    DS_ERR_NO_TOKENIZER = 40,
+    /// tokenizer.json or tokenizer_config.json is malformed, or the tokenizer failed on an input.
+    DS_ERR_TOKENIZER = 41,
+    /// The chat template failed to compile or to render the messages.
+    DS_ERR_TEMPLATE = 42,
+    /// A ds_generate_params field is out of range (ds_last_error names it).
+    DS_ERR_INVALID_PARAMETER = 43,
     /// The library panicked (a bug); the session it ran on must be reset before reuse.
     DS_ERR_PANIC = 100,
     /// An error this version of the C API has no dedicated code for.
@@ -84,9 +93,7 @@ impl From<Error> for Failure {
 /// The status code for a core error.
 pub(crate) fn status_of(e: &Error) -> ds_status {
     // The wildcard keeps this crate compiling when deepseek-core gains a variant before the C
-    // API has a code for it: today the generation errors (Tokenizer, Template,
-    // InvalidParameter), which no eval-level entry point can return. The allow keeps it legal
-    // once every variant has its own arm.
+    // API has a code for it; the allow keeps it legal while every variant has its own arm.
     #[allow(unreachable_patterns)]
     match e {
         Error::Io { .. } => DS_ERR_IO,
@@ -100,6 +107,9 @@ pub(crate) fn status_of(e: &Error) -> ds_status {
         Error::InvalidArgument(_) => DS_ERR_INVALID_ARGUMENT,
         Error::TokenOutOfRange { .. } => DS_ERR_TOKEN_OUT_OF_RANGE,
         Error::ContextOverflow { .. } => DS_ERR_CONTEXT_OVERFLOW,
+        Error::Tokenizer(_) => DS_ERR_TOKENIZER,
+        Error::Template(_) => DS_ERR_TEMPLATE,
+        Error::InvalidParameter { .. } => DS_ERR_INVALID_PARAMETER,
         _ => DS_ERR_INTERNAL,
     }
 }
@@ -165,6 +175,24 @@ pub(crate) unsafe fn arg_ref<'a, T>(ptr: *const T, arg: &str) -> Result<&'a T, F
     unsafe { ptr.as_ref() }.ok_or_else(|| Failure::null(arg))
 }
 
+/// A NUL-terminated C string argument as UTF-8: `DS_ERR_NULL_POINTER` or
+/// `DS_ERR_INVALID_UTF8` naming `arg` otherwise.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string that lives for `'a`.
+pub(crate) unsafe fn arg_str<'a>(ptr: *const c_char, arg: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(arg));
+    }
+    // SAFETY: a NUL-terminated string by the caller's contract.
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|e| {
+        Failure::new(
+            DS_ERR_INVALID_UTF8,
+            format!("`{arg}` is not valid UTF-8 ({e})"),
+        )
+    })
+}
+
 /// The message of the most recent failure on the calling thread ("" if none; never NULL).
 /// Successful calls do not clear it, so check the status first. The string belongs to the
 /// library and stays valid until the next ds_ call on this thread.
@@ -174,7 +202,7 @@ pub extern "C" fn ds_last_error() -> *const c_char {
 }
 
 /// Every status, for lookups by number.
-const ALL_STATUSES: [ds_status; 18] = [
+const ALL_STATUSES: [ds_status; 22] = [
     DS_OK,
     DS_ERR_NULL_POINTER,
     DS_ERR_INVALID_ARGUMENT,
@@ -191,6 +219,10 @@ const ALL_STATUSES: [ds_status; 18] = [
     DS_ERR_MISSING_TENSOR,
     DS_ERR_SHAPE,
     DS_ERR_DTYPE,
+    DS_ERR_NO_TOKENIZER,
+    DS_ERR_TOKENIZER,
+    DS_ERR_TEMPLATE,
+    DS_ERR_INVALID_PARAMETER,
     DS_ERR_PANIC,
     DS_ERR_INTERNAL,
 ];
@@ -213,6 +245,10 @@ fn describe(status: ds_status) -> &'static CStr {
         DS_ERR_MISSING_TENSOR => c"missing tensor",
         DS_ERR_SHAPE => c"tensor shape mismatch",
         DS_ERR_DTYPE => c"unsupported tensor dtype",
+        DS_ERR_NO_TOKENIZER => c"model has no tokenizer",
+        DS_ERR_TOKENIZER => c"tokenizer error",
+        DS_ERR_TEMPLATE => c"chat template error",
+        DS_ERR_INVALID_PARAMETER => c"invalid generation parameter",
         DS_ERR_PANIC => c"internal panic",
         DS_ERR_INTERNAL => c"internal error",
     }
@@ -291,5 +327,13 @@ mod tests {
         let f = Failure::from(Error::MissingTensor("lm_head.weight".into()));
         assert_eq!(f.status, DS_ERR_MISSING_TENSOR);
         assert!(f.message.contains("lm_head.weight"));
+        assert_eq!(status_of(&Error::Tokenizer("x".into())), DS_ERR_TOKENIZER);
+        assert_eq!(status_of(&Error::Template("x".into())), DS_ERR_TEMPLATE);
+        let f = Failure::from(Error::InvalidParameter {
+            name: "top_p".into(),
+            message: "2 is not in (0, 1]".into(),
+        });
+        assert_eq!(f.status, DS_ERR_INVALID_PARAMETER);
+        assert!(f.message.contains("`top_p`"), "{}", f.message);
     }
 }

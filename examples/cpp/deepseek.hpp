@@ -2,9 +2,12 @@
 // Handles own their C objects (move-only), and every failing call throws deepseek::Error.
 #pragma once
 
+#include <exception>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -37,6 +40,39 @@ struct FreeSession {
 };
 }  // namespace detail
 
+/// Receives each text delta (whole UTF-8 characters) and its kind; returns false to stop.
+using OnText = std::function<bool(ds_event_kind, std::string_view)>;
+
+/// One turn of a conversation.
+struct Message {
+    std::string role;  // "system", "user", "assistant" or "tool"
+    std::string content;
+};
+
+namespace detail {
+/// The C callback: calls the std::function, and keeps an exception to rethrow after the C call
+/// returns (an exception must never unwind through the library).
+struct Callback {
+    const OnText *on_text;
+    std::exception_ptr error;
+
+    static bool call(void *self, ds_event_kind kind, const char *text, size_t len) noexcept {
+        auto *cb = static_cast<Callback *>(self);
+        try {
+            return !*cb->on_text || (*cb->on_text)(kind, std::string_view(text, len));
+        } catch (...) {
+            cb->error = std::current_exception();
+            return false;
+        }
+    }
+
+    void finish(ds_status status) const {
+        if (error) std::rethrow_exception(error);
+        check(status);
+    }
+};
+}  // namespace detail
+
 /// A loaded model: immutable, so one Model can serve sessions on many threads.
 class Model {
   public:
@@ -55,6 +91,33 @@ class Model {
         std::vector<ds_token> ids(ds_model_eos_tokens(get(), nullptr, 0));
         ds_model_eos_tokens(get(), ids.data(), ids.size());
         return ids;
+    }
+
+    /// Loads tokenizer.json from `dir`, for a checkpoint whose folder has none.
+    void load_tokenizer(const std::string &dir) {
+        check(ds_model_load_tokenizer(model_.get(), dir.c_str()));
+    }
+    bool has_tokenizer() const noexcept { return ds_model_has_tokenizer(get()); }
+
+    /// Token ids of `text`; with `add_special`, as a raw prompt (BOS first).
+    std::vector<ds_token> tokenize(const std::string &text, bool add_special = true) const {
+        size_t n = 0;
+        ds_status st = ds_tokenize(get(), text.c_str(), add_special, nullptr, 0, &n);
+        if (st != DS_ERR_BUFFER_TOO_SMALL) check(st);
+        std::vector<ds_token> ids(n);
+        check(ds_tokenize(get(), text.c_str(), add_special, ids.data(), ids.size(), &n));
+        return ids;
+    }
+
+    /// The text of `ids`, without special tokens if `skip_special`.
+    std::string detokenize(const std::vector<ds_token> &ids, bool skip_special = true) const {
+        size_t n = 0;
+        ds_status st = ds_detokenize(get(), ids.data(), ids.size(), skip_special, nullptr, 0, &n);
+        if (st != DS_ERR_BUFFER_TOO_SMALL) check(st);
+        std::string text(n + 1, '\0');
+        check(ds_detokenize(get(), ids.data(), ids.size(), skip_special, text.data(), text.size(), &n));
+        text.resize(n);
+        return text;
     }
 
   private:
@@ -77,6 +140,29 @@ class Session {
     const std::vector<float> &eval(const std::vector<ds_token> &tokens) {
         check(ds_eval(session_.get(), tokens.data(), tokens.size(), logits_.data(), logits_.size()));
         return logits_;
+    }
+
+    /// Continues the raw text `prompt`, passing each delta to `on_text` (may be empty).
+    ds_generate_result generate(const std::string &prompt,
+                                const ds_generate_params &params = ds_generate_default_params(),
+                                const OnText &on_text = {}) {
+        detail::Callback cb{&on_text, nullptr};
+        ds_generate_result r;
+        cb.finish(ds_generate(session_.get(), prompt.c_str(), &params, detail::Callback::call, &cb, &r));
+        return r;
+    }
+
+    /// Answers `messages` (the whole conversation: the cache keeps what earlier turns share).
+    ds_generate_result chat(const std::vector<Message> &messages,
+                            const ds_generate_params &params = ds_generate_default_params(),
+                            const OnText &on_text = {}) {
+        std::vector<ds_message> msgs;
+        msgs.reserve(messages.size());
+        for (const Message &m : messages) msgs.push_back({m.role.c_str(), m.content.c_str()});
+        detail::Callback cb{&on_text, nullptr};
+        ds_generate_result r;
+        cb.finish(ds_chat(session_.get(), msgs.data(), msgs.size(), &params, detail::Callback::call, &cb, &r));
+        return r;
     }
 
     size_t size() const noexcept { return ds_session_len(session_.get()); }

@@ -2,7 +2,10 @@
  * without undefined behaviour must give its status and a message naming the culprit, leave the
  * session unchanged, and leak nothing.
  *
- *   errors <model-dir>   (a tiny fixture: vocab < 2^20, context_length >= 16)
+ *   errors <model-dir> <text-model-dir> <tokenizer-dir>
+ *
+ * <model-dir>: a tiny fixture without tokenizer (vocab < 2^20, context_length >= 16);
+ * <text-model-dir> + <tokenizer-dir>: a tiny fixture with R1's vocabulary and R1's tokenizer.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,6 +59,8 @@ static void statics(void) {
     CHECK(ds_version() && strlen(ds_version()) > 0);
     CHECK(!strcmp(ds_status_str(DS_OK), "ok"));
     CHECK(!strcmp(ds_status_str(DS_ERR_SESSION_BUSY), "session busy in another thread"));
+    CHECK(!strcmp(ds_status_str(DS_ERR_NO_TOKENIZER), "model has no tokenizer"));
+    CHECK(!strcmp(ds_status_str(DS_ERR_INVALID_PARAMETER), "invalid generation parameter"));
     CHECK(!strcmp(ds_status_str(12345), "unknown status"));
     CHECK(!strcmp(ds_status_str(-1), "unknown status"));
     CHECK(ds_last_error() != NULL);
@@ -240,9 +245,228 @@ static void *fresh_thread(void *arg) {
     return NULL;
 }
 
+
+/* ---- text: tokenizer, ds_generate, ds_chat ----------------------------------------------- */
+
+/* Text functions on a model without a tokenizer, and tokenizers that cannot be attached. */
+static void no_tokenizer(ds_model *model, const char *tokenizer_dir) {
+    ds_token ids[4];
+    size_t n = 99;
+    CHECK(!ds_model_has_tokenizer(model));
+    CHECK(!ds_model_has_tokenizer(NULL));
+    EXPECT(ds_tokenize(model, "hi", true, ids, 4, &n), DS_ERR_NO_TOKENIZER, "ds_tokenize: the model has no tokenizer");
+    CHECK(n == 0);
+    EXPECT(ds_detokenize(model, ids, 0, true, NULL, 0, &n), DS_ERR_NO_TOKENIZER, "ds_model_load_tokenizer");
+    ds_session *s = NULL;
+    CHECK(ds_session_new(model, NULL, &s) == DS_OK);
+    ds_generate_result r = {.finish_reason = DS_FINISH_STOP, .prompt_tokens = 5};
+    EXPECT(ds_generate(s, "hi", NULL, NULL, NULL, &r), DS_ERR_NO_TOKENIZER, "ds_generate: the model has no tokenizer");
+    CHECK(r.finish_reason == DS_FINISH_NONE && r.prompt_tokens == 0);
+    ds_message m = {"user", "hi"};
+    EXPECT(ds_chat(s, &m, 1, NULL, NULL, NULL, NULL), DS_ERR_NO_TOKENIZER, "ds_chat");
+    ds_session_free(s);
+
+    EXPECT(ds_model_load_tokenizer(NULL, tokenizer_dir), DS_ERR_NULL_POINTER, "`model`");
+    EXPECT(ds_model_load_tokenizer(model, NULL), DS_ERR_NULL_POINTER, "`dir`");
+    EXPECT(ds_model_load_tokenizer(model, "/nonexistent/tok"), DS_ERR_IO, "/nonexistent/tok/tokenizer.json");
+    EXPECT(ds_model_load_tokenizer(model, "bad\xff"), DS_ERR_INVALID_UTF8, "`dir`");
+    /* R1's 128815 ids do not fit the tiny model's vocabulary. */
+    EXPECT(ds_model_load_tokenizer(model, tokenizer_dir), DS_ERR_INVALID_ARGUMENT, "vocab_size");
+    CHECK(!ds_model_has_tokenizer(model));
+}
+
+static void tokenize_errors(const ds_model *model) {
+    const char *text = "Hello, world!";
+    const ds_token want[] = {0, 19923, 14, 2058, 3}; /* BOS + transformers' ids */
+    ds_token ids[8] = {0};
+    size_t n = 99;
+    EXPECT(ds_tokenize(NULL, text, true, ids, 8, &n), DS_ERR_NULL_POINTER, "ds_tokenize: argument `model`");
+    CHECK(n == 0);
+    EXPECT(ds_tokenize(model, NULL, true, ids, 8, &n), DS_ERR_NULL_POINTER, "`text`");
+    EXPECT(ds_tokenize(model, text, true, ids, 8, NULL), DS_ERR_NULL_POINTER, "`n_out`");
+    EXPECT(ds_tokenize(model, "bad\xc3", true, ids, 8, &n), DS_ERR_INVALID_UTF8, "`text`");
+    /* The size query, an undersized buffer (untouched), then the right size. */
+    EXPECT(ds_tokenize(model, text, true, NULL, 0, &n), DS_ERR_BUFFER_TOO_SMALL, "need 5");
+    CHECK(n == 5);
+    EXPECT(ds_tokenize(model, text, true, ids, 4, &n), DS_ERR_BUFFER_TOO_SMALL, "out_len is 4, need 5");
+    CHECK(n == 5 && ids[0] == 0 && ids[1] == 0);
+    EXPECT(ds_tokenize(model, text, true, NULL, 5, &n), DS_ERR_NULL_POINTER, "`out`");
+    CHECK(ds_tokenize(model, text, true, ids, 8, &n) == DS_OK);
+    CHECK(n == 5 && !memcmp(ids, want, sizeof want));
+    CHECK(ds_tokenize(model, text, false, ids, 8, &n) == DS_OK);
+    CHECK(n == 4 && ids[0] == 19923);
+    CHECK(ds_tokenize(model, "", false, NULL, 0, &n) == DS_OK && n == 0);
+
+    char out[64];
+    memset(out, 'x', sizeof out);
+    EXPECT(ds_detokenize(model, NULL, 2, true, out, 64, &n), DS_ERR_NULL_POINTER, "`tokens`");
+    EXPECT(ds_detokenize(model, want, 5, true, out, 64, NULL), DS_ERR_NULL_POINTER, "`n_out`");
+    EXPECT(ds_detokenize(model, want, 5, true, NULL, 0, &n), DS_ERR_BUFFER_TOO_SMALL, "need 14");
+    CHECK(n == 13);
+    /* 13 bytes hold the text but not its NUL. */
+    EXPECT(ds_detokenize(model, want, 5, true, out, 13, &n), DS_ERR_BUFFER_TOO_SMALL, "the text and a NUL");
+    CHECK(out[0] == 'x');
+    CHECK(ds_detokenize(model, want, 5, true, out, 14, &n) == DS_OK);
+    CHECK(n == 13 && !strcmp(out, text));
+    CHECK(ds_detokenize(model, want, 5, false, out, 64, &n) == DS_OK);
+    CHECK(!strcmp(out, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Hello, world!"));
+    CHECK(ds_detokenize(model, want, 0, true, out, 1, &n) == DS_OK && n == 0 && out[0] == 0);
+    /* The model's vocabulary is padded past the tokenizer's: those ids have no text. */
+    const ds_token padding[] = {19923, 129000};
+    EXPECT(ds_detokenize(model, padding, 2, true, out, 64, &n), DS_ERR_TOKEN_OUT_OF_RANGE, "position 1");
+}
+
+static void generate_param_errors(ds_session *s) {
+    ds_generate_params p = ds_generate_default_params();
+    ds_generate_result r;
+    EXPECT(ds_generate(NULL, "hi", &p, NULL, NULL, &r), DS_ERR_NULL_POINTER, "ds_generate: argument `session`");
+    EXPECT(ds_generate(s, NULL, &p, NULL, NULL, &r), DS_ERR_NULL_POINTER, "`prompt`");
+    EXPECT(ds_generate(s, "\xff", &p, NULL, NULL, &r), DS_ERR_INVALID_UTF8, "`prompt`");
+
+    p.top_p = 1.5f;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_PARAMETER, "`top_p`");
+    p = ds_generate_default_params();
+    p.min_p = 2;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_PARAMETER, "`min_p`");
+    p = ds_generate_default_params();
+    p.presence_penalty = -3;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_PARAMETER, "`presence_penalty`");
+    p = ds_generate_default_params();
+    p.repetition_penalty = 0;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_PARAMETER, "`repetition_penalty`");
+
+    p = ds_generate_default_params();
+    p.n_stop = 1;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_NULL_POINTER, "`params.stop`");
+    const char *stops[] = {"ok", NULL};
+    p.stop = stops;
+    p.n_stop = 2;
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_NULL_POINTER, "`params.stop[1]`");
+    stops[1] = "";
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_PARAMETER, "`stop`");
+    stops[1] = "\xc3";
+    EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_UTF8, "`params.stop[1]`");
+    CHECK(r.finish_reason == DS_FINISH_NONE);
+
+    ds_message m[2] = {{"user", "hi"}, {NULL, "x"}};
+    EXPECT(ds_chat(NULL, m, 1, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "ds_chat: argument `session`");
+    EXPECT(ds_chat(s, NULL, 1, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "`messages`");
+    EXPECT(ds_chat(s, m, 0, NULL, NULL, NULL, NULL), DS_ERR_INVALID_ARGUMENT, "n_messages is 0");
+    EXPECT(ds_chat(s, m, 2, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "`messages[1].role`");
+    m[1].role = "user";
+    m[1].content = NULL;
+    EXPECT(ds_chat(s, m, 2, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "`messages[1].content`");
+    CHECK(ds_session_len(s) == 0);
+}
+
+/* What the callback sees and does. */
+struct stream {
+    ds_session *session;
+    int calls, bad_text, cancel_at;
+    ds_status reentry[3];
+    size_t len_inside;
+    char text[4096];
+    size_t text_len;
+};
+
+static bool on_text(void *user_data, ds_event_kind kind, const char *text, size_t len) {
+    struct stream *st = user_data;
+    st->calls++;
+    if (len == 0 || text[len] != 0 || (kind != DS_EVENT_CONTENT && kind != DS_EVENT_REASONING))
+        st->bad_text = 1;
+    if (st->text_len + len < sizeof st->text) {
+        memcpy(st->text + st->text_len, text, len);
+        st->text_len += len;
+        st->text[st->text_len] = 0;
+    }
+    if (st->calls == 1 && st->session) {
+        /* Re-entering the session from its own callback: busy, never a deadlock. */
+        ds_token t = 5;
+        st->reentry[0] = ds_generate(st->session, "again", NULL, on_text, st, NULL);
+        st->reentry[1] = ds_eval(st->session, &t, 1, NULL, 0);
+        st->reentry[2] = ds_session_reset(st->session);
+        st->len_inside = ds_session_len(st->session);
+    }
+    return st->calls != st->cancel_at;
+}
+
+static void generation(const ds_model *model) {
+    ds_session_params sp = ds_session_default_params();
+    sp.threads = 1;
+    sp.context_length = 24;
+    ds_session *s = NULL;
+    CHECK(ds_session_new(model, &sp, &s) == DS_OK);
+    generate_param_errors(s);
+
+    /* Greedy, streamed, to the end: 8 tokens. */
+    ds_generate_params p = ds_generate_default_params();
+    p.temperature = 0;
+    p.max_tokens = 8;
+    struct stream all = {0};
+    ds_generate_result r;
+    CHECK(ds_generate(s, "Once upon a time", &p, on_text, &all, &r) == DS_OK);
+    CHECK(r.finish_reason == DS_FINISH_LENGTH && r.completion_tokens == 8 && r.cached_tokens == 0);
+    CHECK(all.calls > 0 && !all.bad_text && all.text_len > 0);
+    CHECK(ds_session_len(s) == r.prompt_tokens + 7);
+    const size_t prompt_tokens = r.prompt_tokens;
+
+    /* Cancelled by the first callback, which also tries to re-enter the session. The cache is
+     * reused: only the last prompt token is evaluated again. */
+    struct stream cancel = {.session = s, .cancel_at = 1};
+    CHECK(ds_generate(s, "Once upon a time", &p, on_text, &cancel, &r) == DS_OK);
+    CHECK(r.finish_reason == DS_FINISH_CANCELLED && cancel.calls == 1);
+    CHECK(r.completion_tokens < 8 && r.cached_tokens == prompt_tokens - 1);
+    CHECK(cancel.reentry[0] == DS_ERR_SESSION_BUSY && cancel.reentry[1] == DS_ERR_SESSION_BUSY &&
+          cancel.reentry[2] == DS_ERR_SESSION_BUSY);
+    CHECK(cancel.len_inside == prompt_tokens + 7);
+    CHECK(!strncmp(all.text, cancel.text, cancel.text_len));
+
+    /* Without a callback or a result, and with NULL params (sampling with a fresh seed). */
+    CHECK(ds_generate(s, "Once upon a time", NULL, NULL, NULL, NULL) == DS_OK);
+
+    /* A prompt longer than the context: rejected, the session unchanged. */
+    const size_t before = ds_session_len(s);
+    EXPECT(ds_generate(s, "a b c d e f g h i j k l m n o p q r s t u v w x y z", &p, on_text, &all, &r),
+           DS_ERR_CONTEXT_OVERFLOW, "context length 24");
+    CHECK(ds_session_len(s) == before && r.finish_reason == DS_FINISH_NONE);
+    /* Generation stops at the context's end. */
+    p.max_tokens = 0;
+    CHECK(ds_generate(s, "Once upon a time", &p, NULL, NULL, &r) == DS_OK);
+    CHECK(r.finish_reason == DS_FINISH_LENGTH && ds_session_len(s) == 24);
+
+    /* A chat, streamed as reasoning (R1's template opens <think>). */
+    ds_message m[] = {{"system", "Be brief."}, {"user", "What is 1+1?"}};
+    struct stream chat = {0};
+    p.max_tokens = 4;
+    CHECK(ds_chat(s, m, 2, &p, on_text, &chat, &r) == DS_OK);
+    CHECK(r.finish_reason == DS_FINISH_LENGTH && r.completion_tokens == 4 && !chat.bad_text);
+    CHECK(r.cached_tokens == 1); /* BOS */
+    ds_session_free(s);
+}
+
+static void text(const char *tiny_dir, const char *text_dir, const char *tokenizer_dir) {
+    ds_model_params mp = ds_model_default_params();
+    mp.threads = 1;
+    ds_model *tiny = NULL, *model = NULL;
+    CHECK(ds_model_load(tiny_dir, &mp, &tiny) == DS_OK);
+    CHECK(ds_model_load(text_dir, &mp, &model) == DS_OK);
+    if (!tiny || !model) {
+        ds_model_free(tiny);
+        ds_model_free(model);
+        return;
+    }
+    no_tokenizer(tiny, tokenizer_dir);
+    CHECK(ds_model_load_tokenizer(model, tokenizer_dir) == DS_OK);
+    CHECK(ds_model_has_tokenizer(model));
+    tokenize_errors(model);
+    generation(model);
+    ds_model_free(tiny);
+    ds_model_free(model);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: errors <model-dir>\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: errors <model-dir> <text-model-dir> <tokenizer-dir>\n");
         return 2;
     }
     statics();
@@ -274,6 +498,8 @@ int main(int argc, char **argv) {
     CHECK(ds_eval(s, PROMPT, N_PROMPT, NULL, 0) == DS_OK);
     CHECK(ds_session_len(s) == N_PROMPT);
     ds_session_free(s);
+
+    text(argv[1], argv[2], argv[3]);
 
     printf("errors.c: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
