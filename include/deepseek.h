@@ -411,6 +411,12 @@ typedef struct ds_message {
 #define DS_WEIGHT_DTYPE_Q4_0 5
 
 /**
+ * Quantise the matrices to ggml's Q4_1 at load (4-bit blocks of 32 with a minimum: more
+ * accurate than Q4_0).
+ */
+#define DS_WEIGHT_DTYPE_Q4_1 6
+
+/**
  * Not a token: what ds_model_bos_token returns when the model has no BOS token.
  */
 #define DS_TOKEN_NONE UINT32_MAX

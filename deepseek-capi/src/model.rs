@@ -74,6 +74,9 @@ pub const DS_WEIGHT_DTYPE_F16: ds_weight_dtype = 3;
 pub const DS_WEIGHT_DTYPE_Q8_0: ds_weight_dtype = 4;
 /// Quantise the matrices to ggml's Q4_0 at load (4-bit blocks of 32).
 pub const DS_WEIGHT_DTYPE_Q4_0: ds_weight_dtype = 5;
+/// Quantise the matrices to ggml's Q4_1 at load (4-bit blocks of 32 with a minimum: more
+/// accurate than Q4_0).
+pub const DS_WEIGHT_DTYPE_Q4_1: ds_weight_dtype = 6;
 
 /// How to load a model. Get one from ds_model_default_params() and change what you need.
 #[repr(C)]
@@ -127,6 +130,7 @@ pub unsafe extern "C" fn ds_model_load(
             DS_WEIGHT_DTYPE_F16 => WeightDtype::F16,
             DS_WEIGHT_DTYPE_Q8_0 => WeightDtype::Q8_0,
             DS_WEIGHT_DTYPE_Q4_0 => WeightDtype::Q4_0,
+            DS_WEIGHT_DTYPE_Q4_1 => WeightDtype::Q4_1,
             other => {
                 return Err(Failure::invalid(format!(
                     "params.dtype {other} is not a DS_WEIGHT_DTYPE_* value"

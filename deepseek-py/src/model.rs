@@ -21,7 +21,7 @@ use crate::tokenizer::PyTokenizer;
 ///
 /// `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
 /// is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
-/// "f32", "bf16", "f16", "q8_0" or "q4_0" (converted while loading).
+/// "f32", "bf16", "f16", "q8_0", "q4_0" or "q4_1" (converted while loading).
 /// `threads` sizes the default worker pool (default: all cores); `context_length` is the
 /// default limit of the sessions it opens and of `logits` (default: the model's maximum).
 /// `tokenizer` is the folder with `tokenizer.json` (default: `path`); without one the model
