@@ -309,28 +309,12 @@ int_dot!(
     "Q8_0 row . activations (AVX2)."
 );
 int_dot!(
-    dot_q4_0_avx2,
-    Q4_0_BYTES,
-    q4_0_unpack,
-    dot_i8_avx2,
-    "avx2,fma,f16c",
-    "Q4_0 row . activations (AVX2)."
-);
-int_dot!(
     dot_q8_0_vnni,
     Q8_0_BYTES,
     q8_0_load,
     dot_i8_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     "Q8_0 row . activations (AVX-512 VNNI)."
-);
-int_dot!(
-    dot_q4_0_vnni,
-    Q4_0_BYTES,
-    q4_0_unpack,
-    dot_i8_vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    "Q4_0 row . activations (AVX-512 VNNI)."
 );
 
 /// `|w|` and `x` carrying `w`'s sign: maddubs/vpdpbusd want an unsigned left operand.
@@ -397,28 +381,12 @@ int_dot4!(
     "Q8_0 row . 4 tokens (AVX2)."
 );
 int_dot4!(
-    dot4_q4_0_avx2,
-    Q4_0_BYTES,
-    q4_0_unpack,
-    udot_avx2,
-    "avx2,fma,f16c",
-    "Q4_0 row . 4 tokens (AVX2)."
-);
-int_dot4!(
     dot4_q8_0_vnni,
     Q8_0_BYTES,
     q8_0_load,
     udot_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     "Q8_0 row . 4 tokens (AVX-512 VNNI)."
-);
-int_dot4!(
-    dot4_q4_0_vnni,
-    Q4_0_BYTES,
-    q4_0_unpack,
-    udot_vnni,
-    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    "Q4_0 row . 4 tokens (AVX-512 VNNI)."
 );
 
 /// 32 unsigned nibbles (0..16) of a Q4_1 block, in weight order.
@@ -507,6 +475,96 @@ q4_1_dots!(dot_q4_1_avx2, dot4_q4_1_avx2, udot_avx2, "avx2,fma,f16c");
 q4_1_dots!(
     dot_q4_1_vnni,
     dot4_q4_1_vnni,
+    udot_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+
+/// 32 unsigned nibbles (0..16) of a Q4_0 block, in weight order (the `- 8` is applied to the
+/// sums instead, through `ActBlock::sum8`).
+#[inline(always)]
+unsafe fn q4_0_nibbles(b: &[u8]) -> __m256i {
+    // SAFETY: a Q4_0 block has 16 nibble bytes after its 2-byte scale.
+    unsafe {
+        let raw = _mm_loadu_si128(b.as_ptr().add(2).cast());
+        let lo = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+        _mm256_set_m128i(hi, lo)
+    }
+}
+
+/// `w . x` for one Q4_0 block as 8 float partial sums: unsigned nibbles times signed bytes,
+/// minus `8 * sum(x)` folded into lane 0, so no sign trick is needed. (A macro, so the dot
+/// instruction is inlined under the caller's target features.)
+macro_rules! q4_0_block_dot {
+    ($wv:expr, $xb:expr, $udot:ident) => {{
+        let xb: &ActBlock = $xb;
+        let p = $udot($wv, _mm256_loadu_si256(xb.qs.as_ptr().cast()));
+        _mm256_cvtepi32_ps(_mm256_sub_epi32(
+            p,
+            _mm256_castsi128_si256(_mm_cvtsi32_si128(xb.sum8)),
+        ))
+    }};
+}
+
+macro_rules! q4_0_dots {
+    ($one:ident, $four:ident, $udot:ident, $feat:literal) => {
+        /// Q4_0 row . activations.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $one(w: &[u8], x: &[ActBlock]) -> f32 {
+            let nb = x.len().min(w.len() / Q4_0_BYTES);
+            // SAFETY: blocks are sliced within `w` and `x`; two accumulators hide FMA latency.
+            unsafe {
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut i = 0;
+                while i + 2 <= nb {
+                    let (b0, b1) = (&w[i * Q4_0_BYTES..], &w[(i + 1) * Q4_0_BYTES..]);
+                    let p0 = q4_0_block_dot!(q4_0_nibbles(b0), &x[i], $udot);
+                    let p1 = q4_0_block_dot!(q4_0_nibbles(b1), &x[i + 1], $udot);
+                    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(block_d(b0) * x[i].d), acc0);
+                    acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(block_d(b1) * x[i + 1].d), acc1);
+                    i += 2;
+                }
+                if i < nb {
+                    let b0 = &w[i * Q4_0_BYTES..];
+                    let p0 = q4_0_block_dot!(q4_0_nibbles(b0), &x[i], $udot);
+                    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(block_d(b0) * x[i].d), acc0);
+                }
+                hsum(_mm256_add_ps(acc0, acc1))
+            }
+        }
+
+        /// Q4_0 row . 4 tokens: each block unpacked once.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $four(w: &[u8], x: [&[ActBlock]; 4]) -> [f32; 4] {
+            let nb = x
+                .iter()
+                .map(|v| v.len())
+                .min()
+                .unwrap_or(0)
+                .min(w.len() / Q4_0_BYTES);
+            // SAFETY: blocks are sliced within `w` and each `x[k]`.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for i in 0..nb {
+                    let b = &w[i * Q4_0_BYTES..];
+                    let wv = q4_0_nibbles(b);
+                    let dw = block_d(b);
+                    for k in 0..4 {
+                        let xb = &x[k][i];
+                        let p = q4_0_block_dot!(wv, xb, $udot);
+                        acc[k] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xb.d), acc[k]);
+                    }
+                }
+                [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+            }
+        }
+    };
+}
+
+q4_0_dots!(dot_q4_0_avx2, dot4_q4_0_avx2, udot_avx2, "avx2,fma,f16c");
+q4_0_dots!(
+    dot_q4_0_vnni,
+    dot4_q4_0_vnni,
     udot_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );

@@ -166,6 +166,8 @@ pub struct ActBlock {
     pub qs: [i8; QK],
     /// `d * sum(qs)`: what a block format's per-block minimum multiplies (Q4_1).
     pub s: f32,
+    /// `8 * sum(qs)`: Q4_0's offset, so its kernels multiply unsigned nibbles directly.
+    pub sum8: i32,
 }
 
 /// Quantises `x` (a multiple of 32 long) into `out` (one block per 32 values).
@@ -182,6 +184,7 @@ pub fn quantize_act(x: &[f32], out: &mut [ActBlock]) {
             sum += *o as i32;
         }
         ob.s = d * sum as f32;
+        ob.sum8 = 8 * sum;
     }
 }
 
