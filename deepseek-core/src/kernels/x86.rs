@@ -330,6 +330,20 @@ unsafe fn udot_avx2(aw: __m256i, sx: __m256i) -> __m256i {
     unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)) }
 }
 
+/// `acc + udot(aw, sx)` (AVX2).
+#[inline(always)]
+unsafe fn udot_acc_avx2(acc: __m256i, aw: __m256i, sx: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics.
+    unsafe { _mm256_add_epi32(acc, udot_avx2(aw, sx)) }
+}
+
+/// `acc + udot(aw, sx)` in one `vpdpbusd`.
+#[inline(always)]
+unsafe fn udot_acc_vnni(acc: __m256i, aw: __m256i, sx: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics under avx512vnni + avx512vl.
+    unsafe { _mm256_dpbusd_epi32(acc, aw, sx) }
+}
+
 #[inline(always)]
 unsafe fn udot_vnni(aw: __m256i, sx: __m256i) -> __m256i {
     // SAFETY: register-only intrinsics under avx512vnni + avx512vl.
@@ -496,12 +510,14 @@ unsafe fn q4_0_nibbles(b: &[u8]) -> __m256i {
 /// minus `8 * sum(x)` folded into lane 0, so no sign trick is needed. (A macro, so the dot
 /// instruction is inlined under the caller's target features.)
 macro_rules! q4_0_block_dot {
-    ($wv:expr, $xb:expr, $udot:ident) => {{
+    ($wv:expr, $xb:expr, $udot_acc:ident) => {{
         let xb: &ActBlock = $xb;
-        let p = $udot($wv, _mm256_loadu_si256(xb.qs.as_ptr().cast()));
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(
-            p,
-            _mm256_castsi128_si256(_mm_cvtsi32_si128(xb.sum8)),
+        // Start the integer sums at -8 * sum(x) (lane 0), then add nibbles x activations.
+        let init = _mm256_castsi128_si256(_mm_cvtsi32_si128(-xb.sum8));
+        _mm256_cvtepi32_ps($udot_acc(
+            init,
+            $wv,
+            _mm256_loadu_si256(xb.qs.as_ptr().cast()),
         ))
     }};
 }
@@ -542,15 +558,17 @@ macro_rules! q4_0_dots {
                 .min()
                 .unwrap_or(0)
                 .min(w.len() / Q4_0_BYTES);
-            // SAFETY: blocks are sliced within `w` and each `x[k]`.
+            let xp = x.map(|v| v.as_ptr());
+            // SAFETY: i < nb keeps every block inside `w` and each `x[k]` (raw pointers spare
+            // the bounds checks in the hottest loop of prefill).
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 for i in 0..nb {
-                    let b = &w[i * Q4_0_BYTES..];
+                    let b = std::slice::from_raw_parts(w.as_ptr().add(i * Q4_0_BYTES), Q4_0_BYTES);
                     let wv = q4_0_nibbles(b);
                     let dw = block_d(b);
                     for k in 0..4 {
-                        let xb = &x[k][i];
+                        let xb = &*xp[k].add(i);
                         let p = q4_0_block_dot!(wv, xb, $udot);
                         acc[k] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * xb.d), acc[k]);
                     }
@@ -561,10 +579,15 @@ macro_rules! q4_0_dots {
     };
 }
 
-q4_0_dots!(dot_q4_0_avx2, dot4_q4_0_avx2, udot_avx2, "avx2,fma,f16c");
+q4_0_dots!(
+    dot_q4_0_avx2,
+    dot4_q4_0_avx2,
+    udot_acc_avx2,
+    "avx2,fma,f16c"
+);
 q4_0_dots!(
     dot_q4_0_vnni,
     dot4_q4_0_vnni,
-    udot_vnni,
+    udot_acc_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
