@@ -4,6 +4,7 @@
 # memory-bandwidth ceiling. Run by hand (takes ~20 min the first time: it builds llama.cpp):
 #
 #   bash benches/compare_llama_cpp.sh [REPS]          (REPS: samples per engine, default 5)
+#   BENCH_SHAPE=qwen2-1.5b bash benches/compare_llama_cpp.sh   (an R1-Distill-Qwen-1.5B shape)
 #
 # Everything it fetches or builds goes to $DEEPSEEK_BENCH_DIR (default ~/.cache/deepseek-bench):
 # llama-cpp-python's sdist from PyPI (its vendored llama.cpp builds llama-bench and
@@ -15,7 +16,12 @@ reps="${1:-5}"
 work="${DEEPSEEK_BENCH_DIR:-$HOME/.cache/deepseek-bench}"
 mkdir -p "$work"
 venv="$work/venv"
-model="$work/bench-model"
+shape="${BENCH_SHAPE:-deepseek-v3}"
+case "$shape" in
+  deepseek-v3) model="$work/bench-model"; gguf="$work/bench" ;;
+  qwen2-1.5b) model="$work/bench-qwen2-1.5b"; gguf="$work/bench-qwen2-1.5b" ;;
+  *) echo "unknown BENCH_SHAPE $shape (deepseek-v3, qwen2-1.5b)" >&2; exit 2 ;;
+esac
 say() { printf '\n== %s\n' "$*" >&2; }
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -42,17 +48,16 @@ fi
 
 if [ ! -f "$model/model.safetensors" ]; then
   say "bench model"
-  "$venv/bin/python" "$root/tools/make_bench_model.py" "$model" \
-    --tokenizer "$root/deepseek-core/tests/fixtures/tokenizers/deepseek-r1"
+  (cd "$root" && "$venv/bin/python" tools/make_bench_model.py "$model" --shape "$shape")
 fi
-if [ ! -f "$work/bench-bf16.gguf" ]; then
+if [ ! -f "$gguf-bf16.gguf" ]; then
   say "converting to GGUF"
-  "$venv/bin/python" "$llama/convert_hf_to_gguf.py" "$model" --outtype bf16 --outfile "$work/bench-bf16.gguf" >/dev/null
+  "$venv/bin/python" "$llama/convert_hf_to_gguf.py" "$model" --outtype bf16 --outfile "$gguf-bf16.gguf" >/dev/null
 fi
 for q in q8_0 q4_0; do
-  if [ ! -f "$work/bench-$q.gguf" ]; then
+  if [ ! -f "$gguf-$q.gguf" ]; then
     # lm_head in 8 bits for both engines (deepseek-rs keeps it at q8_0 under q4_0).
-    "$llama/build/bin/llama-quantize" --output-tensor-type q8_0 "$work/bench-bf16.gguf" "$work/bench-$q.gguf" "${q^^}" >/dev/null 2>&1
+    "$llama/build/bin/llama-quantize" --output-tensor-type q8_0 "$gguf-bf16.gguf" "$gguf-$q.gguf" "${q^^}" >/dev/null 2>&1
   fi
 done
 sync
@@ -87,13 +92,14 @@ int main(void) {
   return 0;
 }
 C
-gcc -O3 -march=native -fopenmp "$work/bw.c" -o "$work/bw"
+# -ffast-math lets the reduction vectorise: without it one add chain caps the probe below DRAM speed.
+gcc -O3 -march=native -ffast-math -fopenmp "$work/bw.c" -o "$work/bw"
 declare -A bw
 for t in 1 2; do bw[$t]=$(OMP_NUM_THREADS=$t "$work/bw" | cut -d' ' -f1); echo "threads $t: ${bw[$t]} GB/s" >&2; done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 llama_run() { # gguf threads -> "prefill decode"
-  "$llama/build/bin/llama-bench" -m "$1" -t "$2" -p 128 -n 64 -r 1 -mmp 0 -o json 2>/dev/null |
+  "$llama/build/bin/llama-bench" -m "$1" -t "$2" -p 128 -n 64 -r 1 -o json 2>/dev/null |
     "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); d={("p" if x["n_prompt"] else "g"): x["avg_ts"] for x in r}; print(d["p"], d["g"])'
 }
 ours_run() { # dtype threads -> "prefill decode bytes"
@@ -101,6 +107,7 @@ ours_run() { # dtype threads -> "prefill decode bytes"
     sed -n 's/^RESULT prefill_tok_s=\([0-9.]*\) decode_tok_s=\([0-9.]*\) bytes_per_token=\([0-9]*\)/\1 \2 \3/p'
 }
 
+printf '\nmodel shape: %s\n' "$shape"
 printf '\n| weights | threads | prefill ours | prefill llama.cpp | ratio | decode ours | decode llama.cpp | ratio | ours %% of ceiling | llama.cpp %% of ceiling |\n'
 printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for q in q8_0 q4_0; do
@@ -108,7 +115,7 @@ for q in q8_0 q4_0; do
     : >"$work/o.txt"; : >"$work/l.txt"
     for ((i = 0; i < reps; i++)); do
       ours_run "$q" "$t" >>"$work/o.txt"
-      llama_run "$work/bench-$q.gguf" "$t" >>"$work/l.txt"
+      llama_run "$gguf-$q.gguf" "$t" >>"$work/l.txt"
     done
     op=$(cut -d' ' -f1 "$work/o.txt" | median); od=$(cut -d' ' -f2 "$work/o.txt" | median)
     bytes=$(head -1 "$work/o.txt" | cut -d' ' -f3)

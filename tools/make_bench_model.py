@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Write a random DeepseekV3-layout bench model (~2.3 GB in BF16) with the real R1 tokenizer.
+"""Write a random bench model in Hugging Face layout, with a real tokenizer.
 
 Run by hand (never by CI); the model is data, kept out of the repo:
 
-    python3 tools/make_bench_model.py OUT_DIR [--tokenizer deepseek-core/tests/fixtures/tokenizers/deepseek-r1]
+    python3 tools/make_bench_model.py OUT_DIR [--shape deepseek-v3|qwen2-1.5b] [--tokenizer DIR]
 
+`qwen2-1.5b` is shaped like DeepSeek-R1-Distill-Qwen-1.5B (hidden 1536, 28 layers, 12 heads /
+2 KV heads of 128, intermediate 8960, vocab 151936, q/k/v biases; ~1.78 B parameters, 3.6 GB in
+BF16) and takes the R1-Distill-Qwen tokenizer (default: the committed fixture).
+
+The default shape, `deepseek-v3`:
 Shape (DeepSeek-V3/R1 structure at 1/7 the width): hidden 1024, 12 layers (first dense), MLA with
 q_lora 384 / kv_lora 256, 16 heads (nope 64, rope 32, v 64), 64 routed experts (top 6, 8 groups
 keep 4, noaux_tc sigmoid) of width 384 + 1 shared, vocab 129280 (R1's). About 1.15 B parameters,
@@ -99,14 +104,82 @@ class Writer:
                 f.write(bf16_bytes(a) if dtype == "BF16" else a.astype(np.float32).tobytes())
 
 
+QWEN2_CONFIG = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "vocab_size": 151936,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000,
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+    "sliding_window": 4096,
+    "max_window_layers": 21,
+    "bos_token_id": 151646,
+    "eos_token_id": 151643,
+    "hidden_act": "silu",
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+}
+
+
+def write_qwen2(args, rng):
+    c = QWEN2_CONFIG
+    H, nh, nkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
+    hd = H // nh
+
+    def lin(rows, cols):
+        return lambda: rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)
+
+    def vec(n, scale=0.02, base=0.0):
+        return lambda: base + scale * rng.standard_normal(n, dtype=np.float32)
+
+    w = Writer(os.path.join(args.out, "model.safetensors"))
+    w.add("model.embed_tokens.weight", (c["vocab_size"], H), make=lambda: rng.standard_normal((c["vocab_size"], H), dtype=np.float32))
+    for l in range(c["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        w.add(f"{p}.input_layernorm.weight", (H,), make=vec(H, 0.05, 1.0))
+        w.add(f"{p}.post_attention_layernorm.weight", (H,), make=vec(H, 0.05, 1.0))
+        for name, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
+            w.add(f"{p}.self_attn.{name}.weight", (rows, H), make=lin(rows, H))
+            w.add(f"{p}.self_attn.{name}.bias", (rows,), make=vec(rows))
+        w.add(f"{p}.self_attn.o_proj.weight", (H, nh * hd), make=lin(H, nh * hd))
+        I = c["intermediate_size"]
+        w.add(f"{p}.mlp.gate_proj.weight", (I, H), make=lin(I, H))
+        w.add(f"{p}.mlp.up_proj.weight", (I, H), make=lin(I, H))
+        w.add(f"{p}.mlp.down_proj.weight", (H, I), make=lin(H, I))
+    w.add("model.norm.weight", (H,), make=vec(H, 0.05, 1.0))
+    w.add("lm_head.weight", (c["vocab_size"], H), make=lin(c["vocab_size"], H))
+    w.write()
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    with open(os.path.join(args.out, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 151646, "eos_token_id": 151643, "do_sample": True, "temperature": 0.6, "top_p": 0.95}, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--tokenizer", default="deepseek-core/tests/fixtures/tokenizers/deepseek-r1")
+    ap.add_argument("--shape", choices=["deepseek-v3", "qwen2-1.5b"], default="deepseek-v3")
+    ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.tokenizer is None:
+        name = "deepseek-r1" if args.shape == "deepseek-v3" else "deepseek-r1-distill-qwen-7b"
+        args.tokenizer = f"deepseek-core/tests/fixtures/tokenizers/{name}"
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
+    if args.shape == "qwen2-1.5b":
+        write_qwen2(args, rng)
+        copy_tokenizer(args)
+        return
     c = CONFIG
     H, nh = c["hidden_size"], c["num_attention_heads"]
     qk = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
@@ -157,12 +230,16 @@ def main():
         json.dump(CONFIG, f, indent=2)
     with open(os.path.join(args.out, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95}, f, indent=2)
+    copy_tokenizer(args)
+
+
+def copy_tokenizer(args):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         src = os.path.join(args.tokenizer, name)
         if os.path.exists(src):
             shutil.copy(src, os.path.join(args.out, name))
         else:
-            print(f"warning: {src} not found; llama.cpp's converter needs the R1 tokenizer")
+            print(f"warning: {src} not found; llama.cpp's converter needs the real tokenizer")
     print(f"wrote {args.out}: {os.path.getsize(os.path.join(args.out, 'model.safetensors')) / 1e9:.2f} GB")
 
 
