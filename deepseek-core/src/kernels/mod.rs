@@ -136,7 +136,39 @@ unsafe fn matmul_rows(
     let cols = w.cols();
     if w.format().is_block() {
         let nb = cols / QK;
-        for i in idx {
+        let mut i = idx.start;
+        // Prefill: 4 rows x 4 tokens per tile where the ISA has one.
+        if n >= 4 {
+            while i + 4 <= idx.end {
+                let rows = [0, 1, 2, 3].map(|r| w.row_bytes(row0 + i + r));
+                let mut t = 0;
+                while t + 4 <= n {
+                    let xs = [0, 1, 2, 3].map(|k| &xq[(t + k) * nb..(t + k + 1) * nb]);
+                    let Some(tile) = tile4x4_q_with(isa, w.format(), rows, xs) else {
+                        break;
+                    };
+                    for (r, row) in tile.iter().enumerate() {
+                        for (k, v) in row.iter().enumerate() {
+                            // SAFETY: the caller owns these elements.
+                            unsafe { *out.at((t + k) * stride + i + r) = *v };
+                        }
+                    }
+                    t += 4;
+                }
+                if t == 0 {
+                    break; // no tile kernel here: the row-by-row loop below does everything
+                }
+                for (r, wrow) in rows.iter().enumerate() {
+                    for t in t..n {
+                        let d = dot_q_with(isa, w.format(), wrow, &xq[t * nb..(t + 1) * nb]);
+                        // SAFETY: the caller owns these elements.
+                        unsafe { *out.at(t * stride + i + r) = d };
+                    }
+                }
+                i += 4;
+            }
+        }
+        for i in i..idx.end {
             let wrow = w.row_bytes(row0 + i);
             let mut t = 0;
             // Four tokens per pass over the row: each weight block is loaded once for all four.
@@ -290,6 +322,26 @@ pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32
     }
     let _ = isa;
     dot_q_scalar(format, wrow, x)
+}
+
+/// Four quantised weight rows . four tokens' activations, where this ISA has a tile kernel.
+pub fn tile4x4_q_with(
+    isa: Isa,
+    format: &Format,
+    w: [&[u8]; 4],
+    x: [&[ActBlock]; 4],
+) -> Option<[[f32; 4]; 4]> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA was detected on this CPU (Isa::available).
+    unsafe {
+        match (isa, format) {
+            (Isa::Avx512Vnni, Format::Q8_0) => return Some(x86::tile4x4_q8_0_vnni(w, x)),
+            (Isa::Avx512Vnni, Format::Q4_0) => return Some(x86::tile4x4_q4_0_vnni(w, x)),
+            _ => {}
+        }
+    }
+    let _ = (isa, format, w, x);
+    None
 }
 
 /// One quantised weight row . four tokens' activations.

@@ -150,6 +150,40 @@ fn integer_dots_match_scalar() {
 }
 
 #[test]
+fn tiles_match_scalar_dots() {
+    let mut rng = Rng(9);
+    for cols in [32, 96, 1024] {
+        let xs: Vec<Vec<ActBlock>> = (0..4)
+            .map(|_| {
+                let mut q = vec![ActBlock::default(); cols / QK];
+                blocks::quantize_act(&rng.vec(cols), &mut q);
+                q
+            })
+            .collect();
+        for dtype in [WeightDtype::Q8_0, WeightDtype::Q4_0] {
+            let w = Weight::from_f32(4, cols, &rng.vec(4 * cols)).convert(dtype);
+            let rows = [0, 1, 2, 3].map(|r| w.row_bytes(r));
+            let x = [0, 1, 2, 3].map(|t| &xs[t][..]);
+            for isa in Isa::available() {
+                let Some(tile) = tile4x4_q_with(isa, w.format(), rows, x) else {
+                    continue;
+                };
+                for r in 0..4 {
+                    for t in 0..4 {
+                        let want = dot_q_scalar(w.format(), rows[r], x[t]);
+                        assert!(
+                            close(tile[r][t], want, cols as f32),
+                            "{isa:?} {dtype:?} r{r} t{t}: {} vs {want}",
+                            tile[r][t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn matmuls_match_naive_products_for_every_format() {
     let mut rng = Rng(4);
     for (rows, cols, n) in [
@@ -159,6 +193,7 @@ fn matmuls_match_naive_products_for_every_format() {
         (200, 64, 1),
         (5, 288, 4),
         (7, 64, 6),
+        (14, 96, 9),
     ] {
         for w in weights(&mut rng, rows, cols) {
             let dense = w.to_f32();

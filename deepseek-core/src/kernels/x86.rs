@@ -591,3 +591,80 @@ q4_0_dots!(
     udot_acc_vnni,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
+
+/// Four rows x four tokens of `x W^T` for Q8_0 or Q4_0 weights (AVX-512 VNNI): each weight
+/// block is read once per four tokens and each activation block once per four rows, and the
+/// sixteen (row, token) sums stay in registers: prefill's matrix-matrix kernel.
+///
+/// Q8_0 multiplies `x + 128` (unsigned) by the signed weights, starting each sum at
+/// `-128 * sum(w)`; Q4_0 multiplies the unsigned nibbles by `x`, starting at `-8 * sum(x)`.
+macro_rules! tile4x4 {
+    ($name:ident, $bytes:expr, $q8:literal) => {
+        /// Sixteen dot products of four weight rows with four tokens' activations.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $name(w: [&[u8]; 4], x: [&[ActBlock]; 4]) -> [[f32; 4]; 4] {
+            let nb = w
+                .iter()
+                .map(|r| r.len() / $bytes)
+                .chain(x.iter().map(|v| v.len()))
+                .min()
+                .unwrap_or(0);
+            let (wp, xp) = (w.map(|r| r.as_ptr()), x.map(|v| v.as_ptr()));
+            // SAFETY: i < nb keeps every block inside its row of `w` and every `x[t]`.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+                let bias = _mm256_set1_epi8(-128);
+                for i in 0..nb {
+                    let mut xv = [_mm256_setzero_si256(); 4];
+                    let mut xd = [_mm256_setzero_ps(); 4];
+                    let mut xinit = [_mm256_setzero_si256(); 4];
+                    for t in 0..4 {
+                        let xb = &*xp[t].add(i);
+                        let q = _mm256_loadu_si256(xb.qs.as_ptr().cast());
+                        xd[t] = _mm256_set1_ps(xb.d);
+                        if $q8 {
+                            xv[t] = _mm256_xor_si256(q, bias);
+                        } else {
+                            xv[t] = q;
+                            xinit[t] = _mm256_castsi128_si256(_mm_cvtsi32_si128(-xb.sum8));
+                        }
+                    }
+                    for r in 0..4 {
+                        let b = std::slice::from_raw_parts(wp[r].add(i * $bytes), $bytes);
+                        let dw = _mm256_set1_ps(block_d(b));
+                        if $q8 {
+                            let wq = q8_0_load(b);
+                            // -128 * sum(w), per lane group.
+                            let init = _mm256_sub_epi32(
+                                _mm256_setzero_si256(),
+                                _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, wq),
+                            );
+                            for t in 0..4 {
+                                let p = _mm256_dpbusd_epi32(init, xv[t], wq);
+                                acc[r][t] = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(p),
+                                    _mm256_mul_ps(dw, xd[t]),
+                                    acc[r][t],
+                                );
+                            }
+                        } else {
+                            let wv = q4_0_nibbles(b);
+                            for t in 0..4 {
+                                let p = _mm256_dpbusd_epi32(xinit[t], wv, xv[t]);
+                                acc[r][t] = _mm256_fmadd_ps(
+                                    _mm256_cvtepi32_ps(p),
+                                    _mm256_mul_ps(dw, xd[t]),
+                                    acc[r][t],
+                                );
+                            }
+                        }
+                    }
+                }
+                acc.map(|row| row.map(|a| hsum(a)))
+            }
+        }
+    };
+}
+
+tile4x4!(tile4x4_q8_0_vnni, Q8_0_BYTES, true);
+tile4x4!(tile4x4_q4_0_vnni, Q4_0_BYTES, false);
