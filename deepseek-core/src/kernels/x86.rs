@@ -269,6 +269,8 @@ macro_rules! int_dot {
                 let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 let mut i = 0;
                 while i + 2 <= nb {
+                    // Software prefetch a few blocks ahead: decode streams each row once.
+                    _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add((i + 16) * $bytes).cast());
                     let (b0, b1) = (&w[i * $bytes..], &w[(i + 1) * $bytes..]);
                     let (x0, x1) = (&x[i], &x[i + 1]);
                     let p0 = $dot($load(b0), _mm256_loadu_si256(x0.qs.as_ptr().cast()));
@@ -438,6 +440,9 @@ macro_rules! q4_1_dots {
                 let mut acc = _mm256_setzero_ps();
                 let mut mins = 0f32;
                 for i in 0..nb {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        w.as_ptr().wrapping_add((i + 16) * Q4_1_BYTES).cast(),
+                    );
                     let b = &w[i * Q4_1_BYTES..];
                     let p = $udot(q4_1_unpack(b), _mm256_loadu_si256(x[i].qs.as_ptr().cast()));
                     acc = _mm256_fmadd_ps(
@@ -499,10 +504,14 @@ q4_1_dots!(
 unsafe fn q4_0_nibbles(b: &[u8]) -> __m256i {
     // SAFETY: a Q4_0 block has 16 nibble bytes after its 2-byte scale.
     unsafe {
-        let raw = _mm_loadu_si128(b.as_ptr().add(2).cast());
-        let lo = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
-        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
-        _mm256_set_m128i(hi, lo)
+        // The 16 bytes in both halves, the upper half shifted right by 4: low nibbles land in
+        // lanes 0..16 and high nibbles in 16..32 (3 instructions instead of 5).
+        let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr().add(2).cast()));
+        let shifted = _mm256_srlv_epi16(
+            both,
+            _mm256_set_epi64x(0x0004_0004_0004_0004, 0x0004_0004_0004_0004, 0, 0),
+        );
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
     }
 }
 
@@ -533,6 +542,10 @@ macro_rules! q4_0_dots {
                 let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 let mut i = 0;
                 while i + 2 <= nb {
+                    // Software prefetch a few blocks ahead: decode streams each row once.
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        w.as_ptr().wrapping_add((i + 16) * Q4_0_BYTES).cast(),
+                    );
                     let (b0, b1) = (&w[i * Q4_0_BYTES..], &w[(i + 1) * Q4_0_BYTES..]);
                     let p0 = q4_0_block_dot!(q4_0_nibbles(b0), &x[i], $udot);
                     let p1 = q4_0_block_dot!(q4_0_nibbles(b1), &x[i + 1], $udot);
@@ -630,6 +643,7 @@ macro_rules! tile4x4 {
                         }
                     }
                     for r in 0..4 {
+                        _mm_prefetch::<_MM_HINT_T0>(wp[r].wrapping_add((i + 8) * $bytes).cast());
                         let b = std::slice::from_raw_parts(wp[r].add(i * $bytes), $bytes);
                         let dw = _mm256_set1_ps(block_d(b));
                         if $q8 {
