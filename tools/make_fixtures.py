@@ -609,8 +609,10 @@ def reference_run(cfg, model, input_ids):
     L = cfg["num_hidden_layers"]
     model.generation_config.eos_token_id = None
     with torch.no_grad():
-        gen = model.generate(input_ids[None], max_new_tokens=N_NEW, do_sample=False, pad_token_id=0,
-                             eos_token_id=None)
+        # An explicit mask: without it, generate() treats prompt tokens equal to pad_token_id as
+        # padding and masks them.
+        gen = model.generate(input_ids[None], attention_mask=torch.ones_like(input_ids[None]),
+                             max_new_tokens=N_NEW, do_sample=False, pad_token_id=0, eos_token_id=None)
     assert gen.shape == (1, T_PROMPT + N_NEW), gen.shape
     greedy = gen[0, T_PROMPT:].clone()
 
@@ -1009,8 +1011,8 @@ def simulate_quant(cfg, eff, ids, r, fmt):
     torch.nn.functional.linear = qlinear
     try:
         with torch.no_grad():
-            gen = model.generate(ids[None], max_new_tokens=N_NEW, do_sample=False, pad_token_id=0,
-                                 eos_token_id=None)
+            gen = model.generate(ids[None], attention_mask=torch.ones_like(ids[None]),
+                                 max_new_tokens=N_NEW, do_sample=False, pad_token_id=0, eos_token_id=None)
             full = torch.cat([ids, r["greedy"]])[None]
             logits = model(full, use_cache=False).logits[0].float()
     finally:
