@@ -6,7 +6,7 @@
 //! RoPE scaling) is data from the config. Knows the checkpoint's tensor names; never a storage
 //! format or SIMD.
 
-use super::{add_assign, grow, softmax_inplace, Ctx, KvCache, Linear, Mlp, RmsNorm, Rope};
+use super::{add_assign, grow, softmax_inplace, Ctx, KvCache, Linear, Mlp, RmsNorm, Rope, Stack};
 use super::{Scratch, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -327,24 +327,27 @@ impl LlamaModel {
         cache: &mut KvCache,
         s: &mut Scratch,
         h: &mut [f32],
-        mut trace: Option<&mut Vec<Vec<f32>>>,
+        trace: Option<&mut Vec<Vec<f32>>>,
     ) {
-        let hs = self.config.hidden_size;
-        let n = tokens.len();
-        for (t, &id) in tokens.iter().enumerate() {
-            self.embed_tokens
-                .decode(id as usize, 0, &mut h[t * hs..][..hs]);
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            if let Some(tr) = trace.as_deref_mut() {
-                tr.push(h.to_vec());
-            }
-            layer.forward(ctx, h, n, pos0, cache.layer_mut(l), s);
-        }
-        if let Some(tr) = trace {
-            tr.push(h.to_vec());
-        }
-        cache.set_len(pos0 + n);
-        self.norm.forward_inplace(h);
+        let stack = Stack {
+            embed_tokens: &self.embed_tokens,
+            layers: &self.layers,
+            norm: &self.norm,
+        };
+        stack.forward_hidden(ctx, tokens, pos0, cache, s, h, trace);
+    }
+}
+
+impl super::Layer for LlamaLayer {
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        LlamaLayer::forward(self, ctx, h, n, pos0, cache, s)
     }
 }

@@ -103,6 +103,76 @@ impl DecoderLayer {
     }
 }
 
+/// A decoder layer of any family, as the layer stack runs it.
+pub(crate) trait Layer {
+    /// `h: [n, hidden]` through the layer for tokens at `pos0..pos0+n`, appending to `cache`.
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut Scratch,
+    );
+}
+
+impl Layer for DecoderLayer {
+    fn forward(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &mut [f32],
+        n: usize,
+        pos0: usize,
+        cache: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        DecoderLayer::forward(self, ctx, h, n, pos0, cache, s)
+    }
+}
+
+/// Embedding, layers and final norm: the part every family runs the same way.
+pub(crate) struct Stack<'a, L> {
+    pub(crate) embed_tokens: &'a Weight,
+    pub(crate) layers: &'a [L],
+    pub(crate) norm: &'a RmsNorm,
+}
+
+impl<L: Layer> Stack<'_, L> {
+    /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
+    /// final-normed hidden states in `h: [n, hidden]`. `trace` receives each layer's input and
+    /// the last layer's output (before the final norm) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_hidden(
+        &self,
+        ctx: &Ctx<'_>,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut KvCache,
+        s: &mut Scratch,
+        h: &mut [f32],
+        mut trace: Option<&mut Vec<Vec<f32>>>,
+    ) {
+        let hs = self.embed_tokens.cols();
+        let n = tokens.len();
+        for (t, &id) in tokens.iter().enumerate() {
+            self.embed_tokens
+                .decode(id as usize, 0, &mut h[t * hs..][..hs]);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push(h.to_vec());
+            }
+            layer.forward(ctx, h, n, pos0, cache.layer_mut(l), s);
+        }
+        if let Some(tr) = trace {
+            tr.push(h.to_vec());
+        }
+        cache.set_len(pos0 + n);
+        self.norm.forward_inplace(h);
+    }
+}
+
 /// What every layer's forward needs besides its own weights.
 pub struct Ctx<'a> {
     /// Worker threads.
@@ -297,25 +367,14 @@ impl Transformer {
         cache: &mut KvCache,
         s: &mut Scratch,
         h: &mut [f32],
-        mut trace: Option<&mut Vec<Vec<f32>>>,
+        trace: Option<&mut Vec<Vec<f32>>>,
     ) {
-        let hs = self.config.hidden_size;
-        let n = tokens.len();
-        for (t, &id) in tokens.iter().enumerate() {
-            self.embed_tokens
-                .decode(id as usize, 0, &mut h[t * hs..][..hs]);
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            if let Some(tr) = trace.as_deref_mut() {
-                tr.push(h.to_vec());
-            }
-            layer.forward(ctx, h, n, pos0, cache.layer_mut(l), s);
-        }
-        if let Some(tr) = trace {
-            tr.push(h.to_vec());
-        }
-        cache.set_len(pos0 + n);
-        self.norm.forward_inplace(h);
+        let stack = Stack {
+            embed_tokens: &self.embed_tokens,
+            layers: &self.layers,
+            norm: &self.norm,
+        };
+        stack.forward_hidden(ctx, tokens, pos0, cache, s, h, trace);
     }
 }
 
