@@ -9,7 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{argmax, assert_rows_close, fixture, max_abs_diff, Golden, LOGIT_TOL};
+use common::{
+    assert_rows_close, chunked, fixture, greedy, max_abs_diff, token_by_token,
+    FixtureCopy as Scratch, Golden, LOGIT_TOL,
+};
 use deepseek_core::config::Architecture;
 use deepseek_core::model::Network;
 use deepseek_core::{
@@ -48,39 +51,6 @@ fn model(name: &str, threads: usize) -> Arc<Model> {
 
 fn session(m: &Arc<Model>) -> Session {
     Session::new(m.clone(), SessionOptions::default()).unwrap()
-}
-
-/// A copy of fixture `name` in a temporary folder, to edit its config.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn of(name: &str, tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "deepseek-distill-{}-{name}-{tag}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for e in std::fs::read_dir(fixture(name)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-        Scratch(dir)
-    }
-
-    fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
-        let p = self.0.join("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        f(&mut v);
-        std::fs::write(p, v.to_string()).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -152,11 +122,7 @@ fn token_by_token_logits_match_at_every_position() {
     for name in FIXTURES {
         let g = Golden::load(name);
         let m = model(name, 2);
-        let mut s = session(&m);
-        let mut got = Vec::new();
-        for &id in &g.all_ids() {
-            got.extend_from_slice(s.eval(&[id]).unwrap());
-        }
+        let got = token_by_token(&mut session(&m), &g.all_ids());
         let d = assert_rows_close(
             &format!("{name} token-by-token"),
             &got,
@@ -175,13 +141,7 @@ fn prefill_then_decode_in_chunks_matches() {
         let m = model(name, 2);
         let ids = g.all_ids();
         let mut s = session(&m);
-        let mut got = s.eval_all(&ids[..7]).unwrap().to_vec();
-        let mut i = 7;
-        while i < ids.len() {
-            let step = if i % 2 == 0 { 3 } else { 1 }.min(ids.len() - i);
-            got.extend_from_slice(s.eval_all(&ids[i..i + step]).unwrap());
-            i += step;
-        }
+        let got = chunked(&mut s, &ids);
         assert_rows_close(
             &format!("{name} chunked"),
             &got,
@@ -207,13 +167,7 @@ fn greedy_continuation_is_identical() {
     for name in FIXTURES {
         let g = Golden::load(name);
         let m = model(name, 2);
-        let mut s = session(&m);
-        let mut next = argmax(s.eval(&g.input_ids).unwrap());
-        let mut out = vec![next];
-        while out.len() < g.greedy_ids.len() {
-            next = argmax(s.eval(&[next]).unwrap());
-            out.push(next);
-        }
+        let out = greedy(&mut session(&m), &g.input_ids, g.greedy_ids.len());
         assert_eq!(
             out, g.greedy_ids,
             "{name}: greedy continuation differs from transformers"

@@ -2,81 +2,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::fixture;
+use common::{fixture, FixtureCopy as Scratch};
 use deepseek_core::{Error, LoadOptions, Model, Session, SessionOptions};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
-/// A scratch copy of fixture `name` that a test may break.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn of(name: &str, tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "deepseek-errors-{}-{name}-{tag}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for e in std::fs::read_dir(fixture(name)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
-        Scratch(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
-        let p = self.path("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        f(&mut v);
-        std::fs::write(p, v.to_string()).unwrap();
-    }
-
-    /// Rewrites model.safetensors through `f(name, dtype, shape, data)`; `None` drops the tensor.
-    fn edit_weights(
-        &self,
-        f: impl Fn(&str, Dtype, &[usize], &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
-    ) {
-        let p = self.path("model.safetensors");
-        let bytes = std::fs::read(&p).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-            .tensors()
-            .into_iter()
-            .filter_map(|(n, t)| {
-                f(&n, t.dtype(), t.shape(), t.data()).map(|(d, s, b)| (n, d, s, b))
-            })
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = kept
-            .iter()
-            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-            .collect();
-        safetensors::serialize_to_file(views, None, &p).unwrap();
-    }
-
-    fn load(&self) -> Result<Model, Error> {
-        Model::load(
-            &self.0,
-            LoadOptions {
-                threads: Some(1),
-                ..Default::default()
-            },
-        )
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use safetensors::tensor::Dtype;
 
 fn err_text(r: Result<Model, Error>) -> (Error, String) {
     let e = r.expect_err("loading should fail");

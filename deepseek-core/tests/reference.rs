@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{argmax, assert_rows_close, fixture, Golden, LOGIT_TOL};
+use common::{assert_rows_close, chunked, fixture, greedy, token_by_token, Golden, LOGIT_TOL};
 use deepseek_core::{AttentionPath, LoadOptions, Model, Session, SessionOptions};
 
 const FIXTURES: &[&str] = &[
@@ -108,11 +108,7 @@ fn token_by_token_logits_match_at_every_position() {
             AttentionPath::Expanded,
             AttentionPath::Auto,
         ] {
-            let mut s = session(&m, path);
-            let mut got = Vec::new();
-            for &id in &g.all_ids() {
-                got.extend_from_slice(s.eval(&[id]).unwrap());
-            }
+            let got = token_by_token(&mut session(&m, path), &g.all_ids());
             let d = assert_rows_close(
                 &format!("{name} token-by-token {path:?}"),
                 &got,
@@ -133,14 +129,7 @@ fn prefill_then_decode_in_chunks_matches() {
         let g = Golden::load(name);
         let m = model(name, 2);
         let ids = g.all_ids();
-        let mut s = session(&m, AttentionPath::Auto);
-        let mut got = s.eval_all(&ids[..7]).unwrap().to_vec();
-        let mut i = 7;
-        while i < ids.len() {
-            let step = if i % 2 == 0 { 3 } else { 1 }.min(ids.len() - i);
-            got.extend_from_slice(s.eval_all(&ids[i..i + step]).unwrap());
-            i += step;
-        }
+        let got = chunked(&mut session(&m, AttentionPath::Auto), &ids);
         assert_rows_close(
             &format!("{name} chunked"),
             &got,
@@ -156,13 +145,11 @@ fn greedy_continuation_is_identical() {
     for name in FIXTURES {
         let g = Golden::load(name);
         let m = model(name, 2);
-        let mut s = session(&m, AttentionPath::Auto);
-        let mut next = argmax(s.eval(&g.input_ids).unwrap());
-        let mut out = vec![next];
-        while out.len() < g.greedy_ids.len() {
-            next = argmax(s.eval(&[next]).unwrap());
-            out.push(next);
-        }
+        let out = greedy(
+            &mut session(&m, AttentionPath::Auto),
+            &g.input_ids,
+            g.greedy_ids.len(),
+        );
         assert_eq!(
             out, g.greedy_ids,
             "{name}: greedy continuation differs from transformers"

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use deepseek_core::{Error, LoadOptions, Model, Session};
 
 /// Largest absolute logit error accepted against transformers' float32 output. Float32
 /// reassociation gives ~1e-5 on these fixtures; a wrong rope layout, a missing YaRN factor or a
@@ -117,4 +119,104 @@ pub fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+/// A scratch copy of fixture `name` that a test may break (removed on drop).
+pub struct FixtureCopy(pub PathBuf);
+
+impl FixtureCopy {
+    pub fn of(name: &str, tag: &str) -> FixtureCopy {
+        let dir =
+            std::env::temp_dir().join(format!("deepseek-test-{}-{name}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(fixture(name)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        FixtureCopy(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    pub fn edit_config(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let p = self.path("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(p, v.to_string()).unwrap();
+    }
+
+    /// Rewrites model.safetensors through `f(name, dtype, shape, data)`; `None` drops the tensor.
+    pub fn edit_weights(
+        &self,
+        f: impl Fn(&str, Dtype, &[usize], &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+    ) {
+        let p = self.path("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let kept: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(n, t)| {
+                f(&n, t.dtype(), t.shape(), t.data()).map(|(d, s, b)| (n, d, s, b))
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = kept
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+    }
+
+    pub fn load(&self) -> Result<Model, Error> {
+        Model::load(
+            &self.0,
+            LoadOptions {
+                threads: Some(1),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+impl Drop for FixtureCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Logits at every position, feeding `ids` one token at a time.
+pub fn token_by_token(s: &mut Session, ids: &[u32]) -> Vec<f32> {
+    let mut got = Vec::new();
+    for &id in ids {
+        got.extend_from_slice(s.eval(&[id]).unwrap());
+    }
+    got
+}
+
+/// Logits at every position: a 7-token prompt, then chunks of 3 and single tokens (the mix of
+/// cached and new positions that chat turns produce).
+pub fn chunked(s: &mut Session, ids: &[u32]) -> Vec<f32> {
+    let mut got = s.eval_all(&ids[..7]).unwrap().to_vec();
+    let mut i = 7;
+    while i < ids.len() {
+        let step = if i % 2 == 0 { 3 } else { 1 }.min(ids.len() - i);
+        got.extend_from_slice(s.eval_all(&ids[i..i + step]).unwrap());
+        i += step;
+    }
+    got
+}
+
+/// `n` greedy tokens after `prompt`.
+pub fn greedy(s: &mut Session, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut next = argmax(s.eval(prompt).unwrap());
+    let mut out = vec![next];
+    while out.len() < n {
+        next = argmax(s.eval(&[next]).unwrap());
+        out.push(next);
+    }
+    out
 }
