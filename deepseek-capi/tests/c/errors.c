@@ -183,7 +183,8 @@ static void eval_errors(const ds_model *model) {
     free(again);
 }
 
-/* Two threads on one session: every call must either run or fail with DS_ERR_SESSION_BUSY. */
+/* Two threads on one session for up to 10 s: every call must either run or fail with
+ * DS_ERR_SESSION_BUSY. */
 struct race {
     ds_session *session;
     atomic_int stop, saw_busy, bad;
@@ -194,7 +195,7 @@ static void *evaluator(void *arg) {
     struct race *r = arg;
     float *logits = malloc(r->vocab * sizeof *logits);
     time_t start = time(NULL);
-    while (!atomic_load(&r->stop) && time(NULL) - start < 60) {
+    while (!atomic_load(&r->stop) && time(NULL) - start < 10) {
         ds_status st = ds_session_reset(r->session);
         if (st == DS_OK) st = ds_eval(r->session, PROMPT, N_PROMPT, logits, r->vocab);
         if (st != DS_OK && st != DS_ERR_SESSION_BUSY) atomic_store(&r->bad, 1);
@@ -231,7 +232,10 @@ static void concurrent_use(const ds_model *model) {
     CHECK(pthread_create(&b, NULL, intruder, &r) == 0);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    CHECK(atomic_load(&r.saw_busy));
+    /* Whether the two threads collide depends on the scheduler (under valgrind threads take
+     * turns, so they rarely do): what must always hold is that no call went wrong. That a held
+     * session answers DS_ERR_SESSION_BUSY is checked deterministically by the callback
+     * re-entry checks and by the Rust tests. */
     CHECK(!atomic_load(&r.bad));
     /* Both threads are done: the session works again. */
     CHECK(ds_session_reset(r.session) == DS_OK);
