@@ -149,29 +149,9 @@ impl ChatSession {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::sampling::SamplingParams;
-    use crate::session::{LoadOptions, SessionOptions};
-
-    fn generator() -> Generator {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let options = LoadOptions {
-            threads: Some(1),
-            ..Default::default()
-        };
-        let tokenizer = fixtures.join("tokenizers/deepseek-r1");
-        Generator::load(fixtures.join("v3_r1tok"), Some(&tokenizer), options).unwrap()
-    }
-
-    fn greedy(max_tokens: usize) -> GenerateParams {
-        GenerateParams {
-            max_tokens: Some(max_tokens),
-            sampling: SamplingParams::greedy(),
-            ..Default::default()
-        }
-    }
+    use crate::generate::tests::{generator, greedy};
+    use crate::session::SessionOptions;
 
     #[test]
     fn advance_generates_one_token_at_a_time() {

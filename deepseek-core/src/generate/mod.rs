@@ -754,11 +754,12 @@ impl Drop for Stream<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sampling::SamplingParams;
 
-    fn generator() -> Generator {
+    /// The tiny V3 fixture with R1's vocabulary and tokenizer, on one thread.
+    pub(crate) fn generator() -> Generator {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let options = LoadOptions {
             threads: Some(1),
@@ -768,7 +769,8 @@ mod tests {
         Generator::load(fixtures.join("v3_r1tok"), Some(&tokenizer), options).unwrap()
     }
 
-    fn greedy(max_tokens: usize) -> GenerateParams {
+    /// Greedy decoding of at most `max_tokens` tokens.
+    pub(crate) fn greedy(max_tokens: usize) -> GenerateParams {
         GenerateParams {
             max_tokens: Some(max_tokens),
             sampling: SamplingParams::greedy(),

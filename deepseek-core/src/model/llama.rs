@@ -6,7 +6,7 @@
 //! RoPE scaling) is data from the config. Knows the checkpoint's tensor names; never a storage
 //! format or SIMD.
 
-use super::{add_assign, grow, softmax_inplace, Ctx, KvCache, Linear, Mlp, RmsNorm, Rope, Stack};
+use super::{add_assign, grow, softmax_inplace, Ctx, Linear, Mlp, RmsNorm, Rope};
 use super::{Scratch, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -314,27 +314,6 @@ impl LlamaModel {
                 + l.mlp.down_proj.weight.storage_bytes();
         }
         total
-    }
-
-    /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
-    /// final-normed hidden states in `h: [n, hidden]`; `trace` as in
-    /// [`super::Transformer::forward_hidden`].
-    pub(crate) fn forward_hidden(
-        &self,
-        ctx: &Ctx<'_>,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut KvCache,
-        s: &mut Scratch,
-        h: &mut [f32],
-        trace: Option<&mut Vec<Vec<f32>>>,
-    ) {
-        let stack = Stack {
-            embed_tokens: &self.embed_tokens,
-            layers: &self.layers,
-            norm: &self.norm,
-        };
-        stack.forward_hidden(ctx, tokens, pos0, cache, s, h, trace);
     }
 }
 

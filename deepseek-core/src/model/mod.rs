@@ -355,27 +355,6 @@ impl Transformer {
         }
         total
     }
-
-    /// Runs `tokens` (already validated) at positions `pos0..` through every layer, leaving the
-    /// final-normed hidden states in `h: [n, hidden]`. `trace` receives each layer's input and the
-    /// last layer's output (before the final norm) when given.
-    pub(crate) fn forward_hidden(
-        &self,
-        ctx: &Ctx<'_>,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut KvCache,
-        s: &mut Scratch,
-        h: &mut [f32],
-        trace: Option<&mut Vec<Vec<f32>>>,
-    ) {
-        let stack = Stack {
-            embed_tokens: &self.embed_tokens,
-            layers: &self.layers,
-            norm: &self.norm,
-        };
-        stack.forward_hidden(ctx, tokens, pos0, cache, s, h, trace);
-    }
 }
 
 /// Hands out checkpoint tensors by name, checking shapes, and remembers which were used.
@@ -600,7 +579,7 @@ impl Network {
     }
 
     /// Runs `tokens` at `pos0..` through every layer, leaving the final-normed hidden states in
-    /// `h: [n, hidden]` (see [`Transformer::forward_hidden`]).
+    /// `h: [n, hidden]` (see [`Stack::forward_hidden`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_hidden(
         &self,
@@ -613,6 +592,7 @@ impl Network {
         h: &mut [f32],
         trace: Option<&mut Vec<Vec<f32>>>,
     ) {
+        // Both families run the same stack; only their layers and rotary tables differ.
         match self {
             Network::Deepseek(m) => {
                 let ctx = Ctx {
@@ -620,7 +600,12 @@ impl Network {
                     rope: &m.rope,
                     path,
                 };
-                m.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
+                let stack = Stack {
+                    embed_tokens: &m.embed_tokens,
+                    layers: &m.layers,
+                    norm: &m.norm,
+                };
+                stack.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
             }
             Network::Llama(m) => {
                 let ctx = Ctx {
@@ -628,7 +613,12 @@ impl Network {
                     rope: &m.rope,
                     path,
                 };
-                m.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
+                let stack = Stack {
+                    embed_tokens: &m.embed_tokens,
+                    layers: &m.layers,
+                    norm: &m.norm,
+                };
+                stack.forward_hidden(&ctx, tokens, pos0, cache, s, h, trace)
             }
         }
     }
