@@ -3,8 +3,9 @@
 //! The only place that matches on a weight's format to compute, and the only place with
 //! `target_feature` code. Float formats decode a weight row a chunk at a time into a stack
 //! buffer reused for every token; Q8_0/Q4_0 quantise the activations to 8-bit blocks once per
-//! call and use integer dot products. Every SIMD path has a scalar twin ([`Isa::Scalar`]) it is
-//! tested against. Knows no layers.
+//! call and use integer dot products; their x8 forms (8 rows interleaved) run 8 rows x up to 4
+//! tokens per tile, for decode and prefill alike. Every SIMD path has a scalar twin
+//! ([`Isa::Scalar`]) it is tested against. Knows no layers.
 
 mod isa;
 mod pool;
@@ -17,7 +18,7 @@ pub use pool::Pool;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use crate::quant::blocks::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use crate::quant::blocks::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, X8};
 use crate::quant::{ActBlock, Format, Weight, QK};
 
 /// Columns decoded per step; a multiple of FP8's 128-wide blocks and of the 32-weight blocks.
@@ -51,10 +52,15 @@ pub fn matmul_with(
         "matmul: shape mismatch"
     );
     let out = SyncPtr(y.as_mut_ptr());
+    // Tasks split whole row groups (interleaved formats), clipped to `rows`.
+    let g = w.format().row_group();
+    let (first, last) = (rows.start / g, rows.end.div_ceil(g));
     with_activations(w, x, n, |xq| {
-        pool.for_each_range(m, w.cols() * n, |r| {
-            // SAFETY: tasks get disjoint index ranges `r`, so they write disjoint columns of y.
-            unsafe { matmul_rows(isa, w, rows.start, r, x, xq, n, out, m) }
+        pool.for_each_range(last - first, g * w.cols() * n, |r| {
+            let lo = ((first + r.start) * g).max(rows.start) - rows.start;
+            let hi = ((first + r.end) * g).min(rows.end) - rows.start;
+            // SAFETY: tasks get disjoint index ranges, so they write disjoint columns of y.
+            unsafe { matmul_rows(isa, w, rows.start, lo..hi, x, xq, n, out, m) }
         })
     });
 }
@@ -84,11 +90,14 @@ pub fn matmul_pair(
     );
     let isa = Isa::detect();
     let (pa, pb) = (SyncPtr(ya.as_mut_ptr()), SyncPtr(yb.as_mut_ptr()));
+    // Same format, so the same row group; interleaved matrices have whole groups.
+    let g = a.format().row_group();
+    let (ga, gb) = (ra.div_ceil(g), rb.div_ceil(g));
     with_activations(a, x, n, |xq| {
-        pool.for_each_range(ra + rb, a.cols() * n, |r| {
+        pool.for_each_range(ga + gb, g * a.cols() * n, |r| {
             let (a_part, b_part) = (
-                r.start.min(ra)..r.end.min(ra),
-                r.start.max(ra) - ra..r.end.max(ra) - ra,
+                (r.start.min(ga) * g).min(ra)..(r.end.min(ga) * g).min(ra),
+                ((r.start.max(ga) - ga) * g).min(rb)..((r.end.max(ga) - ga) * g).min(rb),
             );
             // SAFETY: disjoint ranges of the concatenated rows [A; B] write disjoint columns.
             unsafe {
@@ -134,6 +143,10 @@ unsafe fn matmul_rows(
     stride: usize,
 ) {
     let cols = w.cols();
+    if w.format().row_group() == X8 {
+        // SAFETY: forwarded from the caller.
+        return unsafe { matmul_groups_x8(isa, w, row0, idx, xq, n, out, stride) };
+    }
     if w.format().is_block() {
         let nb = cols / QK;
         let mut i = idx.start;
@@ -210,6 +223,106 @@ unsafe fn matmul_rows(
     }
 }
 
+/// [`matmul_rows`] for the x8 formats: each group of 8 rows is multiplied with up to 4 tokens
+/// at a time.
+///
+/// # Safety
+/// As [`matmul_rows`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_groups_x8(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    xq: &[ActBlock],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let nb = w.cols() / QK;
+    let (lo, hi) = (row0 + idx.start, row0 + idx.end);
+    for g in lo / X8..hi.div_ceil(X8) {
+        let group = w.group_bytes(g);
+        let mut t = 0;
+        while t < n {
+            let nt = (n - t).min(4);
+            let xs = [0, 1, 2, 3].map(|k| {
+                let tk = t + k.min(nt - 1);
+                &xq[tk * nb..(tk + 1) * nb]
+            });
+            let tile = tile8_x8_with(isa, w.format(), group, xs, nt);
+            for (k, rows) in tile[..nt].iter().enumerate() {
+                for (r, v) in rows.iter().enumerate() {
+                    let row = g * X8 + r;
+                    if (lo..hi).contains(&row) {
+                        // SAFETY: the caller owns rows `lo..hi` of every token.
+                        unsafe { *out.at((t + k) * stride + row - row0) = *v };
+                    }
+                }
+            }
+            t += nt;
+        }
+    }
+}
+
+/// One row group of an x8 format (`w`: its blocks) . the first `nt` (1..=4) of four tokens.
+pub fn tile8_x8_with(
+    isa: Isa,
+    format: &Format,
+    w: &[u8],
+    x: [&[ActBlock]; 4],
+    nt: usize,
+) -> [[f32; X8]; 4] {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA was detected on this CPU (Isa::available).
+    unsafe {
+        let mut out = [[0f32; X8]; 4];
+        macro_rules! run {
+            ($k:ident) => {{
+                match nt {
+                    1 => out[..1].copy_from_slice(&x86::$k::<1>(w, [x[0]])),
+                    2 => out[..2].copy_from_slice(&x86::$k::<2>(w, [x[0], x[1]])),
+                    3 => out[..3].copy_from_slice(&x86::$k::<3>(w, [x[0], x[1], x[2]])),
+                    _ => out = x86::$k::<4>(w, x),
+                }
+                return out;
+            }};
+        }
+        match (isa, format) {
+            (Isa::Avx512Vnni, Format::Q4_0x8) => run!(tile8_q4_0x8_vnni),
+            (Isa::Avx2, Format::Q4_0x8) => run!(tile8_q4_0x8_avx2),
+            (Isa::Avx512Vnni, Format::Q8_0x8) => run!(tile8_q8_0x8_vnni),
+            (Isa::Avx2, Format::Q8_0x8) => run!(tile8_q8_0x8_avx2),
+            _ => {}
+        }
+    }
+    let _ = isa;
+    tile8_x8_scalar(format, w, x, nt)
+}
+
+/// Scalar reference of [`tile8_x8_with`]: each row's ggml block is gathered, then dotted as in
+/// [`dot_q_scalar`].
+pub fn tile8_x8_scalar(
+    format: &Format,
+    w: &[u8],
+    x: [&[ActBlock]; 4],
+    nt: usize,
+) -> [[f32; X8]; 4] {
+    let (rows, xor) = format.x8_rows().expect("tile8_x8_scalar: not an x8 format");
+    let bytes = rows.block_bytes();
+    let mut block = [0u8; Q8_0_BYTES];
+    let mut out = [[0f32; X8]; 4];
+    for (t, o) in out.iter_mut().enumerate().take(nt) {
+        for (r, v) in o.iter_mut().enumerate() {
+            for (b, xb) in w.chunks_exact(X8 * bytes).zip(x[t]) {
+                blocks::x8_row_block(b, r, xor, &mut block[..bytes]);
+                *v += dot_q_scalar(&rows, &block[..bytes], std::slice::from_ref(xb));
+            }
+        }
+    }
+    out
+}
+
 /// `y[t, c] = sum_r x[t, r] * W[rows.start + r, c]` for `t < n`: the product with `W[rows]^T`.
 ///
 /// `x` is `[n, rows.len()]`, `y` is `[n, w.cols()]`.
@@ -259,6 +372,21 @@ pub fn matmul_t_with(
 
 /// `out[j] = W[row, col0 + j]`, vectorised where the ISA allows.
 pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32]) {
+    if let Some((rows, xor)) = w.format().x8_rows() {
+        if col0.is_multiple_of(QK) && out.len().is_multiple_of(QK) && out.len() <= CHUNK {
+            // Gather the row's ggml blocks, then decode them as such.
+            let bytes = rows.block_bytes();
+            let group = w.group_bytes(row / X8);
+            let mut buf = [0u8; CHUNK / QK * Q8_0_BYTES];
+            let nblk = out.len() / QK;
+            for (k, b) in buf.chunks_exact_mut(bytes).take(nblk).enumerate() {
+                let block = &group[(col0 / QK + k) * X8 * bytes..][..X8 * bytes];
+                blocks::x8_row_block(block, row % X8, xor, b);
+            }
+            return decode_blocks_with(isa, &rows, &buf[..nblk * bytes], out);
+        }
+        return w.decode(row, col0, out);
+    }
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
         let rb = w.row_bytes(row);
@@ -303,6 +431,34 @@ pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32
     }
     let _ = isa;
     w.decode(row, col0, out)
+}
+
+/// Q8_0 or Q4_0 blocks -> f32 (`out.len()` = 32 x blocks).
+fn decode_blocks_with(isa: Isa, format: &Format, data: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        // SAFETY: Avx2/Avx512Vnni are only ever chosen when the CPU has AVX2 + FMA + F16C.
+        unsafe {
+            match format {
+                Format::Q8_0 => return x86::q8_0_to_f32(data, out),
+                Format::Q4_0 => return x86::q4_0_to_f32(data, out),
+                _ => {}
+            }
+        }
+    }
+    let _ = isa;
+    let value = match format {
+        Format::Q8_0 => blocks::q8_0_value,
+        _ => blocks::q4_0_value,
+    };
+    for (o, b) in out
+        .chunks_exact_mut(QK)
+        .zip(data.chunks_exact(format.block_bytes()))
+    {
+        for (i, v) in o.iter_mut().enumerate() {
+            *v = value(b, i);
+        }
+    }
 }
 
 /// One quantised weight row (Q8_0 or Q4_0 blocks) . quantised activations.

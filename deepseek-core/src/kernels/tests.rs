@@ -76,7 +76,7 @@ fn dot_and_axpy_match_scalar_on_every_length() {
 #[test]
 fn decode_matches_scalar_for_every_format_and_offset() {
     let mut rng = Rng(2);
-    for (rows, cols) in [(3, 160), (130, 96), (5, 7), (2, 259)] {
+    for (rows, cols) in [(3, 160), (130, 96), (5, 7), (2, 259), (16, 288)] {
         for w in weights(&mut rng, rows, cols) {
             for isa in Isa::available() {
                 for row in [0, rows / 2, rows - 1] {
@@ -184,6 +184,63 @@ fn tiles_match_scalar_dots() {
 }
 
 #[test]
+fn x8_formats_are_ggml_rows_interleaved_and_their_tiles_match_scalar_row_dots() {
+    let mut rng = Rng(10);
+    type Quantize = fn(&[f32], &mut [u8]);
+    let cases: [(WeightDtype, Format, Quantize); 2] = [
+        (WeightDtype::Q4_0, Format::Q4_0, blocks::quantize_row_q4_0),
+        (WeightDtype::Q8_0, Format::Q8_0, blocks::quantize_row_q8_0),
+    ];
+    for (dtype, ggml, quantize) in cases {
+        for cols in [32, 96, 1024 + 32] {
+            let rows = 16;
+            let values = rng.vec(rows * cols);
+            let w = Weight::from_f32(rows, cols, &values).convert(dtype);
+            assert_eq!(w.format().row_group(), X8, "{dtype:?}");
+            // The same numbers as ggml rows, only moved.
+            let plain: Vec<Vec<u8>> = values
+                .chunks_exact(cols)
+                .map(|row| {
+                    let mut b = vec![0u8; cols / QK * ggml.block_bytes()];
+                    quantize(row, &mut b);
+                    b
+                })
+                .collect();
+            for (r, b) in plain.iter().enumerate() {
+                let (mut got, mut want) = (vec![0f32; cols], vec![0f32; cols]);
+                w.decode(r, 0, &mut got);
+                decode_blocks_with(Isa::Scalar, &ggml, b, &mut want);
+                assert_eq!(got, want, "{dtype:?} row {r} cols {cols}");
+            }
+            let xs: Vec<Vec<ActBlock>> = (0..4)
+                .map(|_| {
+                    let mut q = vec![ActBlock::default(); cols / QK];
+                    blocks::quantize_act(&rng.vec(cols), &mut q);
+                    q
+                })
+                .collect();
+            let x = [0, 1, 2, 3].map(|t| &xs[t][..]);
+            for g in 0..rows / X8 {
+                for isa in Isa::available() {
+                    for nt in 1..=4 {
+                        let tile = tile8_x8_with(isa, w.format(), w.group_bytes(g), x, nt);
+                        for (t, row) in tile.iter().enumerate().take(nt) {
+                            for (r, v) in row.iter().enumerate() {
+                                let want = dot_q_scalar(&ggml, &plain[g * X8 + r], x[t]);
+                                assert!(
+                                    close(*v, want, cols as f32),
+                                    "{isa:?} {dtype:?} cols {cols} g{g} nt{nt} t{t} r{r}: {v} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn matmuls_match_naive_products_for_every_format() {
     let mut rng = Rng(4);
     for (rows, cols, n) in [
@@ -194,6 +251,9 @@ fn matmuls_match_naive_products_for_every_format() {
         (5, 288, 4),
         (7, 64, 6),
         (14, 96, 9),
+        (24, 96, 9),
+        (16, 160, 5),
+        (8, 32, 4),
     ] {
         for w in weights(&mut rng, rows, cols) {
             let dense = w.to_f32();
@@ -270,6 +330,8 @@ fn matmul_pair_equals_two_matmuls() {
         (33, 2, 96, 3),
         (1, 1, 32, 2),
         (130, 60, 160, 1),
+        (16, 8, 64, 5),
+        (40, 24, 96, 2),
     ] {
         for dtype in [
             WeightDtype::Auto,

@@ -5,7 +5,9 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use crate::quant::blocks::{
+    Q4_0X8_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q8_0X8_BYTES, Q8_0X8_XOR, Q8_0_BYTES, X8,
+};
 use crate::quant::{ActBlock, QK};
 
 #[inline(always)]
@@ -682,3 +684,165 @@ macro_rules! tile4x4 {
 
 tile4x4!(tile4x4_q8_0_vnni, Q8_0_BYTES, true);
 tile4x4!(tile4x4_q4_0_vnni, Q4_0_BYTES, false);
+
+/// Eight interleaved Q4_0 rows x `N` tokens (`N` <= 4): per block, four 32-byte loads give the
+/// nibbles of all 8 rows (row `r` in 32-bit lane `r`), each 4-column group of a token's
+/// activations is broadcast to all lanes, and one dot instruction covers 4 columns x 8 rows.
+/// The 8 row scales convert in one F16C instruction and the 8 sums are scaled in one multiply,
+/// so the float work per block is shared by 8 rows instead of done per row.
+macro_rules! tile8_q4_0x8 {
+    ($name:ident, $udot_acc:ident, $feat:literal) => {
+        /// `out[t][r]` = row `r` of the group . token `t`.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $name<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [[f32; X8]; N] {
+            let nb = x
+                .iter()
+                .map(|v| v.len())
+                .min()
+                .unwrap_or(0)
+                .min(w.len() / Q4_0X8_BYTES);
+            let xp = x.map(|v| v.as_ptr());
+            // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point
+            // past the end (they never fault).
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let low = _mm256_set1_epi8(0x0F);
+                for i in 0..nb {
+                    let b = w.as_ptr().add(i * Q4_0X8_BYTES);
+                    for line in [0, 64, 128] {
+                        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(6 * Q4_0X8_BYTES + line).cast());
+                    }
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+                    let mut lo = [_mm256_setzero_si256(); 4];
+                    let mut hi = [_mm256_setzero_si256(); 4];
+                    for j in 0..4 {
+                        let c = _mm256_loadu_si256(b.add(2 * X8 + 32 * j).cast());
+                        lo[j] = _mm256_and_si256(c, low);
+                        hi[j] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low);
+                    }
+                    for t in 0..N {
+                        let xb = &*xp[t].add(i);
+                        let q = xb.qs.as_ptr();
+                        // Two chains (low / high nibbles) halve the dependent dot latency.
+                        let mut s0 = _mm256_set1_epi32(-xb.sum8);
+                        let mut s1 = _mm256_setzero_si256();
+                        for j in 0..4 {
+                            let x0 = _mm256_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                            let x1 =
+                                _mm256_set1_epi32(q.add(16 + 4 * j).cast::<i32>().read_unaligned());
+                            s0 = $udot_acc(s0, lo[j], x0);
+                            s1 = $udot_acc(s1, hi[j], x1);
+                        }
+                        let s = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
+                        acc[t] =
+                            _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+                    }
+                }
+                let mut out = [[0f32; X8]; N];
+                for t in 0..N {
+                    _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+                }
+                out
+            }
+        }
+    };
+}
+
+tile8_q4_0x8!(tile8_q4_0x8_avx2, udot_acc_avx2, "avx2,fma,f16c");
+tile8_q4_0x8!(
+    tile8_q4_0x8_vnni,
+    udot_acc_vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+
+/// Eight interleaved Q8_0 rows (stored as `w + 128`) x `N` tokens (`N` <= 4), as
+/// [`tile8_q4_0x8_vnni`]: `vpdpbusd` takes the unsigned weights as they are, and each sum
+/// starts at `-128 * sum(x)` (`16 * ActBlock::sum8`) to take the offset off.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn tile8_q8_0x8_vnni<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [[f32; X8]; N] {
+    let nb = x
+        .iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / Q8_0X8_BYTES);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point past
+    // the end (they never fault).
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * Q8_0X8_BYTES);
+            for line in [0, 64, 128, 192, 256] {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(4 * Q8_0X8_BYTES + line).cast());
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            let mut wq = [_mm256_setzero_si256(); 8];
+            for (j, v) in wq.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(b.add(2 * X8 + 32 * j).cast());
+            }
+            for t in 0..N {
+                let xb = &*xp[t].add(i);
+                let q = xb.qs.as_ptr();
+                let mut s0 = _mm256_set1_epi32(-16 * xb.sum8);
+                let mut s1 = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let x0 = _mm256_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                    let x1 = _mm256_set1_epi32(q.add(16 + 4 * j).cast::<i32>().read_unaligned());
+                    s0 = _mm256_dpbusd_epi32(s0, wq[j], x0);
+                    s1 = _mm256_dpbusd_epi32(s1, wq[4 + j], x1);
+                }
+                let s = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
+                acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+            }
+        }
+        let mut out = [[0f32; X8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
+/// [`tile8_q8_0x8_vnni`] for AVX2: `maddubs` would saturate on `w + 128`, so the weights get
+/// their sign back and the usual `|w|` x `x * sign(w)` split is used.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q8_0x8_avx2<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [[f32; X8]; N] {
+    let nb = x
+        .iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / Q8_0X8_BYTES);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: as in tile8_q8_0x8_vnni.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let bias = _mm256_set1_epi8(Q8_0X8_XOR as i8);
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * Q8_0X8_BYTES);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            let mut ws = [_mm256_setzero_si256(); 8];
+            for (j, v) in ws.iter_mut().enumerate() {
+                *v = _mm256_xor_si256(_mm256_loadu_si256(b.add(2 * X8 + 32 * j).cast()), bias);
+            }
+            for t in 0..N {
+                let xb = &*xp[t].add(i);
+                let q = xb.qs.as_ptr();
+                let mut s = _mm256_setzero_si256();
+                for (j, &wv) in ws.iter().enumerate() {
+                    let xv = _mm256_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                    let (aw, sx) = sign_split(wv, xv);
+                    s = udot_acc_avx2(s, aw, sx);
+                }
+                let s = _mm256_cvtepi32_ps(s);
+                acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+            }
+        }
+        let mut out = [[0f32; X8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}

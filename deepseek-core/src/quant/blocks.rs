@@ -4,6 +4,10 @@
 //! Layouts match ggml's `block_q8_0` / `block_q4_0` byte for byte, so GGUF tensors can be used
 //! without repacking: Q8_0 = f16 scale + 32 x i8; Q4_0 = f16 scale + 16 bytes whose low nibbles
 //! are weights 0..16 and high nibbles weights 16..32, each `(nibble - 8) * d`.
+//!
+//! Matrices converted at load whose row count is a multiple of 8 are stored in the x8 forms
+//! instead: the same blocks, 8 rows interleaved (as llama.cpp repacks Q4_0 for its CPU GEMMs),
+//! so the kernels do the per-block float work once for 8 rows.
 
 use half::f16;
 
@@ -17,6 +21,51 @@ pub const Q4_0_BYTES: usize = 2 + QK / 2;
 pub const Q4_1_BYTES: usize = 4 + QK / 2;
 
 const _: () = assert!(Q8_0_BYTES == 34 && Q4_0_BYTES == 18 && Q4_1_BYTES == 20);
+
+/// Rows interleaved per group in the x8 layouts (Q4_0x8, Q8_0x8).
+pub const X8: usize = 8;
+/// Bytes of one Q4_0x8 block: block `i` of 8 rows (8 f16 scales, then 4 chunks of 32 bytes).
+pub const Q4_0X8_BYTES: usize = X8 * Q4_0_BYTES;
+/// Bytes of one Q8_0x8 block: block `i` of 8 rows (8 f16 scales, then 8 chunks of 32 bytes).
+pub const Q8_0X8_BYTES: usize = X8 * Q8_0_BYTES;
+/// XORed into every Q8_0x8 weight byte: stored as unsigned `w + 128`, the operand `vpdpbusd`
+/// wants, and the `128 * sum(x)` this adds is taken off through [`ActBlock::sum8`].
+pub const Q8_0X8_XOR: u8 = 0x80;
+
+/// Offset, inside an x8 block, of quant byte `j` of row `r`: chunk `j / 4` holds bytes
+/// `4 * (j / 4)..+4` of all 8 rows, row after row, so one 32-byte load gives each row's 4 bytes
+/// of the same columns in its own 32-bit lane (one `vpdpbusd` per 4 byte columns x 8 rows).
+#[inline]
+pub fn x8_offset(r: usize, j: usize) -> usize {
+    2 * X8 + (j / 4) * 4 * X8 + r * 4 + j % 4
+}
+
+/// Writes the x8 form of 8 ggml rows of `block_bytes`-byte blocks (f16 scale + quant bytes),
+/// every quant byte XORed with `xor`.
+pub fn interleave_x8(rows: &[&[u8]; X8], block_bytes: usize, xor: u8, out: &mut [u8]) {
+    let nb = rows[0].len() / block_bytes;
+    assert!(
+        rows.iter().all(|r| r.len() == nb * block_bytes) && out.len() == nb * X8 * block_bytes,
+        "interleave_x8: wrong lengths"
+    );
+    for (i, ob) in out.chunks_exact_mut(X8 * block_bytes).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let b = &row[i * block_bytes..][..block_bytes];
+            ob[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
+            for j in 0..block_bytes - 2 {
+                ob[x8_offset(r, j)] = b[2 + j] ^ xor;
+            }
+        }
+    }
+}
+
+/// Row `r` of an x8 block, written to `out` as the ggml block it came from.
+pub fn x8_row_block(block: &[u8], r: usize, xor: u8, out: &mut [u8]) {
+    out[..2].copy_from_slice(&block[2 * r..2 * r + 2]);
+    for (j, o) in out[2..].iter_mut().enumerate() {
+        *o = block[x8_offset(r, j)] ^ xor;
+    }
+}
 
 /// The f16 scale at the start of a block.
 #[inline]

@@ -67,8 +67,16 @@ pub enum Format {
     },
     /// ggml Q8_0: 32-weight blocks of f16 scale + 32 x i8 (8.5 bits per weight).
     Q8_0,
+    /// Q8_0 with every 8 rows interleaved block by block and the weights stored as `w + 128`
+    /// ([`blocks::interleave_x8`]): laid out at load for the integer kernels. Used for Q8_0
+    /// matrices whose row count is a multiple of 8.
+    Q8_0x8,
     /// ggml Q4_0: 32-weight blocks of f16 scale + 16 bytes of nibbles (4.5 bits per weight).
     Q4_0,
+    /// Q4_0 with every 8 rows interleaved block by block ([`blocks::interleave_q4_0`]): the
+    /// same bits, laid out at load so one 32-byte load feeds 8 rows of an integer dot product.
+    /// Used for Q4_0 matrices whose row count is a multiple of 8.
+    Q4_0x8,
     /// ggml Q4_1: 32-weight blocks of f16 scale and minimum + 16 bytes of nibbles (5 bits per
     /// weight); asymmetric, so more accurate than Q4_0.
     Q4_1,
@@ -77,7 +85,37 @@ pub enum Format {
 impl Format {
     /// Whether this is a 32-weight block format multiplied by integer dot products.
     pub fn is_block(&self) -> bool {
-        matches!(self, Format::Q8_0 | Format::Q4_0 | Format::Q4_1)
+        matches!(
+            self,
+            Format::Q8_0 | Format::Q8_0x8 | Format::Q4_0 | Format::Q4_0x8 | Format::Q4_1
+        )
+    }
+
+    /// Rows stored together: kernels split work in whole groups.
+    pub fn row_group(&self) -> usize {
+        match self {
+            Format::Q4_0x8 | Format::Q8_0x8 => blocks::X8,
+            _ => 1,
+        }
+    }
+
+    /// For an x8 format: the ggml format of its rows and the XOR applied to its quant bytes.
+    pub fn x8_rows(&self) -> Option<(Format, u8)> {
+        match self {
+            Format::Q4_0x8 => Some((Format::Q4_0, 0)),
+            Format::Q8_0x8 => Some((Format::Q8_0, blocks::Q8_0X8_XOR)),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one 32-weight block of one row (block formats).
+    pub fn block_bytes(&self) -> usize {
+        match self {
+            Format::Q8_0 | Format::Q8_0x8 => blocks::Q8_0_BYTES,
+            Format::Q4_0 | Format::Q4_0x8 => blocks::Q4_0_BYTES,
+            Format::Q4_1 => blocks::Q4_1_BYTES,
+            _ => 0,
+        }
     }
 }
 
@@ -142,8 +180,8 @@ fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
         Format::Q8_0 => blocks::quantize_row_q8_0(row, out),
         Format::Q4_0 => blocks::quantize_row_q4_0(row, out),
         Format::Q4_1 => blocks::quantize_row_q4_1(row, out),
-        Format::Fp8E4M3 { .. } => {
-            unreachable!("FP8 is a checkpoint format, never a conversion target")
+        Format::Fp8E4M3 { .. } | Format::Q4_0x8 | Format::Q8_0x8 => {
+            unreachable!("FP8 is a checkpoint format and x8 formats are written from ggml rows")
         }
     }
 }
@@ -324,13 +362,40 @@ impl Weight {
                     *o = value(&row_bytes[c / QK * bytes..], c % QK);
                 }
             }
+            Format::Q4_0x8 | Format::Q8_0x8 => {
+                let (rows, xor) = self.format.x8_rows().expect("an x8 format");
+                let (bytes, value): (usize, BlockValue) = match rows {
+                    Format::Q8_0 => (blocks::Q8_0_BYTES, blocks::q8_0_value),
+                    _ => (blocks::Q4_0_BYTES, blocks::q4_0_value),
+                };
+                let group = self.group_bytes(row / blocks::X8);
+                let mut b = [0u8; blocks::Q8_0_BYTES];
+                for (j, o) in out.iter_mut().enumerate() {
+                    let c = col0 + j;
+                    let block = &group[c / QK * blocks::X8 * bytes..][..blocks::X8 * bytes];
+                    blocks::x8_row_block(block, row % blocks::X8, xor, &mut b[..bytes]);
+                    *o = value(&b[..bytes], c % QK);
+                }
+            }
         }
     }
 
-    /// The bytes of row `row` (block formats: whole blocks).
+    /// The bytes of row `row` (block formats: whole blocks). Not for interleaved formats, whose
+    /// rows are not contiguous (see [`group_bytes`](Self::group_bytes)).
     pub fn row_bytes(&self, row: usize) -> &[u8] {
+        assert_eq!(
+            self.format.row_group(),
+            1,
+            "row_bytes of an interleaved matrix"
+        );
         let per_row = self.bytes_per_row();
         &self.data[row * per_row..(row + 1) * per_row]
+    }
+
+    /// The bytes of row group `g` of an interleaved format (rows `g * row_group()..`).
+    pub fn group_bytes(&self, g: usize) -> &[u8] {
+        let per_group = self.bytes_per_row() * self.format.row_group();
+        &self.data[g * per_group..(g + 1) * per_group]
     }
 
     /// Bytes one row occupies.
@@ -339,9 +404,9 @@ impl Weight {
             Format::F32 => self.cols * 4,
             Format::BF16 | Format::F16 => self.cols * 2,
             Format::Fp8E4M3 { .. } => self.cols,
-            Format::Q8_0 => self.cols / QK * blocks::Q8_0_BYTES,
-            Format::Q4_0 => self.cols / QK * blocks::Q4_0_BYTES,
-            Format::Q4_1 => self.cols / QK * blocks::Q4_1_BYTES,
+            Format::Q8_0 | Format::Q8_0x8 | Format::Q4_0 | Format::Q4_0x8 | Format::Q4_1 => {
+                self.cols / QK * self.format.block_bytes()
+            }
         }
     }
 
@@ -364,10 +429,20 @@ impl Weight {
             WeightDtype::BF16 => (Format::BF16, self.cols * 2),
             WeightDtype::F16 => (Format::F16, self.cols * 2),
             WeightDtype::Q8_0 if self.cols.is_multiple_of(QK) => {
-                (Format::Q8_0, self.cols / QK * blocks::Q8_0_BYTES)
+                let format = if self.rows.is_multiple_of(blocks::X8) {
+                    Format::Q8_0x8
+                } else {
+                    Format::Q8_0
+                };
+                (format, self.cols / QK * blocks::Q8_0_BYTES)
             }
             WeightDtype::Q4_0 if self.cols.is_multiple_of(QK) => {
-                (Format::Q4_0, self.cols / QK * blocks::Q4_0_BYTES)
+                let format = if self.rows.is_multiple_of(blocks::X8) {
+                    Format::Q4_0x8
+                } else {
+                    Format::Q4_0
+                };
+                (format, self.cols / QK * blocks::Q4_0_BYTES)
             }
             WeightDtype::Q4_1 if self.cols.is_multiple_of(QK) => {
                 (Format::Q4_1, self.cols / QK * blocks::Q4_1_BYTES)
@@ -379,22 +454,38 @@ impl Weight {
         {
             return self.clone();
         }
+        // Rows convert in groups of `unit` (interleaved formats are written a group at a time).
+        let unit = format.row_group();
         let data = Bytes::filled(self.rows * per_row, |out| {
-            // Large matrices convert on several threads (load time only; rows are independent).
+            // Large matrices convert on several threads (load time only; groups are independent).
             let threads = if self.rows * self.cols >= 1 << 20 {
                 threads.max(1)
             } else {
                 1
             };
-            let rows_per = self.rows.div_ceil(threads).max(1);
+            let units_per = (self.rows / unit).div_ceil(threads).max(1);
+            let chunk_bytes = (units_per * unit * per_row).max(1);
             std::thread::scope(|scope| {
-                for (k, chunk) in out.chunks_mut(rows_per * per_row.max(1)).enumerate() {
+                for (k, chunk) in out.chunks_mut(chunk_bytes).enumerate() {
                     let format = &format;
                     let mut run = move || {
                         let mut row = vec![0f32; self.cols];
-                        for (i, o) in chunk.chunks_exact_mut(per_row.max(1)).enumerate() {
-                            self.decode(k * rows_per + i, 0, &mut row);
-                            encode_row(format, &row, o);
+                        let mut rows = vec![0u8; unit * per_row];
+                        let x8 = format.x8_rows();
+                        let row_format = x8.as_ref().map_or(format, |(f, _)| f);
+                        for (i, o) in chunk.chunks_exact_mut((unit * per_row).max(1)).enumerate() {
+                            for (r, ro) in rows.chunks_exact_mut(per_row.max(1)).enumerate() {
+                                self.decode((k * units_per + i) * unit + r, 0, &mut row);
+                                encode_row(row_format, &row, ro);
+                            }
+                            match &x8 {
+                                Some((f, xor)) => {
+                                    let r =
+                                        std::array::from_fn(|r| &rows[r * per_row..][..per_row]);
+                                    blocks::interleave_x8(&r, f.block_bytes(), *xor, o);
+                                }
+                                None => o.copy_from_slice(&rows),
+                            }
                         }
                     };
                     if threads > 1 {
