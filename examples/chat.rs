@@ -2,11 +2,12 @@
 //! `--prompt`. Reasoning is streamed dimmed (or under a header when not on a terminal) apart
 //! from the answer; usage and tok/s follow each reply.
 //!
-//! `cargo run --release --example chat -- --model DIR [--tokenizer DIR] [--prompt TEXT] [...]`
-//! (`--help` lists every flag).
+//! `cargo run --release --example chat -- [--model DIR] [--tokenizer DIR] [--prompt TEXT] [...]`
+//! (`--help` lists every flag). Without `--model` it talks to r1-nano (`models/r1-nano`), our
+//! tiny R1-architecture model that does small arithmetic ("What is 4738 + 256?").
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use deepseek_core::{
     EventKind, GenerateParams, GenerationResult, Generator, LoadOptions, Message, SessionOptions,
@@ -14,9 +15,10 @@ use deepseek_core::{
 };
 
 const USAGE: &str = "\
-usage: chat --model DIR [options]
+usage: chat [--model DIR] [options]
 
-  --model DIR               checkpoint folder (config.json + safetensors)
+  --model DIR               checkpoint folder (config.json + safetensors;
+                            default: models/r1-nano, which answers e.g. \"What is 4738 + 256?\")
   --tokenizer DIR           tokenizer folder (default: the model folder)
   --prompt TEXT             answer TEXT once and exit (default: interactive chat)
   --system TEXT             system prompt
@@ -119,11 +121,16 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    a.model = model.ok_or("--model DIR is required (see --help)")?;
+    a.model = model.unwrap_or_else(default_model);
     if a.raw && a.prompt.is_none() {
         return Err("--raw needs --prompt".into());
     }
     Ok(a)
+}
+
+/// r1-nano in this source tree, found from any working directory.
+fn default_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/r1-nano")
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -62,8 +62,12 @@ pub fn interleave_x8(rows: &[&[u8]; X8], block_bytes: usize, xor: u8, out: &mut 
 /// Row `r` of an x8 block, written to `out` as the ggml block it came from.
 pub fn x8_row_block(block: &[u8], r: usize, xor: u8, out: &mut [u8]) {
     out[..2].copy_from_slice(&block[2 * r..2 * r + 2]);
-    for (j, o) in out[2..].iter_mut().enumerate() {
-        *o = block[x8_offset(r, j)] ^ xor;
+    // Four bytes at a time: a row's bytes are contiguous within each chunk.
+    let xor4 = u32::from_ne_bytes([xor; 4]);
+    for (j, o) in out[2..].chunks_exact_mut(4).enumerate() {
+        let at = x8_offset(r, 4 * j);
+        let v = u32::from_ne_bytes(block[at..at + 4].try_into().expect("4 bytes")) ^ xor4;
+        o.copy_from_slice(&v.to_ne_bytes());
     }
 }
 
