@@ -460,3 +460,18 @@ fn generator_runs_r1_distill_qwen_end_to_end() {
     assert_eq!(r.reasoning_content.as_deref(), Some(r.text.trim()));
     assert_eq!(r.content, "");
 }
+
+/// As for MLA: heads attended in parallel give bit-identical logits to one thread.
+#[test]
+fn parallel_heads_equal_one_thread_at_long_context() {
+    let ids: Vec<u32> = (0..250u32).map(|i| (i * 7919 + 13) % 512).collect();
+    let one = session(&model("qwen2_tiny", 1))
+        .eval_all(&ids)
+        .unwrap()
+        .to_vec();
+    let two = session(&model("qwen2_tiny", 2))
+        .eval_all(&ids)
+        .unwrap()
+        .to_vec();
+    assert!(one == two, "threads change the logits");
+}

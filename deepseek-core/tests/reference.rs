@@ -203,3 +203,22 @@ fn truncate_and_reset_reuse_the_cache_exactly() {
     );
     assert!(s.truncate(4).is_err());
 }
+
+/// Heads are attended in parallel once the context is long enough to be worth it: each head's
+/// arithmetic is unchanged, so two threads give bit-identical logits to one (the one-thread
+/// path is the one checked against transformers above).
+#[test]
+fn parallel_heads_equal_one_thread_at_long_context() {
+    let ids: Vec<u32> = (0..250u32).map(|i| (i * 7919 + 13) % 512).collect();
+    for path in [AttentionPath::Absorbed, AttentionPath::Expanded] {
+        let one = session(&model("v3_tiny", 1), path)
+            .eval_all(&ids)
+            .unwrap()
+            .to_vec();
+        let two = session(&model("v3_tiny", 2), path)
+            .eval_all(&ids)
+            .unwrap()
+            .to_vec();
+        assert!(one == two, "{path:?}: threads change the logits");
+    }
+}

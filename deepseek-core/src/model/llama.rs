@@ -6,7 +6,7 @@
 //! RoPE scaling) is data from the config. Knows the checkpoint's tensor names; never a storage
 //! format or SIMD.
 
-use super::{add_assign, grow, softmax_inplace, Ctx, Linear, Mlp, RmsNorm, Rope};
+use super::{add_assign, grow, softmax_inplace, Ctx, HeadWork, Linear, Mlp, RmsNorm, Rope};
 use super::{Scratch, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -79,7 +79,7 @@ pub struct GqaScratch {
     k: Vec<f32>,
     v: Vec<f32>,
     attn: Vec<f32>,
-    scores: Vec<f32>,
+    heads: HeadWork,
 }
 
 impl Gqa {
@@ -131,23 +131,32 @@ impl Gqa {
             cache.extend_from_slice(&v[t * kw..][..kw]);
         }
 
-        // attn: [n, heads, head_dim], causal over the cache
-        let attn = grow(&mut s.attn, n * nh * hd);
-        let scores = grow(&mut s.scores, pos0 + n);
-        for t in 0..n {
-            let len = pos0 + t + 1;
-            for h in 0..nh {
+        // attn: [n, heads, head_dim], causal over the cache; heads in parallel.
+        let total = pos0 + n;
+        let scale = self.softmax_scale;
+        let cache = &cache[..];
+        s.heads
+            .run(pool, nh, n * hd, total, n * total * hd, |h, o_h, scores| {
                 let g = h / group;
-                let qh = &q[(t * nh + h) * hd..][..hd];
-                for (j, sc) in scores[..len].iter_mut().enumerate() {
-                    *sc = dot(qh, &cache[j * w + g * hd..][..hd]) * self.softmax_scale;
+                for t in 0..n {
+                    let len = pos0 + t + 1;
+                    let qh = &q[(t * nh + h) * hd..][..hd];
+                    for (j, sc) in scores[..len].iter_mut().enumerate() {
+                        *sc = dot(qh, &cache[j * w + g * hd..][..hd]) * scale;
+                    }
+                    softmax_inplace(&mut scores[..len]);
+                    let o = &mut o_h[t * hd..][..hd];
+                    o.fill(0.0);
+                    for (j, &p) in scores[..len].iter().enumerate() {
+                        axpy(p, &cache[j * w + kw + g * hd..][..hd], o);
+                    }
                 }
-                softmax_inplace(&mut scores[..len]);
-                let o = &mut attn[(t * nh + h) * hd..][..hd];
-                o.fill(0.0);
-                for (j, &p) in scores[..len].iter().enumerate() {
-                    axpy(p, &cache[j * w + kw + g * hd..][..hd], o);
-                }
+            });
+        let attn = grow(&mut s.attn, n * nh * hd);
+        for h in 0..nh {
+            let o_h = s.heads.out(h, n * hd);
+            for t in 0..n {
+                attn[(t * nh + h) * hd..][..hd].copy_from_slice(&o_h[t * hd..][..hd]);
             }
         }
         self.o_proj.forward(pool, attn, n, out);

@@ -9,7 +9,7 @@
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
-use super::{grow, softmax_inplace};
+use super::{grow, softmax_inplace, HeadWork};
 use crate::kernels::{self, axpy, dot, Pool};
 
 /// Which way to evaluate attention over the latent cache.
@@ -83,9 +83,9 @@ struct AttnScratch {
     head_in: Vec<f32>,
     head_lat: Vec<f32>,
     head_out: Vec<f32>,
-    scores: Vec<f32>,
     latents: Vec<f32>,
     kv_full: Vec<f32>,
+    heads: HeadWork,
 }
 
 impl Mla {
@@ -203,8 +203,7 @@ impl Mla {
                 q_nope[(h * n + t) * dn..][..dn].copy_from_slice(&q[(t * nh + h) * qk..][..dn]);
             }
         }
-        let q_lat = grow(&mut s.head_lat, 2 * nh * n * c);
-        let (q_lat, o_lat) = q_lat.split_at_mut(nh * n * c);
+        let q_lat = grow(&mut s.head_lat, nh * n * c);
         for h in 0..nh {
             let rows = h * (dn + dv)..h * (dn + dv) + dn;
             kernels::matmul_t(
@@ -217,25 +216,33 @@ impl Mla {
             );
         }
 
-        // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents
-        let scores = grow(&mut s.scores, pos0 + n);
-        for h in 0..nh {
-            for t in 0..n {
-                let len = pos0 + t + 1;
-                let ql = &q_lat[(h * n + t) * c..][..c];
-                let qp = &q[(t * nh + h) * qk + dn..][..dr];
-                for (j, sc) in scores[..len].iter_mut().enumerate() {
-                    let row = &cache[j * w..][..w];
-                    *sc = (dot(ql, &row[..c]) + dot(qp, &row[c..])) * self.softmax_scale;
+        // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents;
+        // heads in parallel.
+        let (total, scale, q_lat) = (pos0 + n, self.softmax_scale, &q_lat[..]);
+        s.heads.run(
+            pool,
+            nh,
+            n * c,
+            total,
+            n * total * (2 * c + dr),
+            |h, o_lat, scores| {
+                for t in 0..n {
+                    let len = pos0 + t + 1;
+                    let ql = &q_lat[(h * n + t) * c..][..c];
+                    let qp = &q[(t * nh + h) * qk + dn..][..dr];
+                    for (j, sc) in scores[..len].iter_mut().enumerate() {
+                        let row = &cache[j * w..][..w];
+                        *sc = (dot(ql, &row[..c]) + dot(qp, &row[c..])) * scale;
+                    }
+                    softmax_inplace(&mut scores[..len]);
+                    let o = &mut o_lat[t * c..][..c];
+                    o.fill(0.0);
+                    for (j, &p) in scores[..len].iter().enumerate() {
+                        axpy(p, &cache[j * w..][..c], o);
+                    }
                 }
-                softmax_inplace(&mut scores[..len]);
-                let o = &mut o_lat[(h * n + t) * c..][..c];
-                o.fill(0.0);
-                for (j, &p) in scores[..len].iter().enumerate() {
-                    axpy(p, &cache[j * w..][..c], o);
-                }
-            }
-        }
+            },
+        );
 
         // out[h]: [n, v] = o_lat[h] W_UV[h]^T
         let out = grow(&mut s.head_out, nh * n * dv);
@@ -245,7 +252,7 @@ impl Mla {
                 pool,
                 kvb,
                 rows,
-                &o_lat[h * n * c..][..n * c],
+                s.heads.out(h, n * c),
                 n,
                 &mut out[h * n * dv..][..n * dv],
             );
@@ -284,22 +291,31 @@ impl Mla {
         let kv_full = grow(&mut s.kv_full, total * nh * (dn + dv));
         self.kv_b_proj.forward(pool, latents, total, kv_full);
 
-        let scores = grow(&mut s.scores, total);
-        for t in 0..n {
-            let len = pos0 + t + 1;
-            for h in 0..nh {
-                let qh = &q[(t * nh + h) * qk..][..qk];
-                for (j, sc) in scores[..len].iter_mut().enumerate() {
-                    let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
-                    let k_pe = &cache[j * w + c..][..dr];
-                    *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * self.softmax_scale;
+        // Heads in parallel, each into its own [n, v] output.
+        let (scale, kv_full) = (self.softmax_scale, &kv_full[..]);
+        let macs = n * total * (dn + dr + dv);
+        s.heads
+            .run(pool, nh, n * dv, total, macs, |h, o_h, scores| {
+                for t in 0..n {
+                    let len = pos0 + t + 1;
+                    let qh = &q[(t * nh + h) * qk..][..qk];
+                    for (j, sc) in scores[..len].iter_mut().enumerate() {
+                        let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
+                        let k_pe = &cache[j * w + c..][..dr];
+                        *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * scale;
+                    }
+                    softmax_inplace(&mut scores[..len]);
+                    let o = &mut o_h[t * dv..][..dv];
+                    o.fill(0.0);
+                    for (j, &p) in scores[..len].iter().enumerate() {
+                        axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
+                    }
                 }
-                softmax_inplace(&mut scores[..len]);
-                let o = &mut attn[(t * nh + h) * dv..][..dv];
-                o.fill(0.0);
-                for (j, &p) in scores[..len].iter().enumerate() {
-                    axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
-                }
+            });
+        for h in 0..nh {
+            let o_h = s.heads.out(h, n * dv);
+            for t in 0..n {
+                attn[(t * nh + h) * dv..][..dv].copy_from_slice(&o_h[t * dv..][..dv]);
             }
         }
     }

@@ -501,6 +501,45 @@ pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
+/// Per-head attention buffers, so the heads of one layer can be attended on the pool at once.
+#[derive(Debug, Default)]
+pub(crate) struct HeadWork {
+    buf: Vec<f32>,
+    bounds: Vec<usize>,
+    stride: usize,
+}
+
+impl HeadWork {
+    /// Runs `f(h, out, scores)` for every head `h < heads`, in parallel when `macs_per_head`
+    /// (multiply-adds) makes it worth it; `out` (`out_len` floats) and `scores` (`scores_len`)
+    /// are head `h`'s own.
+    pub(crate) fn run<F>(
+        &mut self,
+        pool: &Pool,
+        heads: usize,
+        out_len: usize,
+        scores_len: usize,
+        macs_per_head: usize,
+        f: F,
+    ) where
+        F: Fn(usize, &mut [f32], &mut [f32]) + Sync,
+    {
+        self.stride = out_len + scores_len;
+        self.bounds.clear();
+        self.bounds.extend((0..=heads).map(|h| h * self.stride));
+        let buf = grow(&mut self.buf, heads * self.stride);
+        pool.for_each_part(buf, &self.bounds, macs_per_head, |h, part| {
+            let (out, scores) = part.split_at_mut(out_len);
+            f(h, out, scores)
+        });
+    }
+
+    /// Head `h`'s output from the last [`run`](Self::run) (`len` floats).
+    pub(crate) fn out(&self, h: usize, len: usize) -> &[f32] {
+        &self.buf[h * self.stride..][..len]
+    }
+}
+
 /// In-place softmax in float32 (max-subtracted), as transformers computes attention weights.
 pub(crate) fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
