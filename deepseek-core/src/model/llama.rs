@@ -135,23 +135,41 @@ impl Gqa {
         let total = pos0 + n;
         let scale = self.softmax_scale;
         let cache = &cache[..];
-        s.heads
-            .run(pool, nh, n * hd, total, n * total * hd, |h, o_h, scores| {
-                let g = h / group;
+        s.heads.run(
+            pool,
+            nh,
+            n * hd,
+            total,
+            n * total * hd,
+            |hs, outs, scores| {
+                // Cached rows outer, heads inner: each K/V row is read once for the whole group.
                 for t in 0..n {
                     let len = pos0 + t + 1;
-                    let qh = &q[(t * nh + h) * hd..][..hd];
-                    for (j, sc) in scores[..len].iter_mut().enumerate() {
-                        *sc = dot(qh, &cache[j * w + g * hd..][..hd]) * scale;
+                    for j in 0..len {
+                        let row = &cache[j * w..][..w];
+                        for (k, h) in hs.clone().enumerate() {
+                            let (qh, g) = (&q[(t * nh + h) * hd..][..hd], h / group);
+                            scores[k * total + j] = dot(qh, &row[g * hd..][..hd]) * scale;
+                        }
                     }
-                    softmax_inplace(&mut scores[..len]);
-                    let o = &mut o_h[t * hd..][..hd];
-                    o.fill(0.0);
-                    for (j, &p) in scores[..len].iter().enumerate() {
-                        axpy(p, &cache[j * w + kw + g * hd..][..hd], o);
+                    for k in 0..hs.len() {
+                        softmax_inplace(&mut scores[k * total..][..len]);
+                        outs[(k * n + t) * hd..][..hd].fill(0.0);
+                    }
+                    for j in 0..len {
+                        let row = &cache[j * w..][..w];
+                        for (k, h) in hs.clone().enumerate() {
+                            let v = &row[kw + (h / group) * hd..][..hd];
+                            axpy(
+                                scores[k * total + j],
+                                v,
+                                &mut outs[(k * n + t) * hd..][..hd],
+                            );
+                        }
                     }
                 }
-            });
+            },
+        );
         let attn = grow(&mut s.attn, n * nh * hd);
         for h in 0..nh {
             let o_h = s.heads.out(h, n * hd);

@@ -219,30 +219,38 @@ impl Mla {
         // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents;
         // heads in parallel.
         let (total, scale, q_lat) = (pos0 + n, self.softmax_scale, &q_lat[..]);
-        s.heads.run(
-            pool,
-            nh,
-            n * c,
-            total,
-            n * total * (2 * c + dr),
-            |h, o_lat, scores| {
+        let macs = n * total * (2 * c + dr);
+        s.heads
+            .run(pool, nh, n * c, total, macs, |hs, outs, scores| {
+                // Cached latents outer, heads inner: all heads share the one latent row (MQA-like),
+                // so each row is read once for the whole group instead of once per head.
                 for t in 0..n {
                     let len = pos0 + t + 1;
-                    let ql = &q_lat[(h * n + t) * c..][..c];
-                    let qp = &q[(t * nh + h) * qk + dn..][..dr];
-                    for (j, sc) in scores[..len].iter_mut().enumerate() {
+                    for j in 0..len {
                         let row = &cache[j * w..][..w];
-                        *sc = (dot(ql, &row[..c]) + dot(qp, &row[c..])) * scale;
+                        for (k, h) in hs.clone().enumerate() {
+                            let ql = &q_lat[(h * n + t) * c..][..c];
+                            let qp = &q[(t * nh + h) * qk + dn..][..dr];
+                            scores[k * total + j] =
+                                (dot(ql, &row[..c]) + dot(qp, &row[c..])) * scale;
+                        }
                     }
-                    softmax_inplace(&mut scores[..len]);
-                    let o = &mut o_lat[t * c..][..c];
-                    o.fill(0.0);
-                    for (j, &p) in scores[..len].iter().enumerate() {
-                        axpy(p, &cache[j * w..][..c], o);
+                    for k in 0..hs.len() {
+                        softmax_inplace(&mut scores[k * total..][..len]);
+                        outs[(k * n + t) * c..][..c].fill(0.0);
+                    }
+                    for j in 0..len {
+                        let latent = &cache[j * w..][..c];
+                        for k in 0..hs.len() {
+                            axpy(
+                                scores[k * total + j],
+                                latent,
+                                &mut outs[(k * n + t) * c..][..c],
+                            );
+                        }
                     }
                 }
-            },
-        );
+            });
 
         // out[h]: [n, v] = o_lat[h] W_UV[h]^T
         let out = grow(&mut s.head_out, nh * n * dv);
@@ -295,20 +303,24 @@ impl Mla {
         let (scale, kv_full) = (self.softmax_scale, &kv_full[..]);
         let macs = n * total * (dn + dr + dv);
         s.heads
-            .run(pool, nh, n * dv, total, macs, |h, o_h, scores| {
-                for t in 0..n {
-                    let len = pos0 + t + 1;
-                    let qh = &q[(t * nh + h) * qk..][..qk];
-                    for (j, sc) in scores[..len].iter_mut().enumerate() {
-                        let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
-                        let k_pe = &cache[j * w + c..][..dr];
-                        *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * scale;
-                    }
-                    softmax_inplace(&mut scores[..len]);
-                    let o = &mut o_h[t * dv..][..dv];
-                    o.fill(0.0);
-                    for (j, &p) in scores[..len].iter().enumerate() {
-                        axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
+            .run(pool, nh, n * dv, total, macs, |hs, outs, scores| {
+                for (k, h) in hs.enumerate() {
+                    let (o_h, scores) =
+                        (&mut outs[k * n * dv..][..n * dv], &mut scores[k * total..]);
+                    for t in 0..n {
+                        let len = pos0 + t + 1;
+                        let qh = &q[(t * nh + h) * qk..][..qk];
+                        for (j, sc) in scores[..len].iter_mut().enumerate() {
+                            let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
+                            let k_pe = &cache[j * w + c..][..dr];
+                            *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * scale;
+                        }
+                        softmax_inplace(&mut scores[..len]);
+                        let o = &mut o_h[t * dv..][..dv];
+                        o.fill(0.0);
+                        for (j, &p) in scores[..len].iter().enumerate() {
+                            axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
+                        }
                     }
                 }
             });

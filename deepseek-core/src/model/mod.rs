@@ -507,12 +507,15 @@ pub(crate) struct HeadWork {
     buf: Vec<f32>,
     bounds: Vec<usize>,
     stride: usize,
+    per_group: usize,
+    out_len: usize,
 }
 
 impl HeadWork {
-    /// Runs `f(h, out, scores)` for every head `h < heads`, in parallel when `macs_per_head`
-    /// (multiply-adds) makes it worth it; `out` (`out_len` floats) and `scores` (`scores_len`)
-    /// are head `h`'s own.
+    /// Runs `f(heads, outs, scores)` over groups of consecutive heads, one group per pool
+    /// thread (so a group reads each cached row once for all its heads), in parallel when
+    /// `macs_per_head` (multiply-adds) makes it worth it. `outs` holds `out_len` floats per head
+    /// of the group and `scores` `scores_len` per head, all the group's own.
     pub(crate) fn run<F>(
         &mut self,
         pool: &Pool,
@@ -522,21 +525,26 @@ impl HeadWork {
         macs_per_head: usize,
         f: F,
     ) where
-        F: Fn(usize, &mut [f32], &mut [f32]) + Sync,
+        F: Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync,
     {
-        self.stride = out_len + scores_len;
+        let per = heads.div_ceil(pool.threads().clamp(1, heads.max(1))).max(1);
+        let groups = heads.div_ceil(per);
+        self.per_group = per;
+        self.out_len = out_len;
+        self.stride = per * (out_len + scores_len);
         self.bounds.clear();
-        self.bounds.extend((0..=heads).map(|h| h * self.stride));
-        let buf = grow(&mut self.buf, heads * self.stride);
-        pool.for_each_part(buf, &self.bounds, macs_per_head, |h, part| {
-            let (out, scores) = part.split_at_mut(out_len);
-            f(h, out, scores)
+        self.bounds.extend((0..=groups).map(|g| g * self.stride));
+        let buf = grow(&mut self.buf, groups * self.stride);
+        pool.for_each_part(buf, &self.bounds, per * macs_per_head, |g, part| {
+            let (outs, scores) = part.split_at_mut(per * out_len);
+            f(g * per..((g + 1) * per).min(heads), outs, scores)
         });
     }
 
     /// Head `h`'s output from the last [`run`](Self::run) (`len` floats).
     pub(crate) fn out(&self, h: usize, len: usize) -> &[f32] {
-        &self.buf[h * self.stride..][..len]
+        let (g, k) = (h / self.per_group, h % self.per_group);
+        &self.buf[g * self.stride + k * self.out_len..][..len]
     }
 }
 
