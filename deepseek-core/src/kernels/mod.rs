@@ -447,10 +447,9 @@ fn decode_blocks_with(isa: Isa, format: &Format, data: &[u8], out: &mut [f32]) {
         }
     }
     let _ = isa;
-    let value = match format {
-        Format::Q8_0 => blocks::q8_0_value,
-        _ => blocks::q4_0_value,
-    };
+    let value = format
+        .block_value()
+        .expect("decode_blocks_with: a ggml block format");
     for (o, b) in out
         .chunks_exact_mut(QK)
         .zip(data.chunks_exact(format.block_bytes()))

@@ -108,6 +108,16 @@ impl Format {
         }
     }
 
+    /// The scalar reader of weight `i` of one ggml block (Q8_0, Q4_0, Q4_1).
+    pub fn block_value(&self) -> Option<fn(&[u8], usize) -> f32> {
+        match self {
+            Format::Q8_0 => Some(blocks::q8_0_value),
+            Format::Q4_0 => Some(blocks::q4_0_value),
+            Format::Q4_1 => Some(blocks::q4_1_value),
+            _ => None,
+        }
+    }
+
     /// Bytes of one 32-weight block of one row (block formats).
     pub fn block_bytes(&self) -> usize {
         match self {
@@ -158,9 +168,6 @@ impl std::str::FromStr for WeightDtype {
         })
     }
 }
-
-/// Reads weight `i` of a block.
-type BlockValue = fn(&[u8], usize) -> f32;
 
 /// Writes one row of float32 values in a non-scaled `format`.
 fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
@@ -351,11 +358,8 @@ impl Weight {
                 }
             }
             Format::Q8_0 | Format::Q4_0 | Format::Q4_1 => {
-                let (bytes, value): (usize, BlockValue) = match self.format {
-                    Format::Q8_0 => (blocks::Q8_0_BYTES, blocks::q8_0_value),
-                    Format::Q4_0 => (blocks::Q4_0_BYTES, blocks::q4_0_value),
-                    _ => (blocks::Q4_1_BYTES, blocks::q4_1_value),
-                };
+                let (bytes, value) = (self.format.block_bytes(), self.format.block_value());
+                let value = value.expect("a block format");
                 let row_bytes = &d[row * (self.cols / QK) * bytes..];
                 for (j, o) in out.iter_mut().enumerate() {
                     let c = col0 + j;
@@ -364,10 +368,8 @@ impl Weight {
             }
             Format::Q4_0x8 | Format::Q8_0x8 => {
                 let (rows, xor) = self.format.x8_rows().expect("an x8 format");
-                let (bytes, value): (usize, BlockValue) = match rows {
-                    Format::Q8_0 => (blocks::Q8_0_BYTES, blocks::q8_0_value),
-                    _ => (blocks::Q4_0_BYTES, blocks::q4_0_value),
-                };
+                let (bytes, value) = (rows.block_bytes(), rows.block_value());
+                let value = value.expect("x8 rows are ggml blocks");
                 let group = self.group_bytes(row / blocks::X8);
                 let mut b = [0u8; blocks::Q8_0_BYTES];
                 for (j, o) in out.iter_mut().enumerate() {
