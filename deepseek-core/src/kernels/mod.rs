@@ -13,7 +13,7 @@ mod pool;
 mod x86;
 
 pub use isa::Isa;
-pub use pool::Pool;
+pub use pool::{Pool, MAX_THREADS};
 
 use std::cell::RefCell;
 use std::ops::Range;

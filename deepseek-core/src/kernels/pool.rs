@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 /// Below this many multiply-adds per task, splitting costs more than it saves.
 const MIN_WORK_PER_TASK: usize = 1 << 15;
 
+/// Most threads a pool accepts. A count from a caller (a C or Python parameter) must not make us
+/// spawn threads until the OS refuses: far past any core count, and llama.cpp's cap is 512.
+pub const MAX_THREADS: usize = 1024;
+
 /// How long an idle worker spins for the next job before parking.
 const SPIN: Duration = Duration::from_micros(1500);
 
@@ -126,6 +130,11 @@ impl Pool {
     pub fn new(threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::InvalidArgument("threads must be >= 1".into()));
+        }
+        if threads > MAX_THREADS {
+            return Err(Error::InvalidArgument(format!(
+                "threads {threads} exceeds the maximum of {MAX_THREADS}"
+            )));
         }
         if threads == 1 {
             return Ok(Pool::serial());
