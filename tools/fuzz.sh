@@ -91,7 +91,7 @@ run_target() {
 		[ "$rc" = 0 ] && break
 		if grep -q 'ERROR: libFuzzer: timeout' "$log"; then
 			timeouts=$((timeouts + 1))
-		elif grep -qE 'ERROR: libFuzzer: out-of-memory' "$log"; then
+		elif grep -qE 'ERROR: libFuzzer: out-of-memory|ERROR: AddressSanitizer: (out of memory|requested allocation size|allocation-size-too-big)' "$log"; then
 			ooms=$((ooms + 1))
 		elif grep -q 'ERROR: LeakSanitizer' "$log"; then
 			leaks=$((leaks + 1))

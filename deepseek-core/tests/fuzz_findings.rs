@@ -68,7 +68,7 @@ fn a_wrong_decoder_object_is_a_tokenizer_error() {
     assert!(matches!(err, Error::Tokenizer(_)), "{err}");
 }
 
-/// tokenizer_json target (crash-6fce2856..., -b5da4558..., -e7479e60...: tokenizer.json files
+/// tokenizer_json target (crash-366b37a3... in fuzz/findings/tokenizer_json/ and others: tokenizer.json files
 /// whose `decoder` holds a JSON syntax error: a control character in a string, an invalid
 /// \u escape, a bare word). tokenizers 0.23.2 deserialises the decoder through an untagged
 /// helper and `.expect("Helper")`s the result (src/decoders/mod.rs:90), so a syntax error there
@@ -89,6 +89,67 @@ fn a_syntax_error_inside_the_decoder_is_a_tokenizer_error() {
             Ok(Err(Error::Tokenizer(_))) => {}
             Ok(other) => panic!("decoder {decoder:?}: {other:?}"),
             Err(_) => panic!("decoder {decoder:?}: Tokenizer::from_json panicked"),
+        }
+    }
+}
+
+/// A scratch model folder: the fuzz crate's tiny `family` weights under `config`.
+fn tiny_model(family: &str, tag: &str, config: &serde_json::Value) -> std::path::PathBuf {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/fixtures")
+        .join(family);
+    let dir = std::env::temp_dir().join(format!("ds-finding-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+fn tiny_config(family: &str) -> serde_json::Value {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/fixtures")
+        .join(family)
+        .join("config.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// config_json target (crash-26f9b9b2..., an OOM: ASan refused a 122 GB malloc for
+/// `num_hidden_layers` = 140737095 in a qwen2 config; fuzz/findings/config_json/). The config
+/// is valid as far as Config checks it (num_hidden_layers only has to be positive), then
+/// `LlamaModel::load` (model/llama.rs:266) and the DeepSeek loader (model/mod.rs:228) call
+/// `Vec::with_capacity(num_hidden_layers)` before reading a single layer: the file's size
+/// allocates (an abort on allocation failure, or "capacity overflow" panic past isize::MAX)
+/// where `model.layers.1...` missing should be the error. Fix: grow `layers` as they load
+/// (`Vec::new()`), or cap the capacity by what the checkpoint holds; a bound on
+/// num_hidden_layers in config.rs would also do. Here 2^62 layers: the capacity overflows, so
+/// the bug shows as a panic instead of taking the machine's memory.
+#[test]
+#[ignore = "fuzz finding: Vec::with_capacity(num_hidden_layers) before any layer is read (owner: model/)"]
+fn a_huge_layer_count_is_an_error_not_an_allocation() {
+    for family in ["tiny_qwen2", "tiny_v3"] {
+        let mut config = tiny_config(family);
+        let real = config["num_hidden_layers"].as_u64().unwrap();
+        config["num_hidden_layers"] = serde_json::json!(1u64 << 62);
+        let dir = tiny_model(family, "layers", &config);
+        let result = std::panic::catch_unwind(|| {
+            Model::load(
+                &dir,
+                LoadOptions {
+                    threads: Some(1),
+                    ..LoadOptions::default()
+                },
+            )
+            .map(|_| ())
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            // The first layer the file lacks.
+            Ok(Err(Error::MissingTensor(name))) => {
+                assert!(name.contains(&format!("layers.{real}.")), "{name}")
+            }
+            Ok(other) => panic!("{family}: {other:?}"),
+            Err(_) => panic!("{family}: Model::load panicked"),
         }
     }
 }

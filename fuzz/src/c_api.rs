@@ -326,11 +326,7 @@ pub fn capi(data: &[u8]) {
                         budget: input.byte() % 8,
                         events: 0,
                     };
-                    let cb: ds_event_cb = if input.one_in(8) {
-                        None
-                    } else {
-                        Some(on_text)
-                    };
+                    let cb: ds_event_cb = if input.one_in(8) { None } else { Some(on_text) };
                     let user = (&mut listener as *mut Listener).cast::<c_void>();
                     let mut r = std::mem::zeroed::<ds_generate_result>();
                     r.finish_reason = ds_finish_reason::DS_FINISH_STOP;
