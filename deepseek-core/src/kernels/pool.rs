@@ -7,7 +7,7 @@
 //! llama.cpp's thread pool uses).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,8 +21,9 @@ const MIN_WORK_PER_TASK: usize = 1 << 15;
 /// spawn threads until the OS refuses: far past any core count, and llama.cpp's cap is 512.
 pub const MAX_THREADS: usize = 1024;
 
-/// How long an idle worker spins for the next job before parking.
-const SPIN: Duration = Duration::from_micros(1500);
+/// How long an idle worker spins for the next job before parking. (Under Miri, whose clock
+/// advances per instruction interpreted, spinning that long would dominate the tests.)
+const SPIN: Duration = Duration::from_micros(if cfg!(miri) { 5 } else { 1500 });
 
 /// The job of the current generation: a task function called with task indices.
 type Task<'a> = &'a (dyn Fn(usize) + Sync);
@@ -33,7 +34,8 @@ struct Shared {
     /// claim can only succeed for the job it saw.
     state: AtomicU64,
     /// The current job (valid while any of its tasks is unfinished); a `*const Task` erased.
-    job: AtomicUsize,
+    /// A pointer, not an address, so its provenance survives (Miri checks it strictly).
+    job: AtomicPtr<()>,
     done: AtomicUsize,
     panicked: AtomicBool,
     stop: AtomicBool,
@@ -66,7 +68,7 @@ impl Shared {
                 Ok(_) => {
                     // SAFETY: our claimed task is unfinished, so the caller is still inside
                     // `run` and the job it published for this generation is alive.
-                    let job: Task<'_> = unsafe { *(self.job.load(Acquire) as *const Task<'_>) };
+                    let job: Task<'_> = unsafe { *self.job.load(Acquire).cast::<Task<'_>>() };
                     if catch_unwind(AssertUnwindSafe(|| job(next))).is_err() {
                         self.panicked.store(true, Release);
                     }
@@ -141,7 +143,7 @@ impl Pool {
         }
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
-            job: AtomicUsize::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -193,7 +195,9 @@ impl Pool {
         let _one_job_at_a_time = self.caller.lock().unwrap_or_else(|e| e.into_inner());
         shared.done.store(0, Relaxed);
         shared.panicked.store(false, Relaxed);
-        shared.job.store(&job as *const Task<'_> as usize, Release);
+        shared
+            .job
+            .store((&job as *const Task<'_>).cast_mut().cast(), Release);
         let (gen, _, _) = unpack(shared.state.load(Acquire));
         let gen = (gen + 1) & ((1 << 24) - 1);
         shared.state.store(

@@ -21,6 +21,12 @@ impl Rng {
     }
 }
 
+/// `full`, or under Miri (an interpreter, about 10^4 times slower) the `miri` cases: each test's
+/// smallest and most awkward sizes, enough to run every unsafe path on every ISA Miri has.
+fn sizes<T: Copy>(full: &[T], miri: &[T]) -> Vec<T> {
+    if cfg!(miri) { miri } else { full }.to_vec()
+}
+
 fn close(a: f32, b: f32, scale: f32) -> bool {
     (a - b).abs() <= 1e-5 * scale.max(1.0)
 }
@@ -54,7 +60,8 @@ fn weights(rng: &mut Rng, rows: usize, cols: usize) -> Vec<Weight> {
 fn dot_and_axpy_match_scalar_on_every_length() {
     let mut rng = Rng(1);
     for isa in Isa::available() {
-        for n in (0..70).chain([127, 1000, 1027]) {
+        let full: Vec<usize> = (0..70).chain([127, 1000, 1027]).collect();
+        for n in sizes(&full, &[0, 1, 7, 8, 9, 16, 17, 33]) {
             let (a, b) = (rng.vec(n), rng.vec(n));
             let want = dot_with(Isa::Scalar, &a, &b);
             assert!(
@@ -76,7 +83,8 @@ fn dot_and_axpy_match_scalar_on_every_length() {
 #[test]
 fn decode_matches_scalar_for_every_format_and_offset() {
     let mut rng = Rng(2);
-    for (rows, cols) in [(3, 160), (130, 96), (5, 7), (2, 259), (16, 288)] {
+    let full = [(3, 160), (130, 96), (5, 7), (2, 259), (16, 288)];
+    for (rows, cols) in sizes(&full, &[(3, 96), (5, 7)]) {
         for w in weights(&mut rng, rows, cols) {
             for isa in Isa::available() {
                 for row in [0, rows / 2, rows - 1] {
@@ -106,7 +114,7 @@ fn decode_matches_scalar_for_every_format_and_offset() {
 #[test]
 fn integer_dots_match_scalar() {
     let mut rng = Rng(3);
-    for cols in [32, 64, 96, 4096 + 32] {
+    for cols in sizes(&[32, 64, 96, 4096 + 32], &[32, 96]) {
         let x = rng.vec(cols);
         let mut xq = vec![ActBlock::default(); cols / QK];
         blocks::quantize_act(&x, &mut xq);
@@ -152,7 +160,7 @@ fn integer_dots_match_scalar() {
 #[test]
 fn tiles_match_scalar_dots() {
     let mut rng = Rng(9);
-    for cols in [32, 96, 1024] {
+    for cols in sizes(&[32, 96, 1024], &[32, 64]) {
         let xs: Vec<Vec<ActBlock>> = (0..4)
             .map(|_| {
                 let mut q = vec![ActBlock::default(); cols / QK];
@@ -192,7 +200,7 @@ fn x8_formats_are_ggml_rows_interleaved_and_their_tiles_match_scalar_row_dots() 
         (WeightDtype::Q8_0, Format::Q8_0, blocks::quantize_row_q8_0),
     ];
     for (dtype, ggml, quantize) in cases {
-        for cols in [32, 96, 1024 + 32] {
+        for cols in sizes(&[32, 96, 1024 + 32], &[32]) {
             let rows = 16;
             let values = rng.vec(rows * cols);
             let w = Weight::from_f32(rows, cols, &values).convert(dtype);
@@ -243,7 +251,7 @@ fn x8_formats_are_ggml_rows_interleaved_and_their_tiles_match_scalar_row_dots() 
 #[test]
 fn matmuls_match_naive_products_for_every_format() {
     let mut rng = Rng(4);
-    for (rows, cols, n) in [
+    let full = [
         (1, 32, 1),
         (37, 160, 3),
         (9, 130, 2),
@@ -254,7 +262,8 @@ fn matmuls_match_naive_products_for_every_format() {
         (24, 96, 9),
         (16, 160, 5),
         (8, 32, 4),
-    ] {
+    ];
+    for (rows, cols, n) in sizes(&full, &[(1, 32, 1), (9, 33, 2), (16, 64, 5)]) {
         for w in weights(&mut rng, rows, cols) {
             let dense = w.to_f32();
             let quantised = w.format().is_block();
@@ -307,8 +316,9 @@ fn matmuls_match_naive_products_for_every_format() {
 fn quantised_matmul_is_bit_identical_across_isas_up_to_block_order() {
     // Integer block sums are exact; only the float sum over blocks may be reordered.
     let mut rng = Rng(5);
-    let w = Weight::from_f32(16, 256, &rng.vec(16 * 256)).convert(WeightDtype::Q4_0);
-    let x = rng.vec(256);
+    let cols = if cfg!(miri) { 64 } else { 256 };
+    let w = Weight::from_f32(16, cols, &rng.vec(16 * cols)).convert(WeightDtype::Q4_0);
+    let x = rng.vec(cols);
     let pool = Pool::new(1).unwrap();
     let mut want = vec![0f32; 16];
     matmul_with(Isa::Scalar, &pool, &w, 0..16, &x, 1, &mut want);
@@ -325,14 +335,15 @@ fn quantised_matmul_is_bit_identical_across_isas_up_to_block_order() {
 #[test]
 fn matmul_pair_equals_two_matmuls() {
     let mut rng = Rng(6);
-    for (ra, rb, cols, n) in [
+    let full = [
         (5, 7, 64, 1),
         (33, 2, 96, 3),
         (1, 1, 32, 2),
         (130, 60, 160, 1),
         (16, 8, 64, 5),
         (40, 24, 96, 2),
-    ] {
+    ];
+    for (ra, rb, cols, n) in sizes(&full, &[(1, 1, 32, 2), (9, 8, 32, 5)]) {
         for dtype in [
             WeightDtype::Auto,
             WeightDtype::BF16,
