@@ -8,6 +8,12 @@
 #   bash .ci/capi.sh                          # dev profile (reuses `cargo test`'s build)
 #   DS_CAPI_PROFILE=release bash .ci/capi.sh
 #   DS_CAPI_PROFILE=release bash .ci/capi.sh --build-only   # just the libraries + deepseek.pc
+#   DS_CAPI_SANITIZER=address bash .ci/capi.sh   # the same checks under AddressSanitizer
+#
+# With DS_CAPI_SANITIZER=address (what .ci/asan.sh runs) the library is built by nightly rustc
+# with -Zsanitizer=address (into target/asan), the C and C++ programs with gcc's
+# -fsanitize=address, and every run is checked by ASan (and LeakSanitizer) instead of valgrind;
+# any report fails the check. The header checks are left to the plain run.
 #
 # Ends with `capi: N passed, M failed`; exits non-zero on any failure.
 set -uo pipefail
@@ -28,8 +34,23 @@ release) OUT=release ;;
 esac
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 case $TARGET in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
-LIBDIR=$TARGET/$OUT
-WORK=$TARGET/capi-$OUT # binaries, logs and pkgconfig/deepseek.pc
+SANITIZER=${DS_CAPI_SANITIZER:-}
+case $SANITIZER in
+"")
+	LIBDIR=$TARGET/$OUT
+	WORK=$TARGET/capi-$OUT # binaries, logs and pkgconfig/deepseek.pc
+	;;
+address)
+	# Its own target folder (instrumented std-using code must not mix with the plain build);
+	# --target keeps build scripts and proc macros uninstrumented.
+	ASAN_TRIPLE=x86_64-unknown-linux-gnu
+	LIBDIR=$TARGET/asan/$ASAN_TRIPLE/$OUT
+	WORK=$TARGET/capi-asan-$OUT
+	# A report is an error; leaks included (statics stay reachable, so they are not leaks).
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23:detect_stack_use_after_return=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+	;;
+*) echo "DS_CAPI_SANITIZER must be empty or address, not $SANITIZER" >&2; exit 2 ;;
+esac
 mkdir -p "$WORK/pkgconfig"
 
 # v3_tiny's golden.safetensors: input_ids and transformers' 16-token greedy continuation.
@@ -48,6 +69,11 @@ CFLAGS=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g)
 CXXFLAGS=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g)
 VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,possible
 	--num-callers=50 --suppressions="$ROOT/deepseek-capi/tests/c/valgrind.supp")
+if [ -n "$SANITIZER" ]; then
+	CFLAGS+=(-fsanitize=address -fno-omit-frame-pointer)
+	CXXFLAGS+=(-fsanitize=address -fno-omit-frame-pointer)
+	VALGRIND=() # ASan checks every run; valgrind cannot run ASan binaries
+fi
 
 passed=0
 failed=0
@@ -79,7 +105,7 @@ need pkg-config pkg-config
 if [ "$BUILD_ONLY" = 0 ]; then
 	need gcc gcc
 	need g++ g++
-	need valgrind valgrind
+	[ -n "$SANITIZER" ] || need valgrind valgrind
 fi
 
 # --- build ------------------------------------------------------------------------------------
@@ -87,9 +113,14 @@ fi
 build() {
 	local flags=()
 	[ "$PROFILE" = release ] && flags=(--release)
-	cargo rustc "${flags[@]}" -p deepseek-capi --lib --crate-type cdylib,staticlib \
-		-- --print native-static-libs &&
-		[ -f "$LIBDIR/libdeepseek.so" ] && [ -f "$LIBDIR/libdeepseek.a" ]
+	if [ -n "$SANITIZER" ]; then
+		RUSTFLAGS="-Zsanitizer=$SANITIZER ${RUSTFLAGS:-}" cargo +nightly rustc "${flags[@]}" \
+			-p deepseek-capi --lib --crate-type cdylib,staticlib --target "$ASAN_TRIPLE" \
+			--target-dir "$TARGET/asan" -- --print native-static-libs
+	else
+		cargo rustc "${flags[@]}" -p deepseek-capi --lib --crate-type cdylib,staticlib \
+			-- --print native-static-libs
+	fi && [ -f "$LIBDIR/libdeepseek.so" ] && [ -f "$LIBDIR/libdeepseek.a" ]
 }
 check build build
 if [ "$failed" -ne 0 ]; then
@@ -124,7 +155,7 @@ if [ "$BUILD_ONLY" = 1 ]; then
 fi
 
 # --- header ------------------------------------------------------------------------------------
-check header-current cargo test -q -p deepseek-capi --test header
+[ -n "$SANITIZER" ] || check header-current cargo test -q -p deepseek-capi --test header
 header_alone() {
 	echo '#include "deepseek.h"' | gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -x c -fsyntax-only -Iinclude - &&
 		echo '#include "deepseek.h"' | g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -x c++ -fsyntax-only -Iinclude -
@@ -172,7 +203,7 @@ check generate-shared expect_output "$EXPECTED" "$WORK/generate-shared" "$FIXTUR
 # shellcheck disable=SC2086
 check generate-static expect_output "$EXPECTED" "$WORK/generate-static" "$FIXTURE" -n 16 -t 2 $PROMPT
 # shellcheck disable=SC2086
-check generate-valgrind expect_output "$EXPECTED" "${VALGRIND[@]}" "$WORK/generate-static" "$FIXTURE" -n 16 -t 1 $PROMPT
+check generate-${SANITIZER:-valgrind} expect_output "$EXPECTED" "${VALGRIND[@]}" "$WORK/generate-static" "$FIXTURE" -n 16 -t 1 $PROMPT
 
 # --- text ----------------------------------------------------------------------------------------
 # trim TEXT: without leading and trailing whitespace (as reasoning is streamed).
@@ -217,6 +248,6 @@ check chat chat
 # --- error paths under valgrind ------------------------------------------------------------------
 check build-errors gcc "${CFLAGS[@]}" $(pkg-config --cflags deepseek) deepseek-capi/tests/c/errors.c \
 	$(pkg-config --libs deepseek) -lpthread -Wl,-rpath,"$LIBDIR" -o "$WORK/errors"
-check errors-valgrind "${VALGRIND[@]}" "$WORK/errors" "$FIXTURE" "$TEXT_FIXTURE" "$R1_TOKENIZER"
+check errors-${SANITIZER:-valgrind} "${VALGRIND[@]}" "$WORK/errors" "$FIXTURE" "$TEXT_FIXTURE" "$R1_TOKENIZER"
 
 summary
