@@ -507,12 +507,11 @@ unsafe fn q4_0_nibbles(b: &[u8]) -> __m256i {
     // SAFETY: a Q4_0 block has 16 nibble bytes after its 2-byte scale.
     unsafe {
         // The 16 bytes in both halves, the upper half shifted right by 4: low nibbles land in
-        // lanes 0..16 and high nibbles in 16..32 (3 instructions instead of 5).
+        // lanes 0..16 and high nibbles in 16..32 (3 instructions instead of 5). The shift is
+        // AVX2's 64-bit `vpsrlvq` (the 16-bit form is AVX-512BW and faults on AVX2-only CPUs):
+        // bits crossing into a byte from its neighbour land in its high nibble, masked off below.
         let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr().add(2).cast()));
-        let shifted = _mm256_srlv_epi16(
-            both,
-            _mm256_set_epi64x(0x0004_0004_0004_0004, 0x0004_0004_0004_0004, 0, 0),
-        );
+        let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
         _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
     }
 }
