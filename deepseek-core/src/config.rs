@@ -339,10 +339,12 @@ impl Config {
             path: "config.json".into(),
             message: "top level is not an object".into(),
         })?;
-        Self::from_map(map)
+        Self::from_json_map(map)
     }
 
-    fn from_map(map: &Map<String, Value>) -> Result<Self> {
+    /// Validates a config given as the parsed object of a `config.json` (GGUF metadata is
+    /// translated into one, so both obey the same rules).
+    pub(crate) fn from_json_map(map: &Map<String, Value>) -> Result<Self> {
         let f = Fields { map };
         let model_type = match f.str_opt("model_type")? {
             Some("deepseek_v2") => ModelType::DeepseekV2,

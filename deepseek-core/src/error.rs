@@ -43,6 +43,15 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A GGUF file is truncated, its header is corrupt, or its metadata does not describe a
+    /// model we can run.
+    #[error("GGUF file {path}: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("missing tensor `{0}` in checkpoint")]
     MissingTensor(String),

@@ -17,6 +17,7 @@
 //! # Ok::<(), deepseek_core::Error>(())
 //! ```
 
+pub mod bytes;
 pub mod config;
 pub mod error;
 pub mod generate;

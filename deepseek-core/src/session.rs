@@ -38,19 +38,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a Hugging Face checkpoint folder (`config.json` + safetensors, single or sharded).
-    /// Weights stay memory-mapped: loading reads headers, not tensors.
+    /// Loads a Hugging Face checkpoint folder (`config.json` + safetensors, single or sharded)
+    /// or a GGUF file (the first part of a split one). Weights stay memory-mapped where they
+    /// run as stored: loading reads headers, not tensors.
     pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Self> {
         let threads = resolve_threads(options.threads)?;
-        let dir = path.as_ref();
-        if !dir.is_dir() {
-            return Err(Error::io(
-                dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "not a model folder"),
-            ));
-        }
         // Weights first: a failed load starts no threads.
-        let inner = model::load_dir(dir, options.dtype, threads)?;
+        let inner = crate::loader::load(path.as_ref(), options.dtype, threads)?;
         let pool = Arc::new(Pool::new(threads)?);
         Ok(Model { inner, pool })
     }

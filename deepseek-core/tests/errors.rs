@@ -304,3 +304,97 @@ fn mtp_layer_is_skipped() {
         m.config().num_hidden_layers
     );
 }
+
+/// Rewrites the index of a sharded copy through `f` on its `weight_map`.
+fn edit_index(d: &Scratch, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = d.path("model.safetensors.index.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(v["weight_map"].as_object_mut().unwrap());
+    std::fs::write(p, v.to_string()).unwrap();
+}
+
+#[test]
+fn the_shard_index_is_honoured_exactly() {
+    let name = "model.layers.0.self_attn.kv_b_proj.weight";
+    let other = "model-00002-of-00003.safetensors";
+
+    // The index places a tensor in a shard that does not hold it.
+    let d = Scratch::of("v3_sharded_bf16", "wrongshard");
+    edit_index(&d, |m| {
+        m.insert(name.into(), other.into());
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Safetensors { .. }) && s.contains(name) && s.contains(other),
+        "{s}"
+    );
+
+    // A tensor stored in a shard but missing from the index.
+    let d = Scratch::of("v3_sharded_bf16", "unlisted");
+    edit_index(&d, |m| {
+        m.remove(name);
+    });
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Safetensors { .. }) && s.contains(name) && s.contains("not listed"),
+        "{s}"
+    );
+
+    // The same tensor stored in two shards: never "whichever loads last wins".
+    let d = Scratch::of("v3_sharded_bf16", "twice");
+    let first = d.path("model-00001-of-00003.safetensors");
+    let second = d.path(other);
+    let bytes = std::fs::read(&first).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let dup = st.tensor(name).unwrap();
+    let bytes2 = std::fs::read(&second).unwrap();
+    let st2 = safetensors::SafeTensors::deserialize(&bytes2).unwrap();
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st2.tensors();
+    views.push((name.to_string(), dup));
+    safetensors::serialize_to_file(views, None, &second).unwrap();
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Safetensors { .. }) && s.contains(name),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_layer_count_no_checkpoint_backs_fails_without_allocating() {
+    // 10^9 layers used to abort the process on a capacity taken from the config.
+    let d = Scratch::of("v3_tiny", "billion");
+    d.edit_config(|c| c["num_hidden_layers"] = 1_000_000_000u64.into());
+    let (e, s) = err_text(d.load());
+    // Layer 2 exists (the MTP layer's decoder part): layer 3 is the first missing.
+    assert!(
+        matches!(e, Error::MissingTensor(_)) && s.contains("model.layers.3."),
+        "{s}"
+    );
+}
+
+#[test]
+fn tied_embeddings_with_a_different_stored_head_are_refused() {
+    // qwen3_tiny stores its own lm_head; claiming it is tied contradicts the weights.
+    let d = Scratch::of("qwen3_tiny", "tied");
+    d.edit_config(|c| c["tie_word_embeddings"] = true.into());
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(e, Error::Config { .. }) && s.contains("tie_word_embeddings"),
+        "{s}"
+    );
+    // A stored head that is an exact copy of the embedding is what transformers would use.
+    d.edit_weights(|n, dt, s, b| {
+        if n == "lm_head.weight" {
+            return None;
+        }
+        Some((dt, s.to_vec(), b.to_vec()))
+    });
+    let bytes = std::fs::read(d.path("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let embed = st.tensor("model.embed_tokens.weight").unwrap();
+    let mut views = st.tensors();
+    views.push(("lm_head.weight".to_string(), embed));
+    safetensors::serialize_to_file(views, None, &d.path("model.safetensors")).unwrap();
+    assert!(d.load().is_ok());
+}

@@ -5,11 +5,13 @@
 //! matmuls or models.
 
 pub mod blocks;
+mod ggml;
 
+use crate::bytes::Bytes;
 use crate::error::{Error, Result};
-use crate::loader::{Bytes, DType, TensorView};
 
 pub use blocks::{ActBlock, QK};
+pub use ggml::GgmlType;
 
 /// FP8 e4m3fn -> f32 for all 256 bit patterns: sign, 4-bit exponent (bias 7), 3-bit mantissa;
 /// no infinities, 0x7F/0xFF are NaN, exponent 0 holds subnormals `m/8 * 2^-6`.
@@ -82,50 +84,189 @@ pub enum Format {
     Q4_1,
 }
 
+/// What a kernel turns the activations into before multiplying them with a format's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Float32 as they are: the weight row is decoded to f32 a chunk at a time.
+    F32,
+    /// 8-bit blocks of 32 ([`ActBlock`]) for integer dot products.
+    Q8Blocks,
+}
+
+/// Facts about one storage format, one row per format: what loaders, kernels and the GGUF
+/// writer read instead of matching on the format themselves.
+#[derive(Debug)]
+pub struct FormatInfo {
+    /// Name users know it by.
+    pub name: &'static str,
+    /// Weights per block along a row (1 for element formats).
+    pub block: usize,
+    /// Bytes one block of one row occupies.
+    pub block_bytes: usize,
+    /// Rows stored together (interleaved formats); kernels split work in whole groups.
+    pub row_group: usize,
+    /// The activation form its kernels multiply with.
+    pub activation: Activation,
+    /// Scalar reference: weight `i` of one block (ggml block formats).
+    pub block_value: Option<fn(&[u8], usize) -> f32>,
+    /// The ggml type its rows are in a GGUF file (x8 formats: after de-interleaving).
+    pub ggml: Option<GgmlType>,
+    /// For an interleaved format: its rows' format and the XOR applied to their quant bytes.
+    pub x8_of: Option<(Format, u8)>,
+}
+
+static F32_INFO: FormatInfo = FormatInfo {
+    name: "f32",
+    block: 1,
+    block_bytes: 4,
+    row_group: 1,
+    activation: Activation::F32,
+    block_value: None,
+    ggml: Some(GgmlType::F32),
+    x8_of: None,
+};
+static BF16_INFO: FormatInfo = FormatInfo {
+    name: "bf16",
+    block: 1,
+    block_bytes: 2,
+    row_group: 1,
+    activation: Activation::F32,
+    block_value: None,
+    ggml: Some(GgmlType::BF16),
+    x8_of: None,
+};
+static F16_INFO: FormatInfo = FormatInfo {
+    name: "f16",
+    block: 1,
+    block_bytes: 2,
+    row_group: 1,
+    activation: Activation::F32,
+    block_value: None,
+    ggml: Some(GgmlType::F16),
+    x8_of: None,
+};
+static FP8_INFO: FormatInfo = FormatInfo {
+    name: "fp8_e4m3",
+    block: 1,
+    block_bytes: 1,
+    row_group: 1,
+    activation: Activation::F32,
+    block_value: None,
+    ggml: None,
+    x8_of: None,
+};
+static Q8_0_INFO: FormatInfo = FormatInfo {
+    name: "q8_0",
+    block: QK,
+    block_bytes: blocks::Q8_0_BYTES,
+    row_group: 1,
+    activation: Activation::Q8Blocks,
+    block_value: Some(blocks::q8_0_value),
+    ggml: Some(GgmlType::Q8_0),
+    x8_of: None,
+};
+static Q8_0X8_INFO: FormatInfo = FormatInfo {
+    name: "q8_0x8",
+    block: QK,
+    block_bytes: blocks::Q8_0_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8Blocks,
+    block_value: None,
+    ggml: Some(GgmlType::Q8_0),
+    x8_of: Some((Format::Q8_0, blocks::Q8_0X8_XOR)),
+};
+static Q4_0_INFO: FormatInfo = FormatInfo {
+    name: "q4_0",
+    block: QK,
+    block_bytes: blocks::Q4_0_BYTES,
+    row_group: 1,
+    activation: Activation::Q8Blocks,
+    block_value: Some(blocks::q4_0_value),
+    ggml: Some(GgmlType::Q4_0),
+    x8_of: None,
+};
+static Q4_0X8_INFO: FormatInfo = FormatInfo {
+    name: "q4_0x8",
+    block: QK,
+    block_bytes: blocks::Q4_0_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8Blocks,
+    block_value: None,
+    ggml: Some(GgmlType::Q4_0),
+    x8_of: Some((Format::Q4_0, 0)),
+};
+static Q4_1_INFO: FormatInfo = FormatInfo {
+    name: "q4_1",
+    block: QK,
+    block_bytes: blocks::Q4_1_BYTES,
+    row_group: 1,
+    activation: Activation::Q8Blocks,
+    block_value: Some(blocks::q4_1_value),
+    ggml: Some(GgmlType::Q4_1),
+    x8_of: None,
+};
+
 impl Format {
+    /// This format's row of the format table.
+    pub fn info(&self) -> &'static FormatInfo {
+        match self {
+            Format::F32 => &F32_INFO,
+            Format::BF16 => &BF16_INFO,
+            Format::F16 => &F16_INFO,
+            Format::Fp8E4M3 { .. } => &FP8_INFO,
+            Format::Q8_0 => &Q8_0_INFO,
+            Format::Q8_0x8 => &Q8_0X8_INFO,
+            Format::Q4_0 => &Q4_0_INFO,
+            Format::Q4_0x8 => &Q4_0X8_INFO,
+            Format::Q4_1 => &Q4_1_INFO,
+        }
+    }
+
+    /// The format that stores ggml type `t` row by row as a GGUF file does, if we run it.
+    pub fn from_ggml(t: GgmlType) -> Option<Format> {
+        [
+            Format::F32,
+            Format::BF16,
+            Format::F16,
+            Format::Q8_0,
+            Format::Q4_0,
+            Format::Q4_1,
+        ]
+        .into_iter()
+        .find(|f| f.info().ggml == Some(t))
+    }
+
     /// Whether this is a 32-weight block format multiplied by integer dot products.
     pub fn is_block(&self) -> bool {
-        matches!(
-            self,
-            Format::Q8_0 | Format::Q8_0x8 | Format::Q4_0 | Format::Q4_0x8 | Format::Q4_1
-        )
+        self.info().activation == Activation::Q8Blocks
     }
 
     /// Rows stored together: kernels split work in whole groups.
     pub fn row_group(&self) -> usize {
-        match self {
-            Format::Q4_0x8 | Format::Q8_0x8 => blocks::X8,
-            _ => 1,
-        }
+        self.info().row_group
     }
 
     /// For an x8 format: the ggml format of its rows and the XOR applied to its quant bytes.
     pub fn x8_rows(&self) -> Option<(Format, u8)> {
-        match self {
-            Format::Q4_0x8 => Some((Format::Q4_0, 0)),
-            Format::Q8_0x8 => Some((Format::Q8_0, blocks::Q8_0X8_XOR)),
-            _ => None,
-        }
+        self.info().x8_of.clone()
     }
 
     /// The scalar reader of weight `i` of one ggml block (Q8_0, Q4_0, Q4_1).
     pub fn block_value(&self) -> Option<fn(&[u8], usize) -> f32> {
-        match self {
-            Format::Q8_0 => Some(blocks::q8_0_value),
-            Format::Q4_0 => Some(blocks::q4_0_value),
-            Format::Q4_1 => Some(blocks::q4_1_value),
-            _ => None,
-        }
+        self.info().block_value
     }
 
-    /// Bytes of one 32-weight block of one row (block formats).
+    /// Bytes of one block of one row (block formats: 32 weights; element formats: one).
     pub fn block_bytes(&self) -> usize {
-        match self {
-            Format::Q8_0 | Format::Q8_0x8 => blocks::Q8_0_BYTES,
-            Format::Q4_0 | Format::Q4_0x8 => blocks::Q4_0_BYTES,
-            Format::Q4_1 => blocks::Q4_1_BYTES,
-            _ => 0,
-        }
+        self.info().block_bytes
+    }
+
+    /// Bytes one row of `cols` weights occupies, `None` unless `cols` is a whole number of
+    /// blocks.
+    pub fn row_bytes(&self, cols: usize) -> Option<usize> {
+        let info = self.info();
+        cols.is_multiple_of(info.block)
+            .then(|| cols / info.block * info.block_bytes)
     }
 }
 
@@ -203,54 +344,45 @@ pub struct Weight {
 }
 
 impl Weight {
-    /// Wraps a 2-D checkpoint tensor; FP8 tensors need their `weight_scale_inv` and block size.
-    pub fn from_view(view: TensorView, scale: Option<(TensorView, [usize; 2])>) -> Result<Self> {
-        let [rows, cols] = view.shape[..] else {
-            return Err(Error::Shape {
-                name: view.name.clone(),
-                expected: vec![0, 0],
-                found: view.shape.clone(),
-            });
-        };
-        let format = match (view.dtype, scale) {
-            (DType::F32, None) => Format::F32,
-            (DType::BF16, None) => Format::BF16,
-            (DType::F16, None) => Format::F16,
-            (DType::F8E4M3, Some((s, block))) => {
-                s.expect_shape(&[rows.div_ceil(block[0]), cols.div_ceil(block[1])])?;
-                if s.dtype == DType::F8E4M3 {
-                    return Err(Error::Dtype {
-                        name: s.name.clone(),
-                        dtype: "F8_E4M3".into(),
-                    });
-                }
-                let scale_inv = s.to_f32();
-                if let Some(i) = scale_inv.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::Safetensors {
-                        path: s.name.clone().into(),
-                        message: format!("scale {i} is not finite"),
-                    });
-                }
-                Format::Fp8E4M3 { scale_inv, block }
+    /// A `[rows, cols]` matrix of `format` over `data`, checked to be exactly the bytes the
+    /// format needs (FP8: and one finite scale per block).
+    pub fn new(rows: usize, cols: usize, format: Format, data: Bytes) -> Result<Self> {
+        let need = format.row_bytes(cols).and_then(|r| r.checked_mul(rows));
+        if need != Some(data.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "a {rows}x{cols} {} matrix cannot be {} bytes",
+                format.info().name,
+                data.len()
+            )));
+        }
+        if !rows.is_multiple_of(format.row_group()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} needs a multiple of {} rows, found {rows}",
+                format.info().name,
+                format.row_group()
+            )));
+        }
+        if let Format::Fp8E4M3 { scale_inv, block } = &format {
+            if block[0] == 0
+                || block[1] == 0
+                || scale_inv.len() != rows.div_ceil(block[0]) * cols.div_ceil(block[1])
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "fp8 matrix {rows}x{cols}: {} scales do not fit blocks {block:?}",
+                    scale_inv.len()
+                )));
             }
-            (DType::F8E4M3, None) => {
-                return Err(Error::Dtype {
-                    name: view.name.clone(),
-                    dtype: "F8_E4M3 without weight_scale_inv / quantization_config".into(),
-                })
+            if let Some(i) = scale_inv.iter().position(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "fp8 matrix {rows}x{cols}: scale {i} is not finite"
+                )));
             }
-            (dt, Some(_)) => {
-                return Err(Error::Dtype {
-                    name: view.name.clone(),
-                    dtype: format!("{dt:?} with a weight_scale_inv"),
-                })
-            }
-        };
+        }
         Ok(Weight {
             rows,
             cols,
             format,
-            data: view.bytes,
+            data,
         })
     }
 
@@ -278,19 +410,12 @@ impl Weight {
         scale_inv: Vec<f32>,
         block: [usize; 2],
     ) -> Result<Self> {
-        if data.len() != rows * cols
-            || scale_inv.len() != rows.div_ceil(block[0]) * cols.div_ceil(block[1])
-        {
-            return Err(Error::InvalidArgument(format!(
-                "fp8 matrix {rows}x{cols}: wrong data or scale length"
-            )));
-        }
-        Ok(Weight {
+        Weight::new(
             rows,
             cols,
-            format: Format::Fp8E4M3 { scale_inv, block },
-            data: Bytes::owned(data),
-        })
+            Format::Fp8E4M3 { scale_inv, block },
+            Bytes::owned(data),
+        )
     }
 
     /// Number of rows (outputs).
@@ -402,14 +527,9 @@ impl Weight {
 
     /// Bytes one row occupies.
     pub fn bytes_per_row(&self) -> usize {
-        match &self.format {
-            Format::F32 => self.cols * 4,
-            Format::BF16 | Format::F16 => self.cols * 2,
-            Format::Fp8E4M3 { .. } => self.cols,
-            Format::Q8_0 | Format::Q8_0x8 | Format::Q4_0 | Format::Q4_0x8 | Format::Q4_1 => {
-                self.cols / QK * self.format.block_bytes()
-            }
-        }
+        self.format
+            .row_bytes(self.cols)
+            .expect("a Weight's columns are whole blocks")
     }
 
     /// The raw data bytes.
@@ -425,6 +545,12 @@ impl Weight {
 
     /// [`convert`](Self::convert) on up to `threads` threads.
     pub fn convert_with_threads(&self, target: WeightDtype, threads: usize) -> Weight {
+        // Stored ggml rows keep their bits but take the interleaved layout the kernels want.
+        let target = match (target, &self.format) {
+            (WeightDtype::Auto, Format::Q8_0) => WeightDtype::Q8_0,
+            (WeightDtype::Auto, Format::Q4_0) => WeightDtype::Q4_0,
+            (t, _) => t,
+        };
         let (format, per_row): (Format, usize) = match target {
             WeightDtype::Auto => return self.clone(),
             WeightDtype::F32 => (Format::F32, self.cols * 4),
@@ -475,10 +601,19 @@ impl Weight {
                         let mut rows = vec![0u8; unit * per_row];
                         let x8 = format.x8_rows();
                         let row_format = x8.as_ref().map_or(format, |(f, _)| f);
+                        // Interleaving rows already in the row format copies their bytes: a
+                        // decode and re-quantisation would move Q4_0 values to another grid.
+                        let same_rows = std::mem::discriminant(row_format)
+                            == std::mem::discriminant(&self.format);
                         for (i, o) in chunk.chunks_exact_mut((unit * per_row).max(1)).enumerate() {
                             for (r, ro) in rows.chunks_exact_mut(per_row.max(1)).enumerate() {
-                                self.decode((k * units_per + i) * unit + r, 0, &mut row);
-                                encode_row(row_format, &row, ro);
+                                let at = (k * units_per + i) * unit + r;
+                                if same_rows {
+                                    ro.copy_from_slice(self.row_bytes(at));
+                                } else {
+                                    self.decode(at, 0, &mut row);
+                                    encode_row(row_format, &row, ro);
+                                }
                             }
                             match &x8 {
                                 Some((f, xor)) => {
