@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{argmax, fixture, Golden};
+use common::{argmax, cosine, fixture, Golden};
 use deepseek_core::loader::{Checkpoint, TensorSource};
 use deepseek_core::quant::Weight;
 use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
@@ -16,16 +16,6 @@ const FIXTURES: &[&str] = &[
     "v3_fp8",
     "v3_sharded_bf16",
 ];
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
 
 /// RMS error of every quantisable matrix of fixture `name` after conversion to `dtype`.
 fn weight_rms(name: &str, dtype: WeightDtype) -> f64 {

@@ -229,7 +229,6 @@ fn llama(config: Config, w: &mut Weights<'_>, arr: Arrangement) -> Result<LlamaM
     }
     let norm = w.norm(Tensor::OutputNorm, hs, c.rms_norm_eps)?;
     let lm_head = w.lm_head(c, &embed_tokens)?;
-    w.finish(c.num_hidden_layers, 0)?;
     let mut rope = Rope::new(&config);
     if let Some(layout) = arr.rope_layout {
         rope = rope.with_layout(layout);
@@ -246,6 +245,7 @@ fn llama(config: Config, w: &mut Weights<'_>, arr: Arrangement) -> Result<LlamaM
             .with_freq_factors(&factors)
             .expect("one factor per pair: the shape was checked");
     }
+    w.finish(c.num_hidden_layers, 0)?;
     Ok(LlamaModel {
         rope,
         config,

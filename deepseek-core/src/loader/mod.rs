@@ -11,6 +11,7 @@ pub mod gguf;
 mod gguf_model;
 pub mod names;
 mod safetensors;
+mod save;
 mod source;
 mod weights;
 
@@ -20,6 +21,7 @@ pub use gguf::GgufFile;
 pub use gguf_model::GgufModel;
 pub use names::{Naming, Tensor};
 pub use safetensors::Checkpoint;
+pub use save::save_gguf;
 pub use source::{DType, TensorSource, TensorView};
 
 use crate::config::Config;

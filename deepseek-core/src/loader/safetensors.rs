@@ -62,12 +62,14 @@ impl Checkpoint {
                 for name in names {
                     match weight_map.get(&name) {
                         Some(listed) if listed == file => {}
-                        Some(listed) => return Err(Error::Safetensors {
-                            path: path.clone(),
-                            message: format!(
+                        Some(listed) => {
+                            return Err(Error::Safetensors {
+                                path: path.clone(),
+                                message: format!(
                                 "tensor `{name}` is stored here, but {INDEX} places it in {listed}"
                             ),
-                        }),
+                            })
+                        }
                         None => {
                             return Err(Error::Safetensors {
                                 path: path.clone(),

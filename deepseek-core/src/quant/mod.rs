@@ -641,6 +641,27 @@ impl Weight {
         }
     }
 
+    /// The matrix as a GGUF file stores it: its ggml type and row-major ggml rows (x8 formats
+    /// are de-interleaved); `None` for formats ggml has no type for (FP8).
+    pub fn to_ggml(&self) -> Option<(GgmlType, std::borrow::Cow<'_, [u8]>)> {
+        let info = self.format.info();
+        let ty = info.ggml?;
+        let Some((rows_format, xor)) = &info.x8_of else {
+            return Some((ty, std::borrow::Cow::Borrowed(&self.data[..])));
+        };
+        let per_row = self.bytes_per_row();
+        let bytes = rows_format.block_bytes();
+        let mut out = vec![0u8; self.rows * per_row];
+        for (r, row) in out.chunks_exact_mut(per_row.max(1)).enumerate() {
+            let group = self.group_bytes(r / blocks::X8);
+            for (b, ob) in row.chunks_exact_mut(bytes).enumerate() {
+                let block = &group[b * blocks::X8 * bytes..][..blocks::X8 * bytes];
+                blocks::x8_row_block(block, r % blocks::X8, *xor, ob);
+            }
+        }
+        Some((ty, std::borrow::Cow::Owned(out)))
+    }
+
     /// The whole matrix as float32, row-major (tests and small tensors only).
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
