@@ -97,6 +97,7 @@ the manifest, to keep the repository small.
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -693,7 +694,7 @@ def llama_version():
     import llama_cpp
     commit = subprocess.run(["git", "-C", str(LLAMA_CPP), "rev-parse", "HEAD"], capture_output=True, text=True, errors="replace").stdout.strip()
     return {"llama_cpp_python": llama_cpp.__version__, "llama_cpp_commit": commit or "unknown",
-            "gguf_py": gguf_mod().__version__ if hasattr(gguf_mod(), "__version__") else None}
+            "gguf_py": importlib.metadata.version("gguf")}
 
 
 def main():
