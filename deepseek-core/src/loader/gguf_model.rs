@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::RopeLayout;
 use crate::quant::GgmlType;
+use crate::sampling::GenerationConfig;
 
 /// A GGUF model: one file, or every part of a split one (`name-00001-of-00003.gguf`, ...).
 #[derive(Debug)]
@@ -85,6 +86,42 @@ impl GgufModel {
     /// The config its metadata describes.
     pub fn config(&self) -> Result<Config> {
         config(self)
+    }
+
+    /// The decoding defaults llama.cpp's converter copies from `generation_config.json` into
+    /// `general.sampling.*`, if any; validated as that file would be.
+    pub fn generation_config(&self) -> Result<Option<GenerationConfig>> {
+        let keys = [
+            ("general.sampling.temp", "temperature"),
+            ("general.sampling.top_p", "top_p"),
+            ("general.sampling.top_k", "top_k"),
+            ("general.sampling.min_p", "min_p"),
+            ("general.sampling.penalty_repeat", "repetition_penalty"),
+        ];
+        let mut out = Map::new();
+        for (key, field) in keys {
+            let Some(v) = self.first().get(key) else {
+                continue;
+            };
+            let json = match (field, v.as_u64(), v.as_f64()) {
+                ("top_k", Some(k), _) => json!(k),
+                (_, _, Some(x)) if field != "top_k" && x.is_finite() => json!(x),
+                _ => {
+                    return Err(self
+                        .first()
+                        .error(format!("metadata `{key}` {v:?} is not a valid {field}")))
+                }
+            };
+            out.insert(field.to_string(), json);
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        // Sampling defaults in the file mean the model is meant to be sampled.
+        out.insert("do_sample".into(), json!(true));
+        GenerationConfig::from_json_str(&Json::Object(out).to_string())
+            .map(Some)
+            .map_err(|e| self.first().error(format!("general.sampling.*: {e}")))
     }
 
     /// How its weights are arranged compared with Hugging Face's.
@@ -290,7 +327,11 @@ fn config(model: &GgufModel) -> Result<Config> {
 }
 
 fn deepseek2(m: &mut Meta<'_>) -> Result<()> {
-    m.int("q_lora_rank", "attention.q_lora_rank")?;
+    // A plain q_proj (V2-Lite) has no key, or 0: llama.cpp requires the key unless the model
+    // has V2-Lite's 26/27 layers, so files made for other layer counts carry a 0.
+    if m.value("attention.q_lora_rank").and_then(Value::as_u64) != Some(0) {
+        m.int("q_lora_rank", "attention.q_lora_rank")?;
+    }
     m.int("kv_lora_rank", "attention.kv_lora_rank")?;
     let rope = m
         .int("qk_rope_head_dim", "rope.dimension_count")?

@@ -147,9 +147,8 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
     out.common(arch, c);
     // MLA is described as one KV head of the latent, the per-head sizes in the *_mla keys.
     out.meta(arch, "attention.head_count_kv", u(1));
-    if let Some(r) = d.q_lora_rank {
-        out.meta(arch, "attention.q_lora_rank", u(r));
-    }
+    // 0 for a plain q_proj: llama.cpp requires the key except for V2-Lite's layer counts.
+    out.meta(arch, "attention.q_lora_rank", u(d.q_lora_rank.unwrap_or(0)));
     out.meta(arch, "attention.kv_lora_rank", u(d.kv_lora_rank));
     out.meta(
         arch,

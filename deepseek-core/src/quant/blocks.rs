@@ -223,20 +223,24 @@ pub struct ActBlock {
     pub sum8: i32,
 }
 
-/// Quantises `x` (a multiple of 32 long) into `out` (one block per 32 values).
+/// Quantises `x` (a multiple of 32 long) into `out` (one block per 32 values) exactly as ggml's
+/// CPU backend quantises activations (`quantize_row_q8_0`/`_q8_1`): `q = round_even(x * 127 /
+/// amax)`, the scale and `d * sum(q)` rounded to f16 as ggml stores them. Matching ggml here
+/// makes a GGUF give llama.cpp's logits up to summation order, not up to a second, independent
+/// quantisation noise.
 pub fn quantize_act(x: &[f32], out: &mut [ActBlock]) {
     debug_assert!(x.len() == out.len() * QK);
     for (xb, ob) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        ob.d = d;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        ob.d = f16::from_f32(d).to_f32();
         let mut sum = 0i32;
         for (o, &v) in ob.qs.iter_mut().zip(xb) {
-            *o = (v * id).round() as i8;
+            *o = (v * id).round_ties_even() as i8;
             sum += *o as i32;
         }
-        ob.s = d * sum as f32;
+        ob.s = f16::from_f32(d * sum as f32).to_f32();
         ob.sum8 = 8 * sum;
     }
 }
