@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{fixture, FixtureCopy as Scratch};
-use deepseek_core::{Error, LoadOptions, Model, Session, SessionOptions};
+use deepseek_core::{ChatTemplate, Error, LoadOptions, Message, Model, Session, SessionOptions};
 use safetensors::tensor::Dtype;
 
 fn err_text(r: Result<Model, Error>) -> (Error, String) {
@@ -303,4 +305,84 @@ fn mtp_layer_is_skipped() {
         m.transformer().unwrap().layers.len(),
         m.config().num_hidden_layers
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile chat templates
+// ------------------------------------------------------------------------------------------
+
+fn template_error(source: &str, messages: &[Message]) -> String {
+    let t = ChatTemplate::new(source).unwrap();
+    let started = Instant::now();
+    let r = t.render(messages, true);
+    // Generous for a loaded CI machine: unbounded, these never finish (or exhaust memory).
+    assert!(started.elapsed() < Duration::from_secs(20), "{source}");
+    match r {
+        Err(Error::Template(m)) => m,
+        other => panic!("{source}: {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_templates_stop_on_their_budget() {
+    let hi = [Message::user("hi")];
+    // Doubling a string: 2^64 bytes unbounded.
+    let m = template_error(
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        &hi,
+    );
+    assert!(m.contains("fuel"), "{m}");
+    // Nested loops that write nothing: 10^15 iterations.
+    let m = template_error(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{% endfor %}{% endfor %}{% endfor %}",
+        &hi,
+    );
+    assert!(m.contains("fuel"), "{m}");
+    // A flood of output: each write is cheap in fuel, the output cap stops it first.
+    let m = template_error(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{{ messages[0].content * 1000 }}{% endfor %}{% endfor %}",
+        &hi,
+    );
+    assert!(m.contains("exceeds its limit"), "{m}");
+    // One huge allocation up front.
+    let m = template_error("{{ 'x' * 10000000000 }}", &hi);
+    assert!(m.contains("fuel"), "{m}");
+}
+
+#[test]
+fn real_templates_fit_their_budget_on_long_conversations() {
+    let t = ChatTemplate::deepseek_r1();
+    // 30000 short turns (more than R1's 163840-token context holds) and one huge message.
+    let many: Vec<Message> = (0..30_000)
+        .map(|i| match i % 2 {
+            0 => Message::user(format!("question {i}")),
+            _ => Message::assistant(format!("<think>\nhmm\n</think>\n\nanswer {i}")),
+        })
+        .collect();
+    let text = t.render(&many, true).unwrap();
+    assert!(text.ends_with("<｜Assistant｜><think>\n") && text.contains("answer 29999"));
+    let huge = [
+        Message::system("s".repeat(1 << 20)),
+        Message::user("u".repeat(1 << 20)),
+    ];
+    assert_eq!(t.render(&huge, true).unwrap().len(), (2 << 20) + 66);
+}
+
+#[test]
+fn rendering_polls_the_cancel_check() {
+    let t = ChatTemplate::new(
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let polls = AtomicUsize::new(0);
+    let started = Instant::now();
+    let r = t.render_cancellable(&[Message::user("hi")], true, &|| {
+        polls.fetch_add(1, Ordering::Relaxed) >= 3
+    });
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_eq!(polls.load(Ordering::Relaxed), 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A check that is already set stops the render before it starts.
+    let r = ChatTemplate::deepseek_r1().render_cancellable(&[Message::user("hi")], true, &|| true);
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
 }
