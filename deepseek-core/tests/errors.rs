@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{fixture, FixtureCopy as Scratch};
-use deepseek_core::{ChatTemplate, Error, LoadOptions, Message, Model, Session, SessionOptions};
+use deepseek_core::{
+    ChatTemplate, Error, LoadOptions, Message, Model, Session, SessionOptions, Tokenizer,
+};
 use safetensors::tensor::Dtype;
 
 fn err_text(r: Result<Model, Error>) -> (Error, String) {
@@ -385,4 +387,58 @@ fn rendering_polls_the_cancel_check() {
     // A check that is already set stops the render before it starts.
     let r = ChatTemplate::deepseek_r1().render_cancellable(&[Message::user("hi")], true, &|| true);
     assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile tokenizers
+// ------------------------------------------------------------------------------------------
+
+/// A byte-level BPE tokenizer whose pre-tokenizer splits on `pattern` (a Regex, run by onig).
+fn tokenizer_with_split(pattern: &str) -> Tokenizer {
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": pattern},
+                          "behavior": "Isolated", "invert": false},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false,
+            "vocab": {"a": 0, "b": 1, "c": 2}, "merges": []}
+    });
+    Tokenizer::from_json(json.to_string().as_bytes(), None).unwrap()
+}
+
+#[test]
+fn catastrophic_tokenizer_regex_is_an_error_not_a_panic() {
+    // Exponential backtracking: onig gives up at its retry limit, and the onig crate panics.
+    let tok = tokenizer_with_split("(a|aa)+c");
+    let text = format!("{}b", "a".repeat(60));
+    let r = std::panic::catch_unwind(|| tok.encode(&text, false));
+    match r {
+        Ok(Err(Error::Tokenizer(m))) => assert!(m.contains("retry"), "{m}"),
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => panic!("the tokenizer panicked through the API"),
+    }
+    // The tokenizer still works on ordinary text afterwards.
+    assert_eq!(tok.encode("abc", false).unwrap(), [0, 1, 2]);
+}
+
+#[test]
+fn sparse_token_ids_are_refused_before_allocating() {
+    // A token with id 4e9: per-id tables would take 4 GB (kinds) and 16 GB (bytes).
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+                    "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false,
+            "vocab": {"a": 0, "b": 4_000_000_000u32}, "merges": []}
+    });
+    match Tokenizer::from_json(json.to_string().as_bytes(), None) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("too sparse"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
