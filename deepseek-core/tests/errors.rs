@@ -148,6 +148,15 @@ fn config_that_disagrees_with_the_weights() {
         c["topk_group"] = 9.into();
     });
     assert!(err_text(d.load()).1.contains("topk_group"));
+
+    // An activation other than SiLU used to load and give SiLU's logits.
+    let d = Scratch::of("v3_tiny", "act");
+    d.edit_config(|c| c["hidden_act"] = "gelu".into());
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(&e, Error::Config { field, .. } if field == "hidden_act") && s.contains("gelu"),
+        "{s}"
+    );
 }
 
 #[test]
