@@ -114,7 +114,7 @@ impl ChatSession {
         let generator = self.generator.clone();
         // Everything that can fail, on a borrow; only then does the conversation move.
         let ready = (|| {
-            let (text, prompt) = generator.chat_tokens(&self.state.messages)?;
+            let (text, prompt) = generator.chat_tokens_for(&self.state.messages, params)?;
             let keep =
                 generator.reuse_cache(&mut Target::Chat(&mut self.state), &prompt, params)?;
             let sampler = generator.sampler(&prompt, params)?;
@@ -134,13 +134,17 @@ impl ChatSession {
 
     fn check(&self, params: &GenerateParams) -> Result<()> {
         params.validate()?;
-        self.generator.chat_tokens(&self.state.messages).map(|_| ())
+        self.generator
+            .chat_tokens_for(&self.state.messages, params)
+            .map(|_| ())
     }
 
     /// Streams a reply to the conversation as it stands (e.g. to retry after an error, or after
     /// [`push`](Self::push)ing a user or tool message).
     pub fn respond(&mut self, params: &GenerateParams) -> Result<Stream<'_>> {
-        let (text, prompt) = self.generator.chat_tokens(&self.state.messages)?;
+        let (text, prompt) = self
+            .generator
+            .chat_tokens_for(&self.state.messages, params)?;
         let in_reasoning = super::prompt_opens_reasoning(&text);
         self.generator
             .start_reusing(Target::Chat(&mut self.state), prompt, in_reasoning, params)
