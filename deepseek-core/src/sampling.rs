@@ -355,6 +355,15 @@ impl Sampler {
         if n == 0 {
             return Err(Error::InvalidArgument("empty logits".into()));
         }
+        if let Some(i) = logits
+            .iter()
+            .position(|l| l.is_nan() || *l == f32::INFINITY)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "logit {i} is {} (logits must be finite or -inf)",
+                logits[i]
+            )));
+        }
         let p = &self.params;
         self.logits.clear();
         self.logits.extend_from_slice(logits);

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{fixture, FixtureCopy as Scratch};
 use deepseek_core::{
-    ChatTemplate, Error, LoadOptions, Message, Model, Session, SessionOptions, Tokenizer,
+    ChatTemplate, Error, GenerateParams, Generator, LoadOptions, Message, Model, Sampler,
+    SamplingParams, Session, SessionOptions, Tokenizer,
 };
 use safetensors::tensor::Dtype;
 
@@ -450,4 +451,79 @@ fn sparse_token_ids_are_refused_before_allocating() {
         Err(Error::Tokenizer(m)) => assert!(m.contains("too sparse"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Non-finite weights
+// ------------------------------------------------------------------------------------------
+
+/// `value` as the bytes of every element of an F32 tensor of `len` bytes.
+fn f32_bytes(value: f32, len: usize) -> Vec<u8> {
+    value.to_le_bytes().repeat(len / 4)
+}
+
+#[test]
+fn non_finite_weights_give_a_typed_error_not_garbage() {
+    // +inf in the embedding row of token 5: only positions that see it go wrong.
+    let d = Scratch::of("v3_tiny", "inf");
+    d.edit_weights(|n, dt, s, b| {
+        let mut b = b.to_vec();
+        if n == "model.embed_tokens.weight" {
+            assert_eq!(dt, Dtype::F32);
+            let row = s[1] * 4;
+            b[5 * row..6 * row].copy_from_slice(&f32_bytes(f32::INFINITY, row));
+        }
+        Some((dt, s.to_vec(), b))
+    });
+    let model = Arc::new(d.load().unwrap());
+    let mut s = Session::new(model, SessionOptions::default()).unwrap();
+    s.eval(&[1, 2]).unwrap();
+    match s.eval_all(&[3, 5, 4]).map(<[f32]>::len) {
+        Err(Error::NonFiniteLogits { position: 3 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 2, "a failed call leaves the cache as it was");
+    match s.eval(&[5]).map(<[f32]>::len) {
+        Err(Error::NonFiniteLogits { position: 2 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 2);
+    // The session goes on from where it was.
+    s.eval(&[3]).unwrap();
+
+    // NaN in the final norm: every logit is NaN, and generation reports it instead of
+    // sampling garbage.
+    let d = Scratch::of("v3_r1tok", "nan");
+    d.edit_weights(|n, dt, s, b| {
+        let b = match n {
+            "model.norm.weight" => f32_bytes(f32::NAN, b.len()),
+            _ => b.to_vec(),
+        };
+        Some((dt, s.to_vec(), b))
+    });
+    let model = Arc::new(d.load().unwrap());
+    let tokenizer = Tokenizer::from_dir(fixture("tokenizers").join("deepseek-r1")).unwrap();
+    let gen = Generator::new(model, tokenizer).unwrap();
+    let params = GenerateParams {
+        max_tokens: Some(4),
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
+    match gen.generate("hi", &params) {
+        Err(Error::NonFiniteLogits { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_sampler_refuses_nan_and_positive_infinity() {
+    let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            s.sample(&[0.0, bad, 1.0]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    // -inf is a banned token, not an error.
+    assert_eq!(s.sample(&[0.0, f32::NEG_INFINITY, 1.0]).unwrap(), 2);
 }
