@@ -1366,3 +1366,42 @@ fn a_cancel_check_stops_prefill_between_chunks() {
     assert_eq!(r.usage.cached_tokens, 512);
     assert_eq!(r.tokens, gen.generate(&prompt, &greedy(2)).unwrap().tokens);
 }
+
+#[test]
+fn a_rejected_turn_leaves_the_conversation_and_cache_unchanged() {
+    let gen = generator().clone().with_session_options(SessionOptions {
+        context_length: Some(64),
+        ..Default::default()
+    });
+    let mut chat = gen.chat_session().unwrap();
+    chat.send("What is 1+1?", &greedy(2)).unwrap();
+    let (messages, cached) = (chat.messages().to_vec(), chat.cached_tokens().to_vec());
+    // Too long for the context: refused, and the message does not stay in the conversation.
+    assert!(matches!(
+        chat.send(&"word ".repeat(100), &greedy(2)),
+        Err(Error::ContextOverflow { .. })
+    ));
+    assert_eq!(chat.messages(), messages);
+    // A bias outside the vocabulary is refused before the cache is touched.
+    let bad_bias = GenerateParams {
+        sampling: SamplingParams {
+            logit_bias: vec![(200_000, 1.0)],
+            ..Default::default()
+        },
+        ..greedy(2)
+    };
+    assert!(matches!(
+        chat.send("And 2+2?", &bad_bias),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert_eq!(chat.messages(), messages);
+    assert_eq!(
+        (chat.cached_tokens(), chat.session().len()),
+        (&cached[..], cached.len())
+    );
+    // The next turn is answered as if the rejected ones never happened.
+    let r = chat.send("And 2+2?", &greedy(2)).unwrap();
+    let mut want = messages.clone();
+    want.push(Message::user("And 2+2?"));
+    assert_eq!(r.tokens, gen.chat(&want, &greedy(2)).unwrap().tokens);
+}

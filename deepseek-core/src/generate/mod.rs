@@ -415,8 +415,11 @@ impl Generator {
         in_reasoning: bool,
         params: &GenerateParams,
     ) -> Result<Stream<'a>> {
+        // The sampler first: it checks the params, and a refused request must find the cache
+        // as it was (reuse_cache drops what the prompt does not share).
+        let sampler = self.sampler(&prompt, params)?;
         let keep = self.reuse_cache(&mut target, &prompt, params)?;
-        self.start(target, prompt, keep, in_reasoning, params)
+        Ok(self.launch(target, sampler, prompt, keep, in_reasoning, params))
     }
 
     /// Checks the request, then keeps the cached prefix `target` shares with `prompt` and
