@@ -29,6 +29,8 @@
  *  - ds_generate (a raw prompt) and ds_chat (messages, through the model's chat template) pass
  *    each text delta to a ds_event_cb on the calling thread, tagged reasoning or content, in
  *    whole UTF-8 characters; the callback returns false to stop. It must not unwind or longjmp.
+ *    ds_generate_params.abort_callback, polled while the chat template renders, between prompt
+ *    chunks and between tokens, stops a call before any text exists (e.g. on Ctrl-C).
  *  - A session is a cache, not a history: pass the whole conversation to ds_chat each turn and
  *    the tokens it shares with the session's cache are not evaluated again.
  *
