@@ -49,7 +49,7 @@ impl Text {
         let tokenizer = Tokenizer::from_dir(dir)?;
         let mut generator = Generator::new(self.model.clone(), tokenizer)?;
         if let Some(config) = &self.generation {
-            generator = generator.with_generation_config(config.clone());
+            generator = generator.with_generation_config(config.clone())?;
         }
         let mut slot = self
             .generator

@@ -11,9 +11,11 @@ use deepseek_core::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::convert::{self, count, token_ids};
+use crate::convert::{self, count, token_ids, Int};
 use crate::errors::{to_py, value_error};
-use crate::generate::{result_or_stream, Driver, Envelope, Options, PyChatCompletionStream};
+use crate::generate::{
+    result_or_stream, Driver, Envelope, Interrupt, Options, PyChatCompletionStream,
+};
 use crate::session::PySession;
 use crate::tokenizer::PyTokenizer;
 
@@ -95,7 +97,7 @@ fn text_layer(
         });
     let gc = model_dir.join("generation_config.json");
     if gc.is_file() {
-        generator = generator.with_generation_config(GenerationConfig::from_file(&gc)?);
+        generator = generator.with_generation_config(GenerationConfig::from_file(&gc)?)?;
     }
     Ok(generator)
 }
@@ -108,8 +110,8 @@ impl PyModel {
         py: Python<'_>,
         path: PathBuf,
         dtype: &str,
-        threads: Option<i64>,
-        context_length: Option<i64>,
+        threads: Option<Int>,
+        context_length: Option<Int>,
         tokenizer: Option<PathBuf>,
     ) -> PyResult<Self> {
         let dtype: WeightDtype = dtype.parse().map_err(|e| to_py(py, e))?;
@@ -185,8 +187,8 @@ impl PyModel {
     #[pyo3(signature = (context_length = None, threads = None))]
     fn new_session(
         slf: &Bound<'_, Self>,
-        context_length: Option<i64>,
-        threads: Option<i64>,
+        context_length: Option<Int>,
+        threads: Option<Int>,
     ) -> PyResult<PySession> {
         let py = slf.py();
         let context_length = count(py, "context_length", context_length)?;
@@ -232,9 +234,7 @@ impl PyModel {
         let py = messages.py();
         let template = self.generator(py)?.template();
         let messages = convert::messages(messages)?;
-        template
-            .render(&messages, add_generation_prompt)
-            .map_err(|e| to_py(py, e))
+        Interrupt::default().render(py, template, &messages, add_generation_prompt)
     }
 
     /// Continues `prompt` (a string, or token ids used as they are) and returns a
@@ -256,10 +256,10 @@ impl PyModel {
     fn generate(
         &self,
         prompt: &Bound<'_, PyAny>,
-        max_tokens: Option<i64>,
+        max_tokens: Option<Int>,
         temperature: Option<f64>,
         top_p: Option<f64>,
-        top_k: Option<i64>,
+        top_k: Option<Int>,
         min_p: Option<f64>,
         repetition_penalty: Option<f64>,
         frequency_penalty: Option<f64>,
@@ -271,6 +271,7 @@ impl PyModel {
     ) -> PyResult<Py<PyAny>> {
         let py = prompt.py();
         let generator = self.generator(py)?;
+        let interrupt = Interrupt::default();
         let params = Options {
             max_tokens,
             temperature,
@@ -284,7 +285,7 @@ impl PyModel {
             seed,
             stop,
         }
-        .resolve(py, generator.default_params())?;
+        .resolve(py, generator.default_params(), &interrupt)?;
         let started = match prompt.cast::<PyString>() {
             Ok(text) => {
                 let text = text.to_cow()?;
@@ -295,7 +296,8 @@ impl PyModel {
                 py.detach(|| generator.stream_tokens(&ids, &params))
             }
         };
-        let driver = Driver::new(started.map_err(|e| to_py(py, e))?, None);
+        let started = started.map_err(|e| interrupt.to_py(py, e))?;
+        let driver = Driver::new(started, None, interrupt);
         result_or_stream(py, driver, stream)
     }
 
@@ -313,10 +315,10 @@ impl PyModel {
     fn chat(
         &self,
         messages: &Bound<'_, PyAny>,
-        max_tokens: Option<i64>,
+        max_tokens: Option<Int>,
         temperature: Option<f64>,
         top_p: Option<f64>,
-        top_k: Option<i64>,
+        top_k: Option<Int>,
         min_p: Option<f64>,
         repetition_penalty: Option<f64>,
         frequency_penalty: Option<f64>,
@@ -328,6 +330,7 @@ impl PyModel {
     ) -> PyResult<Py<PyAny>> {
         let py = messages.py();
         let generator = self.generator(py)?;
+        let interrupt = Interrupt::default();
         let params = Options {
             max_tokens,
             temperature,
@@ -341,12 +344,12 @@ impl PyModel {
             seed,
             stop,
         }
-        .resolve(py, generator.default_params())?;
+        .resolve(py, generator.default_params(), &interrupt)?;
         let messages = convert::messages(messages)?;
         let started = py
             .detach(|| generator.chat_stream(&messages, &params))
-            .map_err(|e| to_py(py, e))?;
-        let driver = Driver::new(started, None);
+            .map_err(|e| interrupt.to_py(py, e))?;
+        let driver = Driver::new(started, None, interrupt);
         let envelope = Envelope::new(self.path.display().to_string());
         if stream {
             return Ok(Py::new(py, PyChatCompletionStream::new(driver, envelope))?.into_any());
