@@ -499,6 +499,36 @@ fn malformed_vocabularies_are_typed_errors() {
     }
 }
 
+/// Any key of the synthetic vocabulary given a value of any other shape: an error, never a panic.
+#[test]
+fn every_key_with_every_wrong_shape_is_an_error() {
+    let wrong = [
+        Value::U8(7),
+        Value::I32(-7),
+        Value::U64(u64::MAX),
+        Value::F32(0.5),
+        Value::Bool(true),
+        Value::String(String::new()),
+        Value::String("gpt2".into()),
+        Value::Array(vec![]),
+        Value::Array(vec![Value::I32(3); 12]),
+        Value::Array(vec![Value::String("a b".into()); 12]),
+        Value::Array(vec![Value::Array(vec![Value::U8(1)])]),
+    ];
+    for (key, original) in synthetic() {
+        for value in &wrong {
+            if *value == original {
+                continue;
+            }
+            let result = load(&with(&key, Some(value.clone())));
+            // A few substitutes are valid (another bool, an id of another real token).
+            if let Err(e) = result {
+                assert!(matches!(e, Error::Gguf { .. }), "{key} = {value:?}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn unsupported_tokenizer_files_are_typed_errors() {
     let (json, config) = tokenizer_files("deepseek-r1-distill-qwen-7b");
