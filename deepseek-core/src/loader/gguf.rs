@@ -376,7 +376,11 @@ impl Header {
             }
             raw.push((name, dims, ty, offset));
         }
-        let data_offset = c.pos.next_multiple_of(alignment);
+        // Files without tensors (llama.cpp's vocab-only files) may end before the padding.
+        let data_offset = match c.pos.next_multiple_of(alignment) {
+            end if raw.is_empty() => end.min(buf.len()),
+            end => end,
+        };
         let data_len = buf.len().checked_sub(data_offset).ok_or_else(|| {
             format!("the data section would start at byte {data_offset}, past the end of the file")
         })?;
@@ -759,6 +763,20 @@ mod tests {
         let mut bad = out;
         bad[at + 4..at + 12].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Header::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn files_without_tensors_need_no_trailing_padding() {
+        let mut w = Writer::new();
+        w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        // 24-byte header + key + type + value, then padding to 32 that llama.cpp omits.
+        let end = 24 + 8 + "tokenizer.ggml.model".len() + 4 + 8 + 4;
+        assert!(out.len() > end);
+        let h = Header::parse(&out[..end]).unwrap();
+        assert_eq!(h.metadata[0].1.as_str(), Some("gpt2"));
+        assert_eq!(h.data_offset, end);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod build;
 pub mod gguf;
 mod gguf_model;
+pub mod gguf_vocab;
 pub mod names;
 mod safetensors;
 mod save;
