@@ -34,7 +34,7 @@ pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
     CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
-    Generator, Stream, Usage,
+    Generator, Stream, TextAssets, Usage,
 };
 pub use model::AttentionPath;
 pub use quant::WeightDtype;

@@ -1,12 +1,12 @@
 //! `deepseek_rs.Model`: a loaded checkpoint (immutable, shared by its sessions) plus the defaults
 //! its sessions start from, and its tokenizer when one is found (the text and generation API).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use deepseek_core::{
-    Error, GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, Tokenizer,
-    WeightDtype,
+    GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, TextAssets,
+    Tokenizer, WeightDtype,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -19,7 +19,8 @@ use crate::generate::{
 use crate::session::PySession;
 use crate::tokenizer::PyTokenizer;
 
-/// A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
+/// A DeepSeek V2/V3/R1 (or R1-Distill) checkpoint loaded from a Hugging Face folder or a GGUF
+/// file.
 ///
 /// `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
 /// is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
@@ -65,41 +66,22 @@ impl PyModel {
     }
 }
 
-/// The tokenizer for a model: `Ok(None)` if the model folder simply has none.
-fn load_tokenizer(
-    model_dir: &Path,
-    dir: Option<&Path>,
-) -> deepseek_core::Result<Option<Tokenizer>> {
-    match Tokenizer::from_dir(dir.unwrap_or(model_dir)) {
-        Ok(t) => Ok(Some(t)),
-        Err(Error::Io { path, source })
-            if dir.is_none()
-                && source.kind() == std::io::ErrorKind::NotFound
-                && path.ends_with("tokenizer.json") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Tokenizer + generation_config.json -> the text layer of `model`.
+/// The text layer of `model`: its tokenizer with the checkpoint's decoding defaults.
 fn text_layer(
     model: &Arc<Model>,
-    model_dir: &Path,
     tokenizer: Tokenizer,
+    generation: Option<GenerationConfig>,
     context_length: usize,
 ) -> deepseek_core::Result<Generator> {
-    let mut generator =
+    let generator =
         Generator::new(model.clone(), tokenizer)?.with_session_options(SessionOptions {
             context_length: Some(context_length),
             ..SessionOptions::default()
         });
-    let gc = model_dir.join("generation_config.json");
-    if gc.is_file() {
-        generator = generator.with_generation_config(GenerationConfig::from_file(&gc)?)?;
+    match generation {
+        Some(config) => generator.with_generation_config(config),
+        None => Ok(generator),
     }
-    Ok(generator)
 }
 
 #[pymethods]
@@ -120,7 +102,7 @@ impl PyModel {
         let (model, tok) = py
             .detach(|| {
                 let model = Model::load(&path, LoadOptions { threads, dtype })?;
-                Ok((model, load_tokenizer(&path, tokenizer.as_deref())?))
+                Ok((model, TextAssets::load(&path, tokenizer.as_deref())?))
             })
             .map_err(|e| to_py(py, e))?;
         let model = Arc::new(model);
@@ -134,10 +116,10 @@ impl PyModel {
         )
         .map_err(|e| to_py(py, e))?;
         let context_length = probe.context_length();
-        let (generator, tokenizer) = match tok {
-            Some(tok) => {
-                let generator =
-                    text_layer(&model, &path, tok, context_length).map_err(|e| to_py(py, e))?;
+        let (generator, tokenizer) = match tok.tokenizer {
+            Some(t) => {
+                let generator = text_layer(&model, t, tok.generation, context_length)
+                    .map_err(|e| to_py(py, e))?;
                 let wrapped = PyTokenizer::new(
                     generator.tokenizer().clone(),
                     generator.template().clone(),
@@ -147,9 +129,10 @@ impl PyModel {
             }
             None => {
                 let why = format!(
-                    "no tokenizer: {} has no tokenizer.json, so the text API (tokenize, \
-                     generate, chat, ...) is unavailable; pass tokenizer=DIR to Model(...) if \
-                     the tokenizer lives in another folder",
+                    "no tokenizer: {} has no tokenizer (tokenizer.json, or tokenizer.* \
+                     metadata in a GGUF file), so the text API (tokenize, generate, chat, ...) \
+                     is unavailable; pass tokenizer=DIR to Model(...) if the tokenizer lives \
+                     elsewhere",
                     path.display()
                 );
                 (Err(why), None)

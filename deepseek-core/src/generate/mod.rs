@@ -165,6 +165,76 @@ pub struct GenerationResult {
     pub usage: Usage,
 }
 
+/// What a checkpoint says about text: its tokenizer (special tokens and chat template
+/// included) and its decoding defaults. The one place every binding reads them from.
+#[derive(Debug, Clone, Default)]
+pub struct TextAssets {
+    /// The tokenizer, if the checkpoint has one.
+    pub tokenizer: Option<Tokenizer>,
+    /// Decoding defaults, if the checkpoint gives any.
+    pub generation: Option<GenerationConfig>,
+}
+
+impl TextAssets {
+    /// The text side of the checkpoint at `path`: a folder's `tokenizer.json` (with
+    /// `tokenizer_config.json`) and `generation_config.json`, or a GGUF file's `tokenizer.*` and
+    /// `general.sampling.*` metadata. `tokenizer` (a folder or a GGUF file) overrides where the
+    /// tokenizer comes from. A checkpoint without a tokenizer gives `None`; a malformed one is
+    /// an error.
+    pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
+        let mut assets = TextAssets::default();
+        if path.is_file() {
+            let file = crate::loader::GgufModel::open(path)?;
+            assets.generation = file.generation_config()?;
+            if tokenizer.is_none() && file.first().get("tokenizer.ggml.model").is_some() {
+                let t = crate::loader::gguf_vocab::tokenizer_from_gguf(file.first())?;
+                assets.tokenizer = Some(t);
+            }
+        } else {
+            let gc = path.join("generation_config.json");
+            if gc.is_file() {
+                assets.generation = Some(GenerationConfig::from_file(&gc)?);
+            }
+            if tokenizer.is_none() && path.join("tokenizer.json").is_file() {
+                assets.tokenizer = Some(Tokenizer::from_dir(path)?);
+            }
+        }
+        if let Some(t) = tokenizer {
+            assets.tokenizer = Some(Self::tokenizer_at(t)?);
+        }
+        Ok(assets)
+    }
+
+    /// The tokenizer of a folder (`tokenizer.json` + `tokenizer_config.json`) or of a GGUF
+    /// file's `tokenizer.*` metadata.
+    pub fn tokenizer_at(path: &Path) -> Result<Tokenizer> {
+        if path.is_file() {
+            let file = crate::loader::GgufFile::open(path)?;
+            crate::loader::gguf_vocab::tokenizer_from_gguf(&file)
+        } else {
+            Tokenizer::from_dir(path)
+        }
+    }
+
+    /// The error for a checkpoint at `path` that has no tokenizer.
+    pub fn missing(path: &Path) -> Error {
+        if path.is_file() {
+            Error::Gguf {
+                path: path.to_path_buf(),
+                message: "no tokenizer.ggml.* metadata: give a tokenizer folder".into(),
+            }
+        } else {
+            Error::io(
+                path.join("tokenizer.json"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no tokenizer in the model folder",
+                ),
+            )
+        }
+    }
+}
+
 /// A model with its tokenizer, chat template and generation defaults. Cloning is cheap (shared).
 #[derive(Debug, Clone)]
 pub struct Generator {
@@ -209,22 +279,22 @@ impl Generator {
         })
     }
 
-    /// Loads the model from `model_dir`, the tokenizer from `tokenizer_dir` (default:
-    /// `model_dir`) and, if present, `generation_config.json` from `model_dir`.
+    /// Loads the model at `path` (a folder or a GGUF file) with its tokenizer and decoding
+    /// defaults ([`TextAssets::load`]; `tokenizer` overrides where the tokenizer comes from).
     pub fn load(
-        model_dir: impl AsRef<Path>,
-        tokenizer_dir: Option<&Path>,
+        path: impl AsRef<Path>,
+        tokenizer: Option<&Path>,
         options: LoadOptions,
     ) -> Result<Self> {
-        let model_dir = model_dir.as_ref();
-        let model = Arc::new(Model::load(model_dir, options)?);
-        let tokenizer = Tokenizer::from_dir(tokenizer_dir.unwrap_or(model_dir))?;
-        let mut gen = Self::new(model, tokenizer)?;
-        let gc = model_dir.join("generation_config.json");
-        if gc.is_file() {
-            gen = gen.with_generation_config(GenerationConfig::from_file(&gc)?)?;
+        let path = path.as_ref();
+        let model = Arc::new(Model::load(path, options)?);
+        let text = TextAssets::load(path, tokenizer)?;
+        let tokenizer = text.tokenizer.ok_or_else(|| TextAssets::missing(path))?;
+        let gen = Self::new(model, tokenizer)?;
+        match text.generation {
+            Some(config) => gen.with_generation_config(config),
+            None => Ok(gen),
         }
-        Ok(gen)
     }
 
     /// Uses `config`'s sampling defaults and adds its EOS ids, which must be tokens of the
