@@ -192,10 +192,13 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
             ScoringFunc::Sigmoid => 2,
         };
         out.meta(arch, "expert_gating_func", Value::U32(gating));
-        if moe.topk_method != TopkMethod::Greedy {
-            out.meta(arch, "expert_group_count", u(moe.n_group));
-            out.meta(arch, "expert_group_used_count", u(moe.topk_group));
-        }
+        // Greedy routing has one group (llama.cpp then selects over all experts).
+        let (groups, used) = match moe.topk_method {
+            TopkMethod::Greedy => (1, 1),
+            _ => (moe.n_group, moe.topk_group),
+        };
+        out.meta(arch, "expert_group_count", u(groups));
+        out.meta(arch, "expert_group_used_count", u(used));
     }
     if let Some(y) = &d.rope_scaling {
         if (y.mscale - y.mscale_all_dim).abs() > 1e-6 {
