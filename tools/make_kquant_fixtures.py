@@ -16,8 +16,18 @@ Truth comes from llama.cpp, never from our code:
      `act_q8_1.bin`), and `<type>.dot`: ggml's `ggml_vec_dot_<type>_<act>` (libggml-cpu.so, the
      x86 kernel llama.cpp runs on this machine) of each golden row with it, 8 floats.
 
+Stage `model` (a GGUF mixing formats per tensor, as llama.cpp's K-quant mixtures do):
+  6. fixture `v3_quant` is written as an F32 GGUF by our own writer (`save_gguf`, through the
+     ignored test `write_v3_quant_f32_gguf` of deepseek-core/tests/kquants.rs);
+  7. llama-quantize makes it Q4_K_M with per-tensor overrides so that one 1.2 MB file holds every
+     format we read as stored: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, IQ4_NL (IQ4_XS's fallback
+     on 64-wide rows), Q4_0, Q4_1, Q5_0 and Q5_1 (Q4_K/Q5_K's fallbacks), Q8_0, BF16 and F32
+     (`v3_quant-kmix.gguf`; `tokenizer.ggml.model = none` so llama.cpp loads it without a vocab);
+  8. llama.cpp runs that very file (llama-cpp-python, F32 KV cache, 2 threads) over the
+     fixture's golden prompt + greedy ids: `v3_quant-kmix.llama.f32`, [T, vocab] logits.
+
 Run by hand from the repository root (see tools/make_gguf_fixtures.py for the reference setup):
-    /work/ref/venv/bin/python tools/make_kquant_fixtures.py
+    /work/ref/venv/bin/python tools/make_kquant_fixtures.py [rows] [model]
 Paths: LLAMA_CPP_DIR (vendored llama.cpp source), LLAMA_BIN_DIR (llama-quantize and libggml-base.so).
 """
 
@@ -149,7 +159,69 @@ def llama_cpp_commit():
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
+# Stage `model`: Q4_K_M, and these tensors in other formats (llama-quantize --tensor-type).
+KMIX_OVERRIDES = [
+    r"blk\.0\.ffn_up=q5_k",
+    r"blk\.0\.ffn_down=q3_k",
+    r"blk\.1\.ffn_gate_exps=q2_k",
+    r"blk\.1\.ffn_up_exps=iq4_xs",
+    r"blk\.1\.ffn_down_shexp=iq4_xs",  # 64-wide rows: llama-quantize falls back to IQ4_NL
+    r"blk\.2\.attn_kv_a_mqa=q3_k",
+    r"blk\.2\.ffn_up_exps=q6_k",
+    r"blk\.2\.ffn_gate_shexp=q4_1",
+    r"blk\.1\.attn_q_a=q4_0",
+]
+
+
+def model_stage():
+    from safetensors.numpy import load_file
+    import collections
+    if "LLAMA_CPP_LIB_PATH" not in os.environ:
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(LLAMA_BIN)
+    from llama_cpp import Llama
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = Path(tmp) / "v3_quant-F32.gguf"
+        subprocess.run(["cargo", "test", "-q", "-p", "deepseek-core", "--test", "kquants", "--",
+                        "--ignored", "--exact", "write_v3_quant_f32_gguf"],
+                       cwd=ROOT, check=True, env={**os.environ, "KQUANT_F32_GGUF": str(f32)})
+        out = OUT / "v3_quant-kmix.gguf"
+        cmd = [str(LLAMA_BIN / "llama-quantize"),
+               "--override-kv", "tokenizer.ggml.model=str:none",
+               "--override-kv", "deepseek2.vocab_size=int:512"]
+        for o in KMIX_OVERRIDES:
+            cmd += ["--tensor-type", o]
+        subprocess.run(cmd + [str(f32), str(out), "Q4_K_M", "1"], check=True, capture_output=True)
+    types = collections.Counter(t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors)
+    golden = load_file(str(ROOT / "deepseek-core" / "tests" / "fixtures" / "v3_quant" / "golden.safetensors"))
+    ids = [int(i) for i in np.concatenate([golden["input_ids"].ravel(), golden["greedy_ids"].ravel()])]
+    llm = Llama(model_path=str(out), n_ctx=128, n_batch=128, n_ubatch=128, n_threads=2,
+                n_threads_batch=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+    llm.eval(ids)
+    logits = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    (OUT / "v3_quant-kmix.llama.f32").write_bytes(logits.astype("<f4").tobytes())
+    print(f"kmix: {dict(types)}; llama.cpp logits {logits.shape}", flush=True)
+    return {
+        "file": out.name, "from": "v3_quant (our save_gguf at F32) -> llama-quantize Q4_K_M",
+        "overrides": KMIX_OVERRIDES, "tensor_types": dict(types),
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "llama_logits": "v3_quant-kmix.llama.f32", "logits_shape": list(logits.shape),
+        "ids": ids,
+    }
+
+
 def main():
+    stages = set(sys.argv[1:]) or {"rows", "model"}
+    manifest_path = OUT / "manifest.json"
+    if "rows" in stages:
+        rows_stage()
+    if "model" in stages:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["kmix"] = model_stage()
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def rows_stage():
     lib = ctypes.CDLL(str(LLAMA_BIN / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
     lib_cpu = ctypes.CDLL(str(LLAMA_BIN / "libggml-cpu.so"))
     lib_cpu.ggml_cpu_init()  # fills the f16 -> f32 table the CPU kernels read
