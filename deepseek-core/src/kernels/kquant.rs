@@ -6,7 +6,8 @@
 //! does) and scales the sum once in float: `d_x * (d_w * sumi - dmin_w * summ)`.
 
 use super::Isa;
-use crate::quant::kblocks::{self, KVALUES_IQ4NL};
+use crate::quant::blocks::{self, X8};
+use crate::quant::kblocks::{self, KVALUES_IQ4NL, Q6_K_BYTES};
 use crate::quant::{ActBlockK, Format};
 
 #[inline]
@@ -152,4 +153,66 @@ pub fn dot_k_with(isa: Isa, format: &Format, wrow: &[u8], x: &[&[ActBlockK]], ou
     for (o, xt) in out.iter_mut().zip(x) {
         *o = dot_k_scalar(format, wrow, xt);
     }
+}
+
+/// One row group of an interleaved super-block format (Q4_Kx8, Q6_Kx8; `w`: its super-blocks)
+/// . the first `nt` (1..=4) of four tokens: `out[t][r]` for row `r` of the group.
+pub fn tile8_kx8_with(
+    isa: Isa,
+    format: &Format,
+    w: &[u8],
+    x: [&[ActBlockK]; 4],
+    nt: usize,
+) -> [[f32; X8]; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+        use super::x86_kquant as k;
+        let mut out = [[0f32; X8]; 4];
+        macro_rules! run {
+            ($kernel:ident) => {{
+                // SAFETY: Avx2/Avx512Vnni are only chosen when the CPU has AVX2 + FMA + F16C.
+                unsafe {
+                    match nt {
+                        1 => out[..1].copy_from_slice(&k::$kernel::<1>(w, [x[0]])),
+                        2 => out[..2].copy_from_slice(&k::$kernel::<2>(w, [x[0], x[1]])),
+                        3 => out[..3].copy_from_slice(&k::$kernel::<3>(w, [x[0], x[1], x[2]])),
+                        _ => out = k::$kernel::<4>(w, x),
+                    }
+                }
+                return out;
+            }};
+        }
+        match format {
+            Format::Q4_Kx8 => run!(tile8_q4_kx8_avx2),
+            Format::Q6_Kx8 => run!(tile8_q6_kx8_avx2),
+            _ => {}
+        }
+    }
+    let _ = isa;
+    tile8_kx8_scalar(format, w, x, nt)
+}
+
+/// Scalar reference of [`tile8_kx8_with`]: each row's ggml super-block is gathered, then
+/// dotted as in [`dot_k_scalar`].
+pub fn tile8_kx8_scalar(
+    format: &Format,
+    w: &[u8],
+    x: [&[ActBlockK]; 4],
+    nt: usize,
+) -> [[f32; X8]; 4] {
+    let (rows, xor) = format
+        .x8_rows()
+        .expect("tile8_kx8_scalar: not an x8 format");
+    let (bytes, fields) = (rows.block_bytes(), rows.info().f16_fields);
+    let mut block = [0u8; Q6_K_BYTES];
+    let mut out = [[0f32; X8]; 4];
+    for (t, o) in out.iter_mut().enumerate().take(nt) {
+        for (r, v) in o.iter_mut().enumerate() {
+            for (b, xb) in w.chunks_exact(X8 * bytes).zip(x[t]) {
+                blocks::x8_row_block(b, r, fields, xor, &mut block[..bytes]);
+                *v += block_dot(&rows, &block[..bytes], xb);
+            }
+        }
+    }
+    out
 }

@@ -177,6 +177,10 @@ unsafe fn matmul_rows(
         Acts::F32 => &[][..],
         Acts::Q8(xq) => xq,
         // SAFETY: forwarded from the caller.
+        Acts::K(xk) if w.format().row_group() == X8 => {
+            return unsafe { matmul_groups_kx8(isa, w, row0, idx, xk, n, out, stride) }
+        }
+        // SAFETY: forwarded from the caller.
         Acts::K(xk) => return unsafe { matmul_rows_k(isa, w, row0, idx, xk, n, out, stride) },
     };
     if w.format().row_group() == X8 {
@@ -296,6 +300,48 @@ unsafe fn matmul_rows_k(
     }
 }
 
+/// [`matmul_rows`] for the interleaved super-block formats (Q4_Kx8, Q6_Kx8): each group of 8
+/// rows is multiplied with up to 4 tokens at a time.
+///
+/// # Safety
+/// As [`matmul_rows`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_groups_kx8(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    xk: &[ActBlockK],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let nb = w.cols() / QK_K;
+    let (lo, hi) = (row0 + idx.start, row0 + idx.end);
+    for g in lo / X8..hi.div_ceil(X8) {
+        let group = w.group_bytes(g);
+        let mut t = 0;
+        while t < n {
+            let nt = (n - t).min(4);
+            let xs: [&[ActBlockK]; 4] = std::array::from_fn(|k| {
+                let tk = t + k.min(nt - 1);
+                &xk[tk * nb..(tk + 1) * nb]
+            });
+            let tile = kquant::tile8_kx8_with(isa, w.format(), group, xs, nt);
+            for (k, rows) in tile[..nt].iter().enumerate() {
+                for (r, v) in rows.iter().enumerate() {
+                    let row = g * X8 + r;
+                    if (lo..hi).contains(&row) {
+                        // SAFETY: the caller owns rows `lo..hi` of every token.
+                        unsafe { *out.at((t + k) * stride + row - row0) = *v };
+                    }
+                }
+            }
+            t += nt;
+        }
+    }
+}
+
 /// [`matmul_rows`] for the x8 formats: each group of 8 rows is multiplied with up to 4 tokens
 /// at a time.
 ///
@@ -388,7 +434,7 @@ pub fn tile8_x8_scalar(
     for (t, o) in out.iter_mut().enumerate().take(nt) {
         for (r, v) in o.iter_mut().enumerate() {
             for (b, xb) in w.chunks_exact(X8 * bytes).zip(x[t]) {
-                blocks::x8_row_block(b, r, xor, &mut block[..bytes]);
+                blocks::x8_row_block(b, r, rows.info().f16_fields, xor, &mut block[..bytes]);
                 *v += dot_q_scalar(&rows, &block[..bytes], std::slice::from_ref(xb));
             }
         }
@@ -446,7 +492,8 @@ pub fn matmul_t_with(
 /// `out[j] = W[row, col0 + j]`, vectorised where the ISA allows.
 pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32]) {
     if let Some((rows, xor)) = w.format().x8_rows() {
-        if col0.is_multiple_of(QK) && out.len().is_multiple_of(QK) && out.len() <= CHUNK {
+        let whole = col0.is_multiple_of(QK) && out.len().is_multiple_of(QK) && out.len() <= CHUNK;
+        if rows.info().block == QK && whole {
             // Gather the row's ggml blocks, then decode them as such.
             let bytes = rows.block_bytes();
             let group = w.group_bytes(row / X8);
@@ -454,7 +501,7 @@ pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32
             let nblk = out.len() / QK;
             for (k, b) in buf.chunks_exact_mut(bytes).take(nblk).enumerate() {
                 let block = &group[(col0 / QK + k) * X8 * bytes..][..X8 * bytes];
-                blocks::x8_row_block(block, row % X8, xor, b);
+                blocks::x8_row_block(block, row % X8, rows.info().f16_fields, xor, b);
             }
             return decode_blocks_with(isa, &rows, &buf[..nblk * bytes], out);
         }

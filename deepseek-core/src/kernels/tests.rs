@@ -585,8 +585,9 @@ fn super_block_kernels_match_scalar_for_1_to_4_tokens() {
 fn stored_format_matmuls_match_scalar_for_odd_rows_and_1_to_9_tokens() {
     let mut rng = Rng(13);
     for format in STORED {
-        for (rows, cols) in [(7, 256), (13, 512), (1, 256)] {
-            let w = random_stored(&mut rng, &format, rows, cols);
+        for (rows, cols) in [(7, 256), (13, 512), (1, 256), (16, 256), (24, 512)] {
+            // As loaded: 8-row groups interleaved where the format has an x8 form.
+            let w = random_stored(&mut rng, &format, rows, cols).convert(WeightDtype::Auto);
             let dense = w.to_f32();
             let (rr, pool) = (rows / 3..rows, Pool::new(2).unwrap());
             for n in 1..=9 {
@@ -618,6 +619,67 @@ fn stored_format_matmuls_match_scalar_for_odd_rows_and_1_to_9_tokens() {
                 matmul(&pool, &w, 0..rows, &x, n, &mut wa);
                 matmul(&pool, &b, 0..5, &x, n, &mut wb);
                 assert_eq!((ya, yb), (wa, wb), "{format:?} pair n {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn kx8_formats_are_ggml_rows_interleaved_and_their_tiles_match_scalar_row_dots() {
+    let mut rng = Rng(14);
+    for (format, x8) in [
+        (Format::Q4_K, Format::Q4_Kx8),
+        (Format::Q6_K, Format::Q6_Kx8),
+    ] {
+        for cols in [256, 512, 256 * 5] {
+            let rows = 16;
+            let plain = random_stored(&mut rng, &format, rows, cols);
+            let w = plain.convert(WeightDtype::Auto);
+            assert_eq!(
+                std::mem::discriminant(w.format()),
+                std::mem::discriminant(&x8),
+                "{format:?} with 16 rows loads as its x8 form"
+            );
+            // The same bits, only moved: decode and the GGUF bytes come back unchanged.
+            assert_eq!(w.to_f32(), plain.to_f32(), "{x8:?} decode");
+            let (ty, bytes) = w.to_ggml().unwrap();
+            assert_eq!(
+                (ty, &bytes[..]),
+                (format.info().ggml.unwrap(), plain.data())
+            );
+            let mut part = vec![0f32; 300.min(cols - 3)];
+            let mut want = part.clone();
+            w.decode(9, 3, &mut part);
+            plain.decode(9, 3, &mut want);
+            assert_eq!(part, want, "{x8:?} partial decode");
+            // Tiles against the scalar dot of each plain row.
+            let xs: Vec<Vec<ActBlockK>> = (0..4).map(|_| act_k(&rng.vec(cols))).collect();
+            let x = [0, 1, 2, 3].map(|t| &xs[t][..]);
+            for g in 0..rows / X8 {
+                for isa in Isa::available() {
+                    for nt in 1..=4 {
+                        let tile = kquant::tile8_kx8_with(isa, w.format(), w.group_bytes(g), x, nt);
+                        for (t, row) in tile.iter().enumerate().take(nt) {
+                            for (r, v) in row.iter().enumerate() {
+                                let pr = plain.row_bytes(g * X8 + r);
+                                let want = kquant::dot_k_scalar(&format, pr, x[t]);
+                                let mut wf = vec![0f32; cols];
+                                plain.decode(g * X8 + r, 0, &mut wf);
+                                let mag: f32 =
+                                    wf.iter()
+                                        .zip(xs[t].iter().flat_map(|b| {
+                                            b.qs.iter().map(move |&q| b.d * q as f32)
+                                        }))
+                                        .map(|(a, b)| (a * b).abs())
+                                        .sum();
+                                assert!(
+                                    (v - want).abs() <= 1e-5 * mag.max(1e-30),
+                                    "{isa:?} {x8:?} cols {cols} g{g} nt{nt} t{t} r{r}: {v} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

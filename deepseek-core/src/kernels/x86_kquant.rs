@@ -513,3 +513,314 @@ pub unsafe fn dot_iq4_xs_avx2<const N: usize>(w: &[u8], x: [&[ActBlockK]; N]) ->
         std::array::from_fn(|t| hsum(acc[t]))
     }
 }
+
+/// `pshufb` masks giving each 32-bit lane (one row of an x8 group) the pair `(b, b)` of its
+/// byte `k` (< 4) as two u16: a per-row scale for `madd` against `maddubs` pair sums.
+static PAIR_OF_BYTE: [[u8; 32]; 4] = {
+    let mut t = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 8 {
+            let base = 4 * (i % 4) as u8;
+            t[k][4 * i] = base + k as u8;
+            t[k][4 * i + 1] = 0x80;
+            t[k][4 * i + 2] = base + k as u8;
+            t[k][4 * i + 3] = 0x80;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// `pshufb` masks giving each 32-bit lane its bytes `2k` and `2k + 1` (k < 2) as two u16.
+static PAIR_OF_BYTES: [[u8; 32]; 2] = {
+    let mut t = [[0u8; 32]; 2];
+    let mut k = 0;
+    while k < 2 {
+        let mut i = 0;
+        while i < 8 {
+            let base = 4 * (i % 4) as u8;
+            t[k][4 * i] = base + 2 * k as u8;
+            t[k][4 * i + 1] = 0x80;
+            t[k][4 * i + 2] = base + 2 * k as u8 + 1;
+            t[k][4 * i + 3] = 0x80;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// As [`PAIR_OF_BYTE`] and [`PAIR_OF_BYTES`], but into the high byte of each u16, so an
+/// arithmetic shift right by 8 sign-extends (Q6_K's i8 scales).
+static HIGH_PAIR_OF_BYTE: [[u8; 32]; 4] = {
+    let mut t = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 8 {
+            let base = 4 * (i % 4) as u8;
+            t[k][4 * i] = 0x80;
+            t[k][4 * i + 1] = base + k as u8;
+            t[k][4 * i + 2] = 0x80;
+            t[k][4 * i + 3] = base + k as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+static HIGH_PAIR_OF_BYTES: [[u8; 32]; 2] = {
+    let mut t = [[0u8; 32]; 2];
+    let mut k = 0;
+    while k < 2 {
+        let mut i = 0;
+        while i < 8 {
+            let base = 4 * (i % 4) as u8;
+            t[k][4 * i] = 0x80;
+            t[k][4 * i + 1] = base + 2 * k as u8;
+            t[k][4 * i + 2] = 0x80;
+            t[k][4 * i + 3] = base + 2 * k as u8 + 1;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Broadcast of the 4 activation bytes at `p` to every 32-bit lane.
+#[inline(always)]
+unsafe fn bcast4(p: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes at `p`.
+    unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+}
+
+/// The number of x8 super-blocks every operand covers.
+fn x8_blocks<const N: usize>(w: &[u8], bytes: usize, x: &[&[ActBlockK]; N]) -> usize {
+    x.iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / (8 * bytes))
+}
+
+/// Eight interleaved Q4_K rows (`Format::Q4_Kx8`) x `N` tokens (`N` <= 4), `out[t][r]`.
+///
+/// Per super-block the 8 rows' 6-bit scales and minimums are unpacked at once (ggml's `utmp`
+/// shuffle on 32-bit lanes, one lane per row), each 32-byte load gives 4 quant bytes of every
+/// row, and each 4 activation bytes are broadcast to all lanes: `maddubs` sums pairs in i16
+/// (8 loads' worth stays below 2^15: 8 x 2 x 15 x 127), one `madd` per 32-weight sub-block
+/// applies the rows' scales. The float work is one multiply-add per super-block for 8 rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q4_kx8_avx2<const N: usize>(w: &[u8], x: [&[ActBlockK]; N]) -> [[f32; 8]; N] {
+    const BYTES: usize = 8 * Q4_K_BYTES;
+    let nb = x8_blocks(w, Q4_K_BYTES, &x);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point past
+    // the end (they never fault).
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let (k1, k2, k3) = (
+            _mm256_set1_epi32(0x3f3f3f3f),
+            _mm256_set1_epi32(0x0f0f0f0f),
+            _mm256_set1_epi32(0x03030303),
+        );
+        let mut acc = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * BYTES);
+            let dv = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            let dminv = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast()));
+            let u0 = _mm256_loadu_si256(b.add(32).cast());
+            let u1 = _mm256_loadu_si256(b.add(64).cast());
+            let u2 = _mm256_loadu_si256(b.add(96).cast());
+            let s_lo = _mm256_and_si256(u0, k1);
+            let s_hi = _mm256_or_si256(
+                _mm256_and_si256(u2, k2),
+                _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u0), k3)),
+            );
+            let m_lo = _mm256_and_si256(u1, k1);
+            let m_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi32::<4>(u2), k2),
+                _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u1), k3)),
+            );
+            // Minimums: sum over sub-block pairs of (m_2k, m_2k+1) . (bsum32_2k, bsum32_2k+1).
+            let mins: [__m256i; 4] = std::array::from_fn(|k| {
+                _mm256_shuffle_epi8(
+                    if k < 2 { m_lo } else { m_hi },
+                    load256(&PAIR_OF_BYTES[k % 2]),
+                )
+            });
+            let mut summ = [_mm256_setzero_si256(); N];
+            for t in 0..N {
+                let q8s = bsums32(&*xp[t].add(i));
+                let q8s = _mm256_broadcastsi128_si256(q8s);
+                let pairs = [
+                    _mm256_shuffle_epi32::<0x00>(q8s),
+                    _mm256_shuffle_epi32::<0x55>(q8s),
+                    _mm256_shuffle_epi32::<0xAA>(q8s),
+                    _mm256_shuffle_epi32::<0xFF>(q8s),
+                ];
+                for k in 0..4 {
+                    summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(mins[k], pairs[k]));
+                }
+            }
+            let mut sumi = [_mm256_setzero_si256(); N];
+            for c2 in 0..4 {
+                let sl = _mm256_shuffle_epi8(
+                    if c2 < 2 { s_lo } else { s_hi },
+                    load256(&PAIR_OF_BYTE[(2 * c2) % 4]),
+                );
+                let sh = _mm256_shuffle_epi8(
+                    if c2 < 2 { s_lo } else { s_hi },
+                    load256(&PAIR_OF_BYTE[(2 * c2 + 1) % 4]),
+                );
+                let mut plo = [_mm256_setzero_si256(); N];
+                let mut phi = [_mm256_setzero_si256(); N];
+                for g in 0..8 {
+                    let c = _mm256_loadu_si256(b.add(128 + 32 * (8 * c2 + g)).cast());
+                    let lo = _mm256_and_si256(c, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4);
+                    for t in 0..N {
+                        let q = (*xp[t].add(i)).qs.as_ptr().add(64 * c2 + 4 * g);
+                        plo[t] = _mm256_add_epi16(plo[t], _mm256_maddubs_epi16(lo, bcast4(q)));
+                        phi[t] =
+                            _mm256_add_epi16(phi[t], _mm256_maddubs_epi16(hi, bcast4(q.add(32))));
+                    }
+                }
+                for t in 0..N {
+                    let s = _mm256_add_epi32(
+                        _mm256_madd_epi16(sl, plo[t]),
+                        _mm256_madd_epi16(sh, phi[t]),
+                    );
+                    sumi[t] = _mm256_add_epi32(sumi[t], s);
+                }
+            }
+            for t in 0..N {
+                let xd = _mm256_set1_ps((*xp[t].add(i)).d);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dv, xd), acc[t]);
+                acc[t] = _mm256_fnmadd_ps(
+                    _mm256_cvtepi32_ps(summ[t]),
+                    _mm256_mul_ps(dminv, xd),
+                    acc[t],
+                );
+            }
+        }
+        let mut out = [[0f32; 8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
+/// Eight interleaved Q6_K rows (`Format::Q6_Kx8`) x `N` tokens (`N` <= 4), `out[t][r]`: as
+/// [`tile8_q4_kx8_avx2`], with the 6-bit quants rebuilt from nibbles and high-bit pairs, the
+/// rows' i8 scales per 16 sign-extended into `madd` pairs, and the `- 32` offset taken off once
+/// per super-block as `32 * sum(scale * bsum)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q6_kx8_avx2<const N: usize>(w: &[u8], x: [&[ActBlockK]; N]) -> [[f32; 8]; N] {
+    const BYTES: usize = 8 * Q6_K_BYTES;
+    // Body chunk c (4 bytes of each row) of a super-block starts at 16 + 32 c.
+    const fn chunk(c: usize) -> usize {
+        16 + 32 * c
+    }
+    let nb = x8_blocks(w, Q6_K_BYTES, &x);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: as in tile8_q4_kx8_avx2.
+    unsafe {
+        let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
+        let (m12, m48, mc0) = (
+            _mm256_set1_epi8(12),
+            _mm256_set1_epi8(48),
+            _mm256_set1_epi8(-64),
+        );
+        let mut acc = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * BYTES);
+            // The kernel reads a super-block in three interleaved streams (low nibbles, high
+            // bits, scales at the end), which the hardware prefetchers follow poorly: fetch
+            // the next one whole.
+            for line in (0..BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(BYTES + line).cast());
+            }
+            let dv = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            // Scale bytes 4c..4c+4 of every row (chunks 48..52).
+            let sc: [__m256i; 4] =
+                std::array::from_fn(|c| _mm256_loadu_si256(b.add(chunk(48 + c)).cast()));
+            // The offset: 32 * sum over sub-block pairs of (sc_2m, sc_2m+1) . (bsum_2m, bsum_2m+1).
+            let mut sumi = [_mm256_setzero_si256(); N];
+            for m in 0..8 {
+                let pair = _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(
+                    sc[m / 2],
+                    load256(&HIGH_PAIR_OF_BYTES[m % 2]),
+                ));
+                for t in 0..N {
+                    let bs = (*xp[t].add(i)).bsums.as_ptr().add(2 * m);
+                    let bs = _mm256_set1_epi32(bs.cast::<i32>().read_unaligned());
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(pair, bs));
+                }
+            }
+            for s in sumi.iter_mut() {
+                *s = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(*s));
+            }
+            for n in 0..2 {
+                let mut scale = [_mm256_setzero_si256(); 4];
+                for g in 0..8 {
+                    if g % 4 == 0 {
+                        // Sub-block 8n + 2k + g / 4 of quarter k.
+                        for (k, s) in scale.iter_mut().enumerate() {
+                            let sb = 8 * n + 2 * k + g / 4;
+                            *s = _mm256_srai_epi16::<8>(_mm256_shuffle_epi8(
+                                sc[sb / 4],
+                                load256(&HIGH_PAIR_OF_BYTE[sb % 4]),
+                            ));
+                        }
+                    }
+                    let a = _mm256_loadu_si256(b.add(chunk(16 * n + g)).cast());
+                    let bq = _mm256_loadu_si256(b.add(chunk(16 * n + 8 + g)).cast());
+                    let h = _mm256_loadu_si256(b.add(chunk(32 + 8 * n + g)).cast());
+                    let q = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(a, m15),
+                            _mm256_slli_epi16::<4>(_mm256_and_si256(h, m3)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(bq, m15),
+                            _mm256_slli_epi16::<2>(_mm256_and_si256(h, m12)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(a), m15),
+                            _mm256_and_si256(h, m48),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(bq), m15),
+                            _mm256_srli_epi16::<2>(_mm256_and_si256(h, mc0)),
+                        ),
+                    ];
+                    for t in 0..N {
+                        let xq = (*xp[t].add(i)).qs.as_ptr().add(128 * n + 4 * g);
+                        let mut s = sumi[t];
+                        for k in 0..4 {
+                            let p = _mm256_maddubs_epi16(q[k], bcast4(xq.add(32 * k)));
+                            s = _mm256_add_epi32(s, _mm256_madd_epi16(scale[k], p));
+                        }
+                        sumi[t] = s;
+                    }
+                }
+            }
+            for t in 0..N {
+                let xd = _mm256_set1_ps((*xp[t].add(i)).d);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dv, xd), acc[t]);
+            }
+        }
+        let mut out = [[0f32; 8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}

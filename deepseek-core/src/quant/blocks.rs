@@ -37,7 +37,7 @@ const _: () = assert!(
         && IQ4_NL_BYTES == 18
 );
 
-/// Rows interleaved per group in the x8 layouts (Q4_0x8, Q8_0x8).
+/// Rows interleaved per group in the x8 layouts (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8).
 pub const X8: usize = 8;
 /// Bytes of one Q4_0x8 block: block `i` of 8 rows (8 f16 scales, then 4 chunks of 32 bytes).
 pub const Q4_0X8_BYTES: usize = X8 * Q4_0_BYTES;
@@ -55,32 +55,65 @@ pub fn x8_offset(r: usize, j: usize) -> usize {
     2 * X8 + (j / 4) * 4 * X8 + r * 4 + j % 4
 }
 
-/// Writes the x8 form of 8 ggml rows of `block_bytes`-byte blocks (f16 scale + quant bytes),
-/// every quant byte XORed with `xor`.
-pub fn interleave_x8(rows: &[&[u8]; X8], block_bytes: usize, xor: u8, out: &mut [u8]) {
+/// The byte range of a ggml block that is not its f16 fields (`f16_fields`, offsets in the
+/// block): the quants, plus K-quants' packed scales. The f16 fields are all at the start (Q4_0,
+/// Q4_K) or all at the end (Q6_K), so the rest is one range.
+pub fn x8_body(f16_fields: &[usize], block_bytes: usize) -> std::ops::Range<usize> {
+    let nf = f16_fields.len();
+    if f16_fields.first() == Some(&0) {
+        2 * nf..block_bytes
+    } else {
+        0..block_bytes - 2 * nf
+    }
+}
+
+/// Offset, inside an x8 block of rows with `nf` f16 fields, of body byte `j` of row `r`: the
+/// f16 fields come first, field by field, 8 rows each; then chunk `j / 4` holds body bytes
+/// `4 * (j / 4)..+4` of all 8 rows, row after row, as in [`x8_offset`].
+#[inline]
+pub fn x8_body_offset(nf: usize, r: usize, j: usize) -> usize {
+    2 * nf * X8 + (j / 4) * 4 * X8 + r * 4 + j % 4
+}
+
+/// Writes the x8 form of 8 ggml rows of `block_bytes`-byte blocks whose f16 fields are at
+/// `f16_fields` (offsets in the block), every body byte XORed with `xor`.
+pub fn interleave_x8(
+    rows: &[&[u8]; X8],
+    f16_fields: &[usize],
+    block_bytes: usize,
+    xor: u8,
+    out: &mut [u8],
+) {
     let nb = rows[0].len() / block_bytes;
     assert!(
         rows.iter().all(|r| r.len() == nb * block_bytes) && out.len() == nb * X8 * block_bytes,
         "interleave_x8: wrong lengths"
     );
+    let (nf, body) = (f16_fields.len(), x8_body(f16_fields, block_bytes));
     for (i, ob) in out.chunks_exact_mut(X8 * block_bytes).enumerate() {
         for (r, row) in rows.iter().enumerate() {
             let b = &row[i * block_bytes..][..block_bytes];
-            ob[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
-            for j in 0..block_bytes - 2 {
-                ob[x8_offset(r, j)] = b[2 + j] ^ xor;
+            for (f, &at) in f16_fields.iter().enumerate() {
+                ob[2 * (f * X8 + r)..][..2].copy_from_slice(&b[at..at + 2]);
+            }
+            for (j, &v) in b[body.clone()].iter().enumerate() {
+                ob[x8_body_offset(nf, r, j)] = v ^ xor;
             }
         }
     }
 }
 
-/// Row `r` of an x8 block, written to `out` as the ggml block it came from.
-pub fn x8_row_block(block: &[u8], r: usize, xor: u8, out: &mut [u8]) {
-    out[..2].copy_from_slice(&block[2 * r..2 * r + 2]);
+/// Row `r` of an x8 block, written to `out` as the ggml block it came from (`f16_fields` as
+/// in [`interleave_x8`]).
+pub fn x8_row_block(block: &[u8], r: usize, f16_fields: &[usize], xor: u8, out: &mut [u8]) {
+    let (nf, body) = (f16_fields.len(), x8_body(f16_fields, out.len()));
+    for (f, &at) in f16_fields.iter().enumerate() {
+        out[at..at + 2].copy_from_slice(&block[2 * (f * X8 + r)..][..2]);
+    }
     // Four bytes at a time: a row's bytes are contiguous within each chunk.
     let xor4 = u32::from_ne_bytes([xor; 4]);
-    for (j, o) in out[2..].chunks_exact_mut(4).enumerate() {
-        let at = x8_offset(r, 4 * j);
+    for (j, o) in out[body].chunks_exact_mut(4).enumerate() {
+        let at = x8_body_offset(nf, r, 4 * j);
         let v = u32::from_ne_bytes(block[at..at + 4].try_into().expect("4 bytes")) ^ xor4;
         o.copy_from_slice(&v.to_ne_bytes());
     }

@@ -109,6 +109,14 @@ pub enum Format {
     /// ggml IQ4_XS: 256-weight super-blocks of 4-bit `kvalues_iq4nl` codes with 6-bit scales per
     /// 32 (4.25 bits per weight).
     IQ4_XS,
+    /// Q4_K with every 8 rows interleaved super-block by super-block ([`blocks::interleave_x8`]:
+    /// the 8 rows' `d` and `dmin` first, then their packed scales and nibbles 4 bytes per row at
+    /// a time): the same bits, laid out at load so the kernels unpack scales and do the float
+    /// work once for 8 rows. Used for Q4_K matrices whose row count is a multiple of 8.
+    Q4_Kx8,
+    /// Q6_K with every 8 rows interleaved as [`Format::Q4_Kx8`] (the rows' `d` first, then their
+    /// low nibbles, high bits and scales 4 bytes per row at a time).
+    Q6_Kx8,
 }
 
 /// What a kernel turns the activations into before multiplying them with a format's rows.
@@ -149,6 +157,9 @@ pub struct FormatInfo {
     pub ggml: Option<GgmlType>,
     /// For an interleaved format: its rows' format and the XOR applied to their quant bytes.
     pub x8_of: Option<(Format, u8)>,
+    /// Offsets of a block's f16 fields (scales, minimums): an x8 form of these rows stores them
+    /// first, 8 rows per field ([`blocks::interleave_x8`]).
+    pub f16_fields: &'static [usize],
 }
 
 static F32_INFO: FormatInfo = FormatInfo {
@@ -161,6 +172,7 @@ static F32_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::F32),
     x8_of: None,
+    f16_fields: &[],
 };
 static BF16_INFO: FormatInfo = FormatInfo {
     name: "bf16",
@@ -172,6 +184,7 @@ static BF16_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::BF16),
     x8_of: None,
+    f16_fields: &[],
 };
 static F16_INFO: FormatInfo = FormatInfo {
     name: "f16",
@@ -183,6 +196,7 @@ static F16_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::F16),
     x8_of: None,
+    f16_fields: &[],
 };
 static FP8_INFO: FormatInfo = FormatInfo {
     name: "fp8_e4m3",
@@ -194,6 +208,7 @@ static FP8_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: None,
     x8_of: None,
+    f16_fields: &[],
 };
 static Q8_0_INFO: FormatInfo = FormatInfo {
     name: "q8_0",
@@ -205,6 +220,7 @@ static Q8_0_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::Q8_0),
     x8_of: None,
+    f16_fields: &[0],
 };
 static Q8_0X8_INFO: FormatInfo = FormatInfo {
     name: "q8_0x8",
@@ -216,6 +232,7 @@ static Q8_0X8_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::Q8_0),
     x8_of: Some((Format::Q8_0, blocks::Q8_0X8_XOR)),
+    f16_fields: &[0],
 };
 static Q4_0_INFO: FormatInfo = FormatInfo {
     name: "q4_0",
@@ -227,6 +244,7 @@ static Q4_0_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::Q4_0),
     x8_of: None,
+    f16_fields: &[0],
 };
 static Q4_0X8_INFO: FormatInfo = FormatInfo {
     name: "q4_0x8",
@@ -238,6 +256,7 @@ static Q4_0X8_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::Q4_0),
     x8_of: Some((Format::Q4_0, 0)),
+    f16_fields: &[0],
 };
 static Q4_1_INFO: FormatInfo = FormatInfo {
     name: "q4_1",
@@ -249,6 +268,7 @@ static Q4_1_INFO: FormatInfo = FormatInfo {
     decode_block: None,
     ggml: Some(GgmlType::Q4_1),
     x8_of: None,
+    f16_fields: &[0, 2],
 };
 
 /// A ggml block format stored row by row: one row of the format table.
@@ -259,6 +279,7 @@ const fn ggml_rows(
     block_value: fn(&[u8], usize) -> f32,
     decode_block: Option<DecodeBlock>,
     block_bytes: usize,
+    f16_fields: &'static [usize],
 ) -> FormatInfo {
     let block = match activation {
         Activation::Q8K => QK_K,
@@ -274,6 +295,7 @@ const fn ggml_rows(
         decode_block,
         ggml: Some(ty),
         x8_of: None,
+        f16_fields,
     }
 }
 
@@ -284,6 +306,7 @@ static Q5_0_INFO: FormatInfo = ggml_rows(
     blocks::q5_0_value,
     None,
     blocks::Q5_0_BYTES,
+    &[0],
 );
 static Q5_1_INFO: FormatInfo = ggml_rows(
     "q5_1",
@@ -292,6 +315,7 @@ static Q5_1_INFO: FormatInfo = ggml_rows(
     blocks::q5_1_value,
     None,
     blocks::Q5_1_BYTES,
+    &[0, 2],
 );
 static IQ4_NL_INFO: FormatInfo = ggml_rows(
     "iq4_nl",
@@ -300,6 +324,7 @@ static IQ4_NL_INFO: FormatInfo = ggml_rows(
     blocks::iq4_nl_value,
     None,
     blocks::IQ4_NL_BYTES,
+    &[0],
 );
 static Q2_K_INFO: FormatInfo = ggml_rows(
     "q2_k",
@@ -308,6 +333,7 @@ static Q2_K_INFO: FormatInfo = ggml_rows(
     kblocks::q2_k_value,
     Some(kblocks::q2_k_decode),
     kblocks::Q2_K_BYTES,
+    &[80, 82],
 );
 static Q3_K_INFO: FormatInfo = ggml_rows(
     "q3_k",
@@ -316,6 +342,7 @@ static Q3_K_INFO: FormatInfo = ggml_rows(
     kblocks::q3_k_value,
     Some(kblocks::q3_k_decode),
     kblocks::Q3_K_BYTES,
+    &[108],
 );
 static Q4_K_INFO: FormatInfo = ggml_rows(
     "q4_k",
@@ -324,6 +351,7 @@ static Q4_K_INFO: FormatInfo = ggml_rows(
     kblocks::q4_k_value,
     Some(kblocks::q4_k_decode),
     kblocks::Q4_K_BYTES,
+    &[0, 2],
 );
 static Q5_K_INFO: FormatInfo = ggml_rows(
     "q5_k",
@@ -332,6 +360,7 @@ static Q5_K_INFO: FormatInfo = ggml_rows(
     kblocks::q5_k_value,
     Some(kblocks::q5_k_decode),
     kblocks::Q5_K_BYTES,
+    &[0, 2],
 );
 static Q6_K_INFO: FormatInfo = ggml_rows(
     "q6_k",
@@ -340,6 +369,7 @@ static Q6_K_INFO: FormatInfo = ggml_rows(
     kblocks::q6_k_value,
     Some(kblocks::q6_k_decode),
     kblocks::Q6_K_BYTES,
+    &[208],
 );
 static IQ4_XS_INFO: FormatInfo = ggml_rows(
     "iq4_xs",
@@ -348,7 +378,36 @@ static IQ4_XS_INFO: FormatInfo = ggml_rows(
     kblocks::iq4_xs_value,
     Some(kblocks::iq4_xs_decode),
     kblocks::IQ4_XS_BYTES,
+    &[0],
 );
+
+static Q4_KX8_INFO: FormatInfo = FormatInfo {
+    name: "q4_kx8",
+    block: QK_K,
+    block_bytes: kblocks::Q4_K_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8K,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q4_K),
+    x8_of: Some((Format::Q4_K, 0)),
+    f16_fields: &[],
+};
+static Q6_KX8_INFO: FormatInfo = FormatInfo {
+    name: "q6_kx8",
+    block: QK_K,
+    block_bytes: kblocks::Q6_K_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8K,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q6_K),
+    x8_of: Some((Format::Q6_K, 0)),
+    f16_fields: &[],
+};
+
+/// Bytes of the largest ggml block we read (Q6_K), for stack buffers.
+const MAX_BLOCK_BYTES: usize = kblocks::Q6_K_BYTES;
 
 impl Format {
     /// This format's row of the format table.
@@ -372,7 +431,25 @@ impl Format {
             Format::Q5_K => &Q5_K_INFO,
             Format::Q6_K => &Q6_K_INFO,
             Format::IQ4_XS => &IQ4_XS_INFO,
+            Format::Q4_Kx8 => &Q4_KX8_INFO,
+            Format::Q6_Kx8 => &Q6_KX8_INFO,
         }
+    }
+
+    /// The interleaved form the kernels prefer for a matrix of these rows whose row count is a
+    /// multiple of 8, if there is one.
+    pub fn x8_form(&self) -> Option<Format> {
+        [
+            Format::Q8_0x8,
+            Format::Q4_0x8,
+            Format::Q4_Kx8,
+            Format::Q6_Kx8,
+        ]
+        .into_iter()
+        .find(|f| {
+            f.x8_rows()
+                .is_some_and(|(r, _)| std::mem::discriminant(&r) == std::mem::discriminant(self))
+        })
     }
 
     /// The format that stores ggml type `t` row by row as a GGUF file does, if we run it.
@@ -643,37 +720,36 @@ impl Weight {
                     j += seg;
                 }
             }
-            Format::Q4_0x8 | Format::Q8_0x8 => {
-                let (rows, xor) = self.format.x8_rows().expect("an x8 format");
-                let (bytes, value) = (rows.block_bytes(), rows.block_value());
-                let value = value.expect("x8 rows are ggml blocks");
-                let group = self.group_bytes(row / blocks::X8);
-                let mut b = [0u8; blocks::Q8_0_BYTES];
-                for (j, o) in out.iter_mut().enumerate() {
-                    let c = col0 + j;
-                    let block = &group[c / QK * blocks::X8 * bytes..][..blocks::X8 * bytes];
-                    blocks::x8_row_block(block, row % blocks::X8, xor, &mut b[..bytes]);
-                    *o = value(&b[..bytes], c % QK);
-                }
-            }
             _ => self.decode_blocks(row, col0, out),
         }
     }
 
-    /// [`decode`](Self::decode) for the ggml block formats stored row by row: whole blocks go
-    /// through the format's block decoder where it has one, partial blocks through a buffer.
+    /// [`decode`](Self::decode) for the ggml block formats, stored row by row or 8 rows
+    /// interleaved: whole blocks go through the format's block decoder where it has one,
+    /// partial blocks through a buffer; an interleaved row's block is gathered first.
     fn decode_blocks(&self, row: usize, col0: usize, out: &mut [f32]) {
-        let info = self.format.info();
+        let x8 = self.format.x8_rows();
+        let info = x8.as_ref().map_or(&self.format, |(f, _)| f).info();
         let (block, bytes) = (info.block, info.block_bytes);
         let value = info.block_value.expect("a ggml block format");
-        let row_bytes =
-            &self.data[row * (self.cols / block) * bytes..][..self.cols / block * bytes];
+        let nb = self.cols / block;
+        let mut gathered = [0u8; MAX_BLOCK_BYTES];
         let mut buf = [0f32; QK_K];
         let mut j = 0;
         while j < out.len() {
             let c = col0 + j;
-            let (b, off) = (&row_bytes[c / block * bytes..][..bytes], c % block);
+            let (bi, off) = (c / block, c % block);
             let n = (block - off).min(out.len() - j);
+            let b: &[u8] = match &x8 {
+                None => &self.data[(row * nb + bi) * bytes..][..bytes],
+                Some((_, xor)) => {
+                    let group = self.group_bytes(row / blocks::X8);
+                    let xb = &group[bi * blocks::X8 * bytes..][..blocks::X8 * bytes];
+                    let g = &mut gathered[..bytes];
+                    blocks::x8_row_block(xb, row % blocks::X8, info.f16_fields, *xor, g);
+                    g
+                }
+            };
             match info.decode_block {
                 Some(decode) if n == block => decode(b, &mut out[j..j + block]),
                 Some(decode) => {
@@ -729,13 +805,11 @@ impl Weight {
     /// [`convert`](Self::convert) on up to `threads` threads.
     pub fn convert_with_threads(&self, target: WeightDtype, threads: usize) -> Weight {
         // Stored ggml rows keep their bits but take the interleaved layout the kernels want.
-        let target = match (target, &self.format) {
-            (WeightDtype::Auto, Format::Q8_0) => WeightDtype::Q8_0,
-            (WeightDtype::Auto, Format::Q4_0) => WeightDtype::Q4_0,
-            (t, _) => t,
-        };
         let (format, per_row): (Format, usize) = match target {
-            WeightDtype::Auto => return self.clone(),
+            WeightDtype::Auto => match self.format.x8_form() {
+                Some(x8) if self.rows.is_multiple_of(blocks::X8) => (x8, self.bytes_per_row()),
+                _ => return self.clone(),
+            },
             WeightDtype::F32 => (Format::F32, self.cols * 4),
             WeightDtype::BF16 => (Format::BF16, self.cols * 2),
             WeightDtype::F16 => (Format::F16, self.cols * 2),
@@ -802,7 +876,14 @@ impl Weight {
                                 Some((f, xor)) => {
                                     let r =
                                         std::array::from_fn(|r| &rows[r * per_row..][..per_row]);
-                                    blocks::interleave_x8(&r, f.block_bytes(), *xor, o);
+                                    let info = f.info();
+                                    blocks::interleave_x8(
+                                        &r,
+                                        info.f16_fields,
+                                        info.block_bytes,
+                                        *xor,
+                                        o,
+                                    );
                                 }
                                 None => o.copy_from_slice(&rows),
                             }
@@ -839,7 +920,8 @@ impl Weight {
             let group = self.group_bytes(r / blocks::X8);
             for (b, ob) in row.chunks_exact_mut(bytes).enumerate() {
                 let block = &group[b * blocks::X8 * bytes..][..blocks::X8 * bytes];
-                blocks::x8_row_block(block, r % blocks::X8, *xor, ob);
+                let fields = rows_format.info().f16_fields;
+                blocks::x8_row_block(block, r % blocks::X8, fields, *xor, ob);
             }
         }
         Some((ty, std::borrow::Cow::Owned(out)))
