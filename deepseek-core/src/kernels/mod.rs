@@ -412,6 +412,7 @@ pub fn tile8_x8_with(
             (Isa::Avx2, Format::Q4_0x8) => run!(tile8_q4_0x8_avx2),
             (Isa::Avx512Vnni, Format::Q8_0x8) => run!(tile8_q8_0x8_vnni),
             (Isa::Avx2, Format::Q8_0x8) => run!(tile8_q8_0x8_avx2),
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_0x8) => run!(tile8_q5_0x8_avx2),
             _ => {}
         }
     }

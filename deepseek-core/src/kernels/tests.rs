@@ -686,6 +686,44 @@ fn kx8_formats_are_ggml_rows_interleaved_and_their_tiles_match_scalar_row_dots()
 }
 
 #[test]
+fn q5_0x8_is_ggml_rows_interleaved_and_its_tiles_match_scalar_row_dots() {
+    let mut rng = Rng(15);
+    for cols in [32, 96, 1024 + 32] {
+        let rows = 16;
+        let plain = random_stored(&mut rng, &Format::Q5_0, rows, cols);
+        let w = plain.convert(WeightDtype::Auto);
+        assert!(matches!(w.format(), Format::Q5_0x8));
+        assert_eq!(w.to_f32(), plain.to_f32());
+        assert_eq!(&w.to_ggml().unwrap().1[..], plain.data());
+        let xs: Vec<Vec<ActBlock>> = (0..4)
+            .map(|_| {
+                let mut q = vec![ActBlock::default(); cols / QK];
+                blocks::quantize_act(&rng.vec(cols), &mut q);
+                q
+            })
+            .collect();
+        let x = [0, 1, 2, 3].map(|t| &xs[t][..]);
+        for g in 0..rows / X8 {
+            for isa in Isa::available() {
+                for nt in 1..=4 {
+                    let tile = tile8_x8_with(isa, w.format(), w.group_bytes(g), x, nt);
+                    for (t, row) in tile.iter().enumerate().take(nt) {
+                        for (r, v) in row.iter().enumerate() {
+                            let want =
+                                dot_q_scalar(&Format::Q5_0, plain.row_bytes(g * X8 + r), x[t]);
+                            assert!(
+                                close(*v, want, cols as f32 * 0.1),
+                                "{isa:?} cols {cols} g{g} nt{nt} t{t} r{r}: {v} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn for_each_part_hands_out_disjoint_parts() {
     let pool = Pool::new(2).unwrap();
     let mut buf = vec![0f32; 100];

@@ -975,3 +975,86 @@ q5_iq4_dots!(
     2,
     "IQ4_NL row . `N` tokens (AVX2)."
 );
+
+/// Bytes of one Q5_0x8 block: block `i` of 8 rows (8 f16 scales, then the rows' fifth-bit
+/// words, then 4 chunks of nibbles).
+const Q5_0X8_BYTES: usize = X8 * Q5_0_BYTES;
+
+/// The fifth bits `k..k + 4` and `k + 16..k + 20` of each 32-bit lane of `qh` (one row's
+/// word per lane) as bytes: 0x10 where set, for the 4 low and the 4 high nibbles of a chunk.
+#[inline(always)]
+unsafe fn q5_x8_fifth(qh: __m256i, k: i32) -> (__m256i, __m256i) {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        // Each byte of a lane takes the lane's low byte, then tests its own bit of it.
+        let spread = _mm256_set_epi64x(
+            0x0c0c0c0c08080808,
+            0x0404040400000000,
+            0x0c0c0c0c08080808,
+            0x0404040400000000,
+        );
+        let bit = _mm256_set1_epi32(0x08040201);
+        let sixteen = _mm256_set1_epi8(0x10);
+        let one = |shift: i32| {
+            let t = _mm256_srlv_epi32(qh, _mm256_set1_epi32(shift));
+            let t = _mm256_and_si256(_mm256_shuffle_epi8(t, spread), bit);
+            _mm256_and_si256(_mm256_cmpeq_epi8(t, bit), sixteen)
+        };
+        (one(k), one(k + 16))
+    }
+}
+
+/// Eight interleaved Q5_0 rows (`Format::Q5_0x8`) x `N` tokens (`N` <= 4), as
+/// [`tile8_q4_0x8_avx2`]: the nibbles get their fifth bits (0..32, unsigned) and each sum
+/// starts at `-16 * sum(x)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q5_0x8_avx2<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [[f32; X8]; N] {
+    let nb = x
+        .iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / Q5_0X8_BYTES);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point past
+    // the end (they never fault).
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let low = _mm256_set1_epi8(0x0F);
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * Q5_0X8_BYTES);
+            for line in [0, 64, 128] {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(6 * Q5_0X8_BYTES + line).cast());
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            let qh = _mm256_loadu_si256(b.add(2 * X8).cast());
+            let mut lo = [_mm256_setzero_si256(); 4];
+            let mut hi = [_mm256_setzero_si256(); 4];
+            for j in 0..4 {
+                let c = _mm256_loadu_si256(b.add(2 * X8 + 32 * (1 + j)).cast());
+                let (fl, fh) = q5_x8_fifth(qh, 4 * j as i32);
+                lo[j] = _mm256_or_si256(_mm256_and_si256(c, low), fl);
+                hi[j] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(c), low), fh);
+            }
+            for t in 0..N {
+                let xb = &*xp[t].add(i);
+                let q = xb.qs.as_ptr();
+                let mut s0 = _mm256_set1_epi32(-2 * xb.sum8);
+                let mut s1 = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let x0 = _mm256_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                    let x1 = _mm256_set1_epi32(q.add(16 + 4 * j).cast::<i32>().read_unaligned());
+                    s0 = udot_acc_avx2(s0, lo[j], x0);
+                    s1 = udot_acc_avx2(s1, hi[j], x1);
+                }
+                let s = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
+                acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+            }
+        }
+        let mut out = [[0f32; X8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}

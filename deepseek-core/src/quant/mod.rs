@@ -114,6 +114,10 @@ pub enum Format {
     /// a time): the same bits, laid out at load so the kernels unpack scales and do the float
     /// work once for 8 rows. Used for Q4_K matrices whose row count is a multiple of 8.
     Q4_Kx8,
+    /// Q5_0 with every 8 rows interleaved block by block as [`Format::Q4_0x8`] (the rows'
+    /// fifth-bit words form the first chunk). Used for Q5_0 matrices whose row count is a
+    /// multiple of 8 (llama.cpp's Q4_K fallback for rows that are not whole super-blocks).
+    Q5_0x8,
     /// Q6_K with every 8 rows interleaved as [`Format::Q4_Kx8`] (the rows' `d` first, then their
     /// low nibbles, high bits and scales 4 bytes per row at a time).
     Q6_Kx8,
@@ -393,6 +397,18 @@ static Q4_KX8_INFO: FormatInfo = FormatInfo {
     x8_of: Some((Format::Q4_K, 0)),
     f16_fields: &[],
 };
+static Q5_0X8_INFO: FormatInfo = FormatInfo {
+    name: "q5_0x8",
+    block: QK,
+    block_bytes: blocks::Q5_0_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8Blocks,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q5_0),
+    x8_of: Some((Format::Q5_0, 0)),
+    f16_fields: &[],
+};
 static Q6_KX8_INFO: FormatInfo = FormatInfo {
     name: "q6_kx8",
     block: QK_K,
@@ -432,6 +448,7 @@ impl Format {
             Format::Q6_K => &Q6_K_INFO,
             Format::IQ4_XS => &IQ4_XS_INFO,
             Format::Q4_Kx8 => &Q4_KX8_INFO,
+            Format::Q5_0x8 => &Q5_0X8_INFO,
             Format::Q6_Kx8 => &Q6_KX8_INFO,
         }
     }
@@ -442,6 +459,7 @@ impl Format {
         [
             Format::Q8_0x8,
             Format::Q4_0x8,
+            Format::Q5_0x8,
             Format::Q4_Kx8,
             Format::Q6_Kx8,
         ]
