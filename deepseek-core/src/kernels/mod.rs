@@ -4,10 +4,11 @@
 //! `target_feature` code. Float formats decode a weight row a chunk at a time into a stack
 //! buffer reused for every token; the 32-weight block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
 //! IQ4_NL) quantise the activations to 8-bit blocks once per call and use integer dot products;
-//! the x8 forms (8 rows interleaved) run 8 rows x up to 4 tokens per tile, for decode and
-//! prefill alike; the 256-weight super-block formats (K-quants, IQ4_XS) quantise the
-//! activations to Q8_K and run one row x up to 4 tokens per pass ([`kquant`]). Every SIMD path
-//! has a scalar twin ([`Isa::Scalar`]) it is tested against. Knows no layers.
+//! the 256-weight super-block formats (K-quants, IQ4_XS) quantise them to Q8_K ([`kquant`]).
+//! Row-major matrices run one row x up to 4 tokens per pass; the x8 forms (8 rows interleaved
+//! at load: Q8_0x8, Q4_0x8, Q5_0x8, Q4_Kx8, Q6_Kx8) run 8 rows x up to 4 tokens per tile, for
+//! decode and prefill alike. Every SIMD path has a scalar twin ([`Isa::Scalar`]) it is tested
+//! against. Knows no layers.
 
 mod isa;
 pub mod kquant;

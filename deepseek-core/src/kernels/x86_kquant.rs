@@ -1,10 +1,12 @@
 //! AVX2 integer dot products of ggml's 256-weight super-blocks (Q2_K..Q6_K, IQ4_XS) with Q8_K
 //! activations, after ggml's `ggml_vec_dot_*_q8_K` (arch/x86/quants.c).
 //!
-//! Each kernel multiplies one weight row with `N` (1..=4) tokens: a super-block's quants and
-//! scales are unpacked once and reused for every token, which is what prefill gains over `N`
-//! separate mat-vecs. Per super-block the integer sums are exact (the scalar twin computes the
-//! same integers); only the float accumulation across super-blocks is ordered differently.
+//! Each row kernel multiplies one weight row with `N` (1..=4) tokens: a super-block's quants
+//! and scales are unpacked once and reused for every token, which is what prefill gains over
+//! `N` separate mat-vecs. The x8 tiles (Q4_Kx8, Q6_Kx8) do the same for 8 interleaved rows at
+//! once, one row per 32-bit lane, so the scale unpacking and float work are shared by 8 rows.
+//! Per super-block the integer sums are exact (the scalar twin computes the same integers);
+//! only the float accumulation across super-blocks is ordered differently.
 //! Everything here needs only AVX2 + FMA + F16C: no AVX-512 instruction is used, so the same
 //! kernels also serve `Isa::Avx512Vnni` machines.
 
