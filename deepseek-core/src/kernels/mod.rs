@@ -177,9 +177,9 @@ unsafe fn matmul_rows(
     let xq = match xq {
         Acts::F32 => &[][..],
         Acts::Q8(xq) => xq,
-        // SAFETY: forwarded from the caller.
         Acts::K(xk) if w.format().row_group() == X8 => {
-            return unsafe { matmul_groups_kx8(isa, w, row0, idx, xk, n, out, stride) }
+            // SAFETY: forwarded from the caller.
+            return unsafe { matmul_groups_kx8(isa, w, row0, idx, xk, n, out, stride) };
         }
         // SAFETY: forwarded from the caller.
         Acts::K(xk) => return unsafe { matmul_rows_k(isa, w, row0, idx, xk, n, out, stride) },
