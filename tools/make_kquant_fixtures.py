@@ -279,7 +279,10 @@ def rows_stage():
             }
             print(f"{name}: {len(raw)} bytes, {ROWS * HIDDEN} values, ggml C == gguf-py; "
                   f"dots {dots[:3]}..., x86 vs generic {simd_vs_generic:.2e}", flush=True)
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    path = OUT / "manifest.json"
+    if path.exists() and "kmix" in json.loads(path.read_text()):
+        manifest["kmix"] = json.loads(path.read_text())["kmix"]  # stage `model` keeps its entry
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":
