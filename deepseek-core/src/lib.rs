@@ -17,6 +17,7 @@
 //! # Ok::<(), deepseek_core::Error>(())
 //! ```
 
+pub mod bytes;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -30,10 +31,10 @@ pub mod template;
 pub mod tokenizer;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult, Generator,
-    Stream, Usage,
+    CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
+    Generator, Stream, TextAssets, Usage,
 };
 pub use model::AttentionPath;
 pub use quant::WeightDtype;

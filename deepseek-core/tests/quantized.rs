@@ -4,8 +4,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{argmax, fixture, Golden};
-use deepseek_core::loader::Checkpoint;
+use common::{argmax, cosine, fixture, Golden};
+use deepseek_core::loader::{Checkpoint, TensorSource};
 use deepseek_core::quant::Weight;
 use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
 
@@ -17,26 +17,16 @@ const FIXTURES: &[&str] = &[
     "v3_sharded_bf16",
 ];
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
-}
-
 /// RMS error of every quantisable matrix of fixture `name` after conversion to `dtype`.
 fn weight_rms(name: &str, dtype: WeightDtype) -> f64 {
     let ckpt = Checkpoint::open(fixture(name)).unwrap();
     let (mut err, mut count) = (0f64, 0usize);
     for tensor in ckpt.names() {
-        let t = ckpt.get(tensor).unwrap();
+        let t = ckpt.get(&tensor).unwrap().unwrap();
         if t.shape.len() != 2 || !t.shape[1].is_multiple_of(32) || tensor.contains("embed_tokens") {
             continue;
         }
-        let w = Weight::from_view(t, None).unwrap();
+        let w = Weight::from_f32(t.shape[0], t.shape[1], &t.to_f32().unwrap());
         let (exact, q) = (w.to_f32(), w.convert(dtype).to_f32());
         err += exact
             .iter()

@@ -3,16 +3,13 @@
 //! norm, lm_head.
 //!
 //! One model for the three families: what differs (q/k/v biases, Qwen3's per-head q/k norm, the
-//! RoPE scaling) is data from the config. Knows the checkpoint's tensor names; never a storage
-//! format or SIMD.
+//! RoPE scaling) is data from the config. Never a file, a tensor name, a storage format or SIMD.
 
+use super::Scratch;
 use super::{add_assign, grow, softmax_inplace, Ctx, HeadWork, Linear, Mlp, RmsNorm, Rope};
-use super::{Scratch, Source};
 use crate::config::Config;
-use crate::error::{Error, Result};
 use crate::kernels::{axpy, dot, Pool};
-use crate::loader::Checkpoint;
-use crate::quant::{Weight, WeightDtype};
+use crate::quant::Weight;
 
 /// A linear layer with an optional bias (Qwen2's q/k/v, `attention_bias` of Llama and Qwen3).
 #[derive(Debug, Clone)]
@@ -236,92 +233,6 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    /// Builds the model from an opened checkpoint, validating every tensor against `config`.
-    /// Matrices are converted to `dtype` as they load (see [`super::Transformer::load`]).
-    pub fn load(
-        config: Config,
-        ckpt: &Checkpoint,
-        dtype: WeightDtype,
-        threads: usize,
-    ) -> Result<Self> {
-        let Some(l) = config.llama().cloned() else {
-            return Err(Error::UnsupportedArchitecture(
-                config.model_type.as_str().to_string(),
-            ));
-        };
-        let mut src = Source::new(ckpt, &config, dtype, threads);
-        let c = &config;
-        let (hs, nh, kvh, hd) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            l.num_key_value_heads,
-            l.head_dim,
-        );
-        let embed_tokens = src.weight_as(
-            "model.embed_tokens.weight",
-            c.vocab_size,
-            hs,
-            WeightDtype::Auto,
-        )?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let a = format!("{p}.self_attn");
-            let mut proj = |name: &str, rows: usize, cols: usize, bias: bool| -> Result<_> {
-                let prefix = format!("{a}.{name}");
-                Ok(Projection {
-                    linear: src.linear(&prefix, rows, cols)?,
-                    bias: match bias {
-                        true => Some(src.vector(&format!("{prefix}.bias"), rows)?),
-                        false => None,
-                    },
-                })
-            };
-            let q_proj = proj("q_proj", nh * hd, hs, l.qkv_bias)?;
-            let k_proj = proj("k_proj", kvh * hd, hs, l.qkv_bias)?;
-            let v_proj = proj("v_proj", kvh * hd, hs, l.qkv_bias)?;
-            let o_proj = proj("o_proj", hs, nh * hd, l.o_bias)?;
-            let qk_norm = match l.qk_norm {
-                true => Some(QkNorm {
-                    q_norm: src.norm(&format!("{a}.q_norm"), hd, c.rms_norm_eps)?,
-                    k_norm: src.norm(&format!("{a}.k_norm"), hd, c.rms_norm_eps)?,
-                }),
-                false => None,
-            };
-            layers.push(LlamaLayer {
-                input_layernorm: src.norm(&format!("{p}.input_layernorm"), hs, c.rms_norm_eps)?,
-                self_attn: Gqa {
-                    q_proj,
-                    k_proj,
-                    v_proj,
-                    o_proj,
-                    qk_norm,
-                    num_heads: nh,
-                    num_key_value_heads: kvh,
-                    head_dim: hd,
-                    softmax_scale: l.softmax_scale(),
-                },
-                post_attention_layernorm: src.norm(
-                    &format!("{p}.post_attention_layernorm"),
-                    hs,
-                    c.rms_norm_eps,
-                )?,
-                mlp: src.mlp(&format!("{p}.mlp"), c.intermediate_size, hs)?,
-            });
-        }
-        let norm = src.norm("model.norm", hs, c.rms_norm_eps)?;
-        let lm_head = src.lm_head(c, &embed_tokens)?;
-        src.check_all_used(c.num_hidden_layers, 0)?;
-        Ok(LlamaModel {
-            rope: Rope::new(&config),
-            config,
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-        })
-    }
-
     /// Width of one cached token per layer: K and V of every KV head.
     pub fn cache_width(&self) -> usize {
         self.layers.first().map_or(0, |l| l.self_attn.cache_width())

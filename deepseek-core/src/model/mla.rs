@@ -40,6 +40,33 @@ pub enum QProj {
     },
 }
 
+/// The up-projection of the latent to per-head keys (no position) and values, `kv_b_proj`.
+#[derive(Debug, Clone)]
+pub enum KvUp {
+    /// `kv_b_proj` `[heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`: per head, K-nope
+    /// rows then V rows (Hugging Face).
+    Fused(Linear),
+    /// The same split per head (llama.cpp's GGUF): `W_UK^T` as `k_b`
+    /// `[heads * kv_lora_rank, qk_nope_head_dim]`, the orientation the absorbed query needs, and
+    /// `W_UV` as `v_b` `[heads * v_head_dim, kv_lora_rank]`.
+    Split {
+        /// Per head, `W_UK^T`.
+        k_b: Linear,
+        /// Per head, `W_UV`.
+        v_b: Linear,
+    },
+}
+
+impl KvUp {
+    /// Bytes of the matrices (what one full pass reads).
+    pub fn storage_bytes(&self) -> usize {
+        match self {
+            KvUp::Fused(l) => l.weight.storage_bytes(),
+            KvUp::Split { k_b, v_b } => k_b.weight.storage_bytes() + v_b.weight.storage_bytes(),
+        }
+    }
+}
+
 /// One MLA block.
 #[derive(Debug, Clone)]
 pub struct Mla {
@@ -49,8 +76,8 @@ pub struct Mla {
     pub kv_a_proj_with_mqa: Linear,
     /// RMSNorm on the latent.
     pub kv_a_layernorm: RmsNorm,
-    /// `[heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]`: per head, K-nope rows then V rows.
-    pub kv_b_proj: Linear,
+    /// The latent's up-projection to per-head K-nope and V.
+    pub kv_up: KvUp,
     /// `[hidden, heads * v_head_dim]`.
     pub o_proj: Linear,
     /// Attention heads.
@@ -194,7 +221,7 @@ impl Mla {
             self.v_head_dim,
             self.kv_lora_rank,
         );
-        let (qk, w, kvb) = (dn + dr, c + dr, &self.kv_b_proj.weight);
+        let (qk, w) = (dn + dr, c + dr);
 
         // q_lat[h]: [n, kv_lora] = q_nope[h] W_UK[h]   (W_UK[h] = kv_b rows of head h's keys)
         let q_nope = grow(&mut s.head_in, nh * n * dn);
@@ -205,15 +232,19 @@ impl Mla {
         }
         let q_lat = grow(&mut s.head_lat, nh * n * c);
         for h in 0..nh {
-            let rows = h * (dn + dv)..h * (dn + dv) + dn;
-            kernels::matmul_t(
-                pool,
-                kvb,
-                rows,
+            let (x, y) = (
                 &q_nope[h * n * dn..][..n * dn],
-                n,
                 &mut q_lat[h * n * c..][..n * c],
             );
+            match &self.kv_up {
+                KvUp::Fused(kvb) => {
+                    let rows = h * (dn + dv)..h * (dn + dv) + dn;
+                    kernels::matmul_t(pool, &kvb.weight, rows, x, n, y);
+                }
+                KvUp::Split { k_b, .. } => {
+                    kernels::matmul(pool, &k_b.weight, h * c..(h + 1) * c, x, n, y);
+                }
+            }
         }
 
         // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents;
@@ -255,15 +286,12 @@ impl Mla {
         // out[h]: [n, v] = o_lat[h] W_UV[h]^T
         let out = grow(&mut s.head_out, nh * n * dv);
         for h in 0..nh {
-            let rows = h * (dn + dv) + dn..(h + 1) * (dn + dv);
-            kernels::matmul(
-                pool,
-                kvb,
-                rows,
-                s.heads.out(h, n * c),
-                n,
-                &mut out[h * n * dv..][..n * dv],
-            );
+            let (x, y) = (s.heads.out(h, n * c), &mut out[h * n * dv..][..n * dv]);
+            let (v, rows) = match &self.kv_up {
+                KvUp::Fused(kvb) => (kvb, h * (dn + dv) + dn..(h + 1) * (dn + dv)),
+                KvUp::Split { v_b, .. } => (v_b, h * dv..(h + 1) * dv),
+            };
+            kernels::matmul(pool, &v.weight, rows, x, n, y);
         }
         for t in 0..n {
             for h in 0..nh {
@@ -297,7 +325,27 @@ impl Mla {
             latents[j * c..][..c].copy_from_slice(&cache[j * w..][..c]);
         }
         let kv_full = grow(&mut s.kv_full, total * nh * (dn + dv));
-        self.kv_b_proj.forward(pool, latents, total, kv_full);
+        match &self.kv_up {
+            KvUp::Fused(kvb) => kvb.forward(pool, latents, total, kv_full),
+            KvUp::Split { k_b, v_b } => {
+                // Per head: k_nope = latents W_UK, v = latents W_UV^T, into the fused layout.
+                let part = grow(&mut s.head_out, total * dn.max(dv));
+                for h in 0..nh {
+                    let k = &mut part[..total * dn];
+                    kernels::matmul_t(pool, &k_b.weight, h * c..(h + 1) * c, latents, total, k);
+                    for j in 0..total {
+                        kv_full[(j * nh + h) * (dn + dv)..][..dn]
+                            .copy_from_slice(&k[j * dn..][..dn]);
+                    }
+                    let v = &mut part[..total * dv];
+                    kernels::matmul(pool, &v_b.weight, h * dv..(h + 1) * dv, latents, total, v);
+                    for j in 0..total {
+                        kv_full[(j * nh + h) * (dn + dv) + dn..][..dv]
+                            .copy_from_slice(&v[j * dv..][..dv]);
+                    }
+                }
+            }
+        }
 
         // Heads in parallel, each into its own [n, v] output.
         let (scale, kv_full) = (self.softmax_scale, &kv_full[..]);

@@ -2,7 +2,8 @@
 //! (RMSNorm -> MLA -> residual, RMSNorm -> dense MLP or MoE -> residual), final norm, lm_head;
 //! the R1-Distill families (Qwen2, Llama, Qwen3) in [`llama`]; [`Network`] is either.
 //!
-//! Knows the architecture and the checkpoint's tensor names; never a storage format or SIMD.
+//! Knows the architecture; never a file, a tensor name, a storage format or SIMD: the loader
+//! hands it finished weights.
 
 mod cache;
 mod linear;
@@ -14,26 +15,18 @@ mod norm;
 mod rope;
 pub mod router;
 
-use std::collections::HashSet;
-use std::path::Path;
-
 pub use cache::KvCache;
 pub use linear::Linear;
 pub use llama::{Gqa, GqaScratch, LlamaLayer, LlamaModel};
-pub use mla::{AttentionPath, Mla, MlaScratch, QProj};
+pub use mla::{AttentionPath, KvUp, Mla, MlaScratch, QProj};
 pub use mlp::{Mlp, MlpScratch};
 pub use moe::{Moe, MoeScratch};
 pub use norm::RmsNorm;
 pub use rope::{Rope, RopeLayout};
 
-use crate::config::{Architecture, Config};
-use crate::error::{Error, Result};
+use crate::config::Config;
 use crate::kernels::Pool;
-use crate::loader::{Checkpoint, TensorView};
-use crate::quant::{Weight, WeightDtype};
-
-/// The latent norms of MLA use a fixed epsilon, not `rms_norm_eps`.
-const LATENT_NORM_EPS: f64 = 1e-6;
+use crate::quant::Weight;
 
 /// A layer's feed-forward block.
 #[derive(Debug, Clone)]
@@ -201,127 +194,6 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    /// Builds the model from an opened checkpoint, validating every tensor against `config`.
-    /// Matrices are converted to `dtype` as they load, one tensor at a time; the router stays
-    /// exact and, under 4-bit formats, lm_head takes 8 bits (as llama.cpp keeps it wider too).
-    pub fn load(
-        config: Config,
-        ckpt: &Checkpoint,
-        dtype: WeightDtype,
-        threads: usize,
-    ) -> Result<Self> {
-        let Some(d) = config.deepseek().cloned() else {
-            return Err(Error::UnsupportedArchitecture(
-                config.model_type.as_str().to_string(),
-            ));
-        };
-        let mut src = Source::new(ckpt, &config, dtype, threads);
-        let c = &config;
-        let (hs, nh) = (c.hidden_size, c.num_attention_heads);
-        // Embeddings are read one row per token, never streamed: keep them exact.
-        let embed_tokens = src.weight_as(
-            "model.embed_tokens.weight",
-            c.vocab_size,
-            hs,
-            WeightDtype::Auto,
-        )?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for l in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let a = format!("{p}.self_attn");
-            let q = match d.q_lora_rank {
-                None => {
-                    QProj::Plain(src.linear(&format!("{a}.q_proj"), nh * d.qk_head_dim(), hs)?)
-                }
-                Some(r) => QProj::Lora {
-                    q_a_proj: src.linear(&format!("{a}.q_a_proj"), r, hs)?,
-                    q_a_layernorm: src.norm(&format!("{a}.q_a_layernorm"), r, LATENT_NORM_EPS)?,
-                    q_b_proj: src.linear(&format!("{a}.q_b_proj"), nh * d.qk_head_dim(), r)?,
-                },
-            };
-            let self_attn = Mla {
-                q,
-                kv_a_proj_with_mqa: src.linear(
-                    &format!("{a}.kv_a_proj_with_mqa"),
-                    d.kv_lora_rank + d.qk_rope_head_dim,
-                    hs,
-                )?,
-                kv_a_layernorm: src.norm(
-                    &format!("{a}.kv_a_layernorm"),
-                    d.kv_lora_rank,
-                    LATENT_NORM_EPS,
-                )?,
-                kv_b_proj: src.linear(
-                    &format!("{a}.kv_b_proj"),
-                    nh * (d.qk_nope_head_dim + d.v_head_dim),
-                    d.kv_lora_rank,
-                )?,
-                o_proj: src.linear(&format!("{a}.o_proj"), hs, nh * d.v_head_dim)?,
-                num_heads: nh,
-                qk_nope_head_dim: d.qk_nope_head_dim,
-                qk_rope_head_dim: d.qk_rope_head_dim,
-                v_head_dim: d.v_head_dim,
-                kv_lora_rank: d.kv_lora_rank,
-                softmax_scale: d.softmax_scale(),
-            };
-            let mlp = match (&d.moe, d.is_moe_layer(l)) {
-                (Some(moe), true) => {
-                    let m = format!("{p}.mlp");
-                    let e = moe.n_routed_experts;
-                    let bias_name = format!("{m}.gate.e_score_correction_bias");
-                    let bias = match moe.topk_method {
-                        crate::config::TopkMethod::NoauxTc => Some(src.vector(&bias_name, e)?),
-                        _ => None,
-                    };
-                    let experts = (0..e)
-                        .map(|i| {
-                            src.mlp(&format!("{m}.experts.{i}"), moe.moe_intermediate_size, hs)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    let shared_experts = match moe.n_shared_experts {
-                        0 => None,
-                        k => Some(src.mlp(
-                            &format!("{m}.shared_experts"),
-                            moe.moe_intermediate_size * k,
-                            hs,
-                        )?),
-                    };
-                    let gate =
-                        src.weight_as(&format!("{m}.gate.weight"), e, hs, WeightDtype::Auto)?;
-                    FeedForward::Moe(Moe {
-                        gate: Linear { weight: gate },
-                        e_score_correction_bias: bias,
-                        router: router::RouterConfig::new(moe, c.model_type),
-                        experts,
-                        shared_experts,
-                    })
-                }
-                _ => FeedForward::Dense(src.mlp(&format!("{p}.mlp"), c.intermediate_size, hs)?),
-            };
-            layers.push(DecoderLayer {
-                input_layernorm: src.norm(&format!("{p}.input_layernorm"), hs, c.rms_norm_eps)?,
-                self_attn,
-                post_attention_layernorm: src.norm(
-                    &format!("{p}.post_attention_layernorm"),
-                    hs,
-                    c.rms_norm_eps,
-                )?,
-                mlp,
-            });
-        }
-        let norm = src.norm("model.norm", hs, c.rms_norm_eps)?;
-        let lm_head = src.lm_head(c, &embed_tokens)?;
-        src.check_all_used(c.num_hidden_layers, d.num_nextn_predict_layers)?;
-        Ok(Transformer {
-            rope: Rope::new(&config),
-            config,
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-        })
-    }
-
     /// Weight bytes one decoded token reads: every matrix except the embedding (one row) and
     /// the routed experts, of which `num_experts_per_tok` per MoE layer (their average size).
     /// Decode speed is bounded by memory bandwidth divided by this.
@@ -341,7 +213,7 @@ impl Transformer {
                 } => q_a_proj.weight.storage_bytes() + q_b_proj.weight.storage_bytes(),
             };
             total += a.kv_a_proj_with_mqa.weight.storage_bytes()
-                + a.kv_b_proj.weight.storage_bytes()
+                + a.kv_up.storage_bytes()
                 + a.o_proj.weight.storage_bytes();
             total += match &l.mlp {
                 FeedForward::Dense(m) => mlp(m),
@@ -354,141 +226,6 @@ impl Transformer {
             };
         }
         total
-    }
-}
-
-/// Hands out checkpoint tensors by name, checking shapes, and remembers which were used.
-struct Source<'a> {
-    ckpt: &'a Checkpoint,
-    used: HashSet<String>,
-    fp8_block: Option<[usize; 2]>,
-    dtype: WeightDtype,
-    /// Threads that convert large matrices to `dtype`.
-    threads: usize,
-}
-
-impl<'a> Source<'a> {
-    fn new(ckpt: &'a Checkpoint, config: &Config, dtype: WeightDtype, threads: usize) -> Self {
-        Source {
-            ckpt,
-            used: HashSet::new(),
-            fp8_block: config.quantization.map(|q| q.weight_block_size),
-            dtype,
-            threads,
-        }
-    }
-
-    fn take(&mut self, name: &str) -> Result<TensorView> {
-        let t = self.ckpt.get(name)?;
-        self.used.insert(name.to_string());
-        Ok(t)
-    }
-
-    fn weight(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
-        self.weight_as(name, rows, cols, self.dtype)
-    }
-
-    fn weight_as(
-        &mut self,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        dtype: WeightDtype,
-    ) -> Result<Weight> {
-        let t = self.take(name)?;
-        t.expect_shape(&[rows, cols])?;
-        let scale_name = format!("{name}_scale_inv");
-        let scale = match (self.ckpt.contains(&scale_name), self.fp8_block) {
-            (true, Some(block)) => Some((self.take(&scale_name)?, block)),
-            (true, None) => {
-                return Err(Error::config(
-                    "quantization_config",
-                    format!("missing, but the checkpoint has block scales ({scale_name})"),
-                ))
-            }
-            (false, _) => None,
-        };
-        Ok(Weight::from_view(t, scale)?.convert_with_threads(dtype, self.threads))
-    }
-
-    fn linear(&mut self, prefix: &str, rows: usize, cols: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.weight(&format!("{prefix}.weight"), rows, cols)?,
-        })
-    }
-
-    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let t = self.take(name)?;
-        t.expect_shape(&[len])?;
-        if t.dtype == crate::loader::DType::F8E4M3 {
-            return Err(Error::Dtype {
-                name: name.to_string(),
-                dtype: "F8_E4M3".into(),
-            });
-        }
-        Ok(t.to_f32())
-    }
-
-    fn norm(&mut self, prefix: &str, len: usize, eps: f64) -> Result<RmsNorm> {
-        Ok(RmsNorm::new(
-            self.vector(&format!("{prefix}.weight"), len)?,
-            eps,
-        ))
-    }
-
-    /// `lm_head.weight`, or the embedding when tied and the file has no separate head. Under
-    /// 4-bit formats the head takes 8 bits (as llama.cpp keeps it wider too).
-    fn lm_head(&mut self, c: &Config, embed_tokens: &Weight) -> Result<Linear> {
-        if c.tie_word_embeddings && !self.ckpt.contains("lm_head.weight") {
-            return Ok(Linear {
-                weight: embed_tokens.clone(),
-            });
-        }
-        let head_dtype = match self.dtype {
-            WeightDtype::Q4_0 => WeightDtype::Q8_0,
-            d => d,
-        };
-        Ok(Linear {
-            weight: self.weight_as("lm_head.weight", c.vocab_size, c.hidden_size, head_dtype)?,
-        })
-    }
-
-    fn mlp(&mut self, prefix: &str, inter: usize, hidden: usize) -> Result<Mlp> {
-        Ok(Mlp {
-            gate_proj: self.linear(&format!("{prefix}.gate_proj"), inter, hidden)?,
-            up_proj: self.linear(&format!("{prefix}.up_proj"), inter, hidden)?,
-            down_proj: self.linear(&format!("{prefix}.down_proj"), hidden, inter)?,
-        })
-    }
-
-    /// Fails on a tensor the model does not use, except the multi-token-prediction layers
-    /// (`model.layers.N`, `num_hidden_layers <= N < num_hidden_layers + num_nextn_predict_layers`)
-    /// that plain decoding skips: an unexpected tensor means the config does not describe this
-    /// checkpoint.
-    fn check_all_used(&self, num_layers: usize, mtp_layers: usize) -> Result<()> {
-        let mut unused: Vec<&str> = self
-            .ckpt
-            .names()
-            .filter(|n| !self.used.contains(*n))
-            .filter(|n| {
-                let layer = n
-                    .strip_prefix("model.layers.")
-                    .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
-                !matches!(layer, Some(l) if (num_layers..num_layers + mtp_layers).contains(&l))
-                    && !n.ends_with("rotary_emb.inv_freq")
-            })
-            .collect();
-        unused.sort_unstable();
-        match unused.first() {
-            None => Ok(()),
-            Some(first) => Err(Error::config(
-                "num_hidden_layers",
-                format!(
-                    "the checkpoint has {} tensor(s) this config does not use, e.g. `{first}`: config and weights disagree",
-                    unused.len()
-                ),
-            )),
-        }
     }
 }
 
@@ -576,23 +313,6 @@ pub enum Network {
 }
 
 impl Network {
-    /// Builds the model `config` describes from an opened checkpoint.
-    pub fn load(
-        config: Config,
-        ckpt: &Checkpoint,
-        dtype: WeightDtype,
-        threads: usize,
-    ) -> Result<Self> {
-        Ok(match config.architecture {
-            Architecture::Deepseek(_) => {
-                Network::Deepseek(Transformer::load(config, ckpt, dtype, threads)?)
-            }
-            Architecture::Llama(_) => {
-                Network::Llama(LlamaModel::load(config, ckpt, dtype, threads)?)
-            }
-        })
-    }
-
     /// The validated config.
     pub fn config(&self) -> &Config {
         match self {
@@ -669,11 +389,4 @@ impl Network {
             }
         }
     }
-}
-
-/// Opens `dir` (config.json + weights) as a [`Network`].
-pub(crate) fn load_dir(dir: &Path, dtype: WeightDtype, threads: usize) -> Result<Network> {
-    let config = Config::from_file(dir.join("config.json"))?;
-    let ckpt = Checkpoint::open(dir)?;
-    Network::load(config, &ckpt, dtype, threads)
 }

@@ -18,6 +18,16 @@ impl RmsNorm {
         }
     }
 
+    /// The learned per-channel weight.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// The epsilon added to the mean square.
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// Normalises every row of `x` (rows of `weight.len()` values) into `out`.
     pub fn forward(&self, x: &[f32], out: &mut [f32]) {
         let d = self.weight.len();

@@ -59,6 +59,25 @@ impl Rope {
         }
     }
 
+    /// This table with the rotated pairs laid out as `layout` (for weights whose q/k rows a
+    /// converter permuted, as llama.cpp does for Llama).
+    pub fn with_layout(mut self, layout: RopeLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// This table with each inverse frequency divided by its factor (GGUF's `rope_freqs`,
+    /// llama.cpp's form of Llama 3 scaling); `None` unless there is one factor per pair.
+    pub fn with_freq_factors(mut self, factors: &[f32]) -> Option<Self> {
+        if factors.len() != self.inv_freq.len() {
+            return None;
+        }
+        for (f, &k) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= k;
+        }
+        Some(self)
+    }
+
     /// The inverse frequencies, one per rotated pair.
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq

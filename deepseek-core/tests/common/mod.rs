@@ -111,6 +111,25 @@ pub fn assert_rows_close(what: &str, got: &[f32], want: &[f32], width: usize, to
 }
 
 /// Index of the largest value (lowest index on ties).
+/// Cosine similarity of two logit rows.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+/// Smallest per-position cosine between `[rows, width]` logits.
+pub fn min_cosine(got: &[f32], want: &[f32], width: usize) -> f64 {
+    got.chunks_exact(width)
+        .zip(want.chunks_exact(width))
+        .map(|(a, b)| cosine(a, b))
+        .fold(1.0, f64::min)
+}
+
 pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
