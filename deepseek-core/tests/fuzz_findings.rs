@@ -68,17 +68,12 @@ fn a_wrong_decoder_object_is_a_tokenizer_error() {
     assert!(matches!(err, Error::Tokenizer(_)), "{err}");
 }
 
-/// tokenizer_json target (crash-366b37a3... in fuzz/findings/tokenizer_json/ and others: tokenizer.json files
-/// whose `decoder` holds a JSON syntax error: a control character in a string, an invalid
-/// \u escape, a bare word). tokenizers 0.23.2 deserialises the decoder through an untagged
-/// helper and `.expect("Helper")`s the result (src/decoders/mod.rs:90), so a syntax error there
-/// panics inside `Tokenizer::from_json` / `from_dir` instead of returning Error::Tokenizer
-/// (normalizers/mod.rs has the same `.expect`s). Fix in tokenizer.rs: parse the bytes with
-/// serde_json into a `serde_json::Value` first (a syntax error becomes Error::Tokenizer) and
-/// build the tokenizer with `serde_json::from_value`; on valid JSON the helper's `Legacy(Value)`
-/// arm always matches, so the `expect` cannot fire.
+/// tokenizer_json target (crash-366b37a3... in fuzz/regressions/tokenizer_json/: tokenizer.json
+/// files whose `decoder` holds a JSON syntax error: a control character in a string, an
+/// invalid \u escape, a bare word). tokenizers 0.23.2 `.expect`s its untagged decoder helper
+/// (src/decoders/mod.rs:90), so these panicked inside `Tokenizer::from_json`; every call into
+/// tokenizers now runs under catch_unwind and the panic is an Error::Tokenizer.
 #[test]
-#[ignore = "fuzz finding: tokenizers panics on a JSON syntax error inside `decoder` (owner: tokenizer.rs)"]
 fn a_syntax_error_inside_the_decoder_is_a_tokenizer_error() {
     for decoder in ["[1,]", "\"\u{1}\"", "{\"type\": nope}", "\"\\ud800x\""] {
         let json = tokenizer_json_with_decoder(decoder);
@@ -114,23 +109,17 @@ fn tiny_config(family: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// config_json target (crash-26f9b9b2..., an OOM: ASan refused a 122 GB malloc for
-/// `num_hidden_layers` = 140737095 in a qwen2 config; fuzz/findings/config_json/). The config
-/// is valid as far as Config checks it (num_hidden_layers only has to be positive), then
-/// `LlamaModel::load` (model/llama.rs:266) and the DeepSeek loader (model/mod.rs:228) call
-/// `Vec::with_capacity(num_hidden_layers)` before reading a single layer: the file's size
-/// allocates (an abort on allocation failure, or "capacity overflow" panic past isize::MAX)
-/// where `model.layers.1...` missing should be the error. Fix: grow `layers` as they load
-/// (`Vec::new()`), or cap the capacity by what the checkpoint holds; a bound on
-/// num_hidden_layers in config.rs would also do. Here 2^62 layers: the capacity overflows, so
-/// the bug shows as a panic instead of taking the machine's memory.
+/// config_json target (oom-26f9b9b2... in fuzz/regressions/config_json/: ASan refused a 122 GB
+/// malloc for `num_hidden_layers` = 140737095 in a qwen2 config). The config passes every size
+/// check (its weights and cache would fit in the address space), and the loaders used to call
+/// `Vec::with_capacity(num_hidden_layers)` before reading a layer. Now the layers grow as they
+/// load, and the first layer the checkpoint lacks is the error, for both families.
 #[test]
-#[ignore = "fuzz finding: Vec::with_capacity(num_hidden_layers) before any layer is read (owner: model/)"]
 fn a_huge_layer_count_is_an_error_not_an_allocation() {
     for family in ["tiny_qwen2", "tiny_v3"] {
         let mut config = tiny_config(family);
         let real = config["num_hidden_layers"].as_u64().unwrap();
-        config["num_hidden_layers"] = serde_json::json!(1u64 << 62);
+        config["num_hidden_layers"] = serde_json::json!(140_737_095u64);
         let dir = tiny_model(family, "layers", &config);
         let result = std::panic::catch_unwind(|| {
             Model::load(
