@@ -56,6 +56,7 @@ dict_for() {
 	config_json | generation_config) echo json ;;
 	tokenizer_json | tokenizer_config) echo tokenizer ;;
 	chat_template) echo jinja ;;
+	gguf) echo gguf ;;
 	esac
 }
 

@@ -9,7 +9,7 @@ use deepseek_core::{LoadOptions, Model, Session, SessionOptions};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 9] = [
+const TARGETS: [(&str, Target); 10] = [
     ("safetensors", deepseek_fuzz::safetensors),
     ("safetensors_index", deepseek_fuzz::safetensors_index),
     ("config_json", deepseek_fuzz::config_json),
@@ -19,6 +19,7 @@ const TARGETS: [(&str, Target); 9] = [
     ("tokenizer_config", deepseek_fuzz::tokenizer_config),
     ("chat_template", deepseek_fuzz::chat_template),
     ("capi", deepseek_fuzz::capi),
+    ("gguf", deepseek_fuzz::gguf),
 ];
 
 fn replay(dir: &str) -> usize {
