@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| deepseek_fuzz::chat_template(data));
+libfuzzer_sys::fuzz_target!(init: deepseek_fuzz::init(), |data: &[u8]| deepseek_fuzz::chat_template(data));

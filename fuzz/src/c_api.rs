@@ -20,6 +20,7 @@ unsafe impl Sync for Nano {}
 
 /// capi's setup, run before fuzzing starts: loads r1-nano.
 pub fn init_capi() {
+    crate::init();
     nano();
 }
 
