@@ -4,4 +4,8 @@
 # C++ programs with gcc -fsanitize=address, every run checked by ASan and LeakSanitizer).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! rustup toolchain list | grep -q '^nightly'; then
+	echo "the ASan checks need a nightly toolchain (rustup toolchain install nightly)" >&2
+	exit 1
+fi
 DS_CAPI_SANITIZER=address exec bash .ci/capi.sh "$@"
