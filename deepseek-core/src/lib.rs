@@ -40,5 +40,5 @@ pub use model::AttentionPath;
 pub use quant::WeightDtype;
 pub use sampling::{GenerationConfig, Sampler, SamplingParams};
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, Message, TemplateOptions, ToolCall};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -795,6 +795,7 @@ impl Stream<'_> {
                 role: "assistant".into(),
                 content: self.parser.content().to_string(),
                 reasoning_content: self.parser.reasoning().map(str::to_string),
+                ..Default::default()
             });
         }
     }
