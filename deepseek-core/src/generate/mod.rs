@@ -15,6 +15,7 @@
 
 mod chat;
 mod output;
+mod tools;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -23,7 +24,9 @@ use std::time::Instant;
 
 pub use chat::ChatSession;
 use chat::ChatState;
-pub use output::{prompt_opens_reasoning, Event, EventKind, OutputParser, THINK_CLOSE, THINK_OPEN};
+pub use output::{
+    prompt_opens_reasoning, Event, EventKind, OutputParser, ToolCallDelta, THINK_CLOSE, THINK_OPEN,
+};
 
 use crate::error::{Error, Result};
 use crate::sampling::{GenerationConfig, Sampler, SamplingParams};
