@@ -19,6 +19,7 @@
 
 pub mod bytes;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod kernels;
@@ -31,6 +32,7 @@ pub mod template;
 pub mod tokenizer;
 
 pub use config::Config;
+pub use constraint::{ResponseFormat, ToolCallFormat, ToolChoice};
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
     CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
@@ -38,7 +40,9 @@ pub use generate::{
 };
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
-pub use sampling::{GenerationConfig, Sampler, SamplingParams};
+pub use sampling::{
+    GenerationConfig, LogitsHook, LogitsProcessor, Sampler, SamplerStep, SamplingParams,
+};
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};
 pub use template::{ChatTemplate, Message, TemplateOptions, ToolCall};
 pub use tokenizer::{StreamDecoder, Tokenizer};

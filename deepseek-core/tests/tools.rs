@@ -4,10 +4,14 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use common::fixture;
-use deepseek_core::{ChatTemplate, Error, Message, TemplateOptions, Tokenizer, ToolCall};
+use deepseek_core::generate::OutputParser;
+use deepseek_core::{
+    ChatTemplate, Error, Event, EventKind, Message, TemplateOptions, Tokenizer, ToolCall,
+};
 use serde_json::Value;
 
 fn read_json(path: &std::path::Path) -> Value {
@@ -115,7 +119,11 @@ fn tool_templates_render_as_transformers() {
             // llama.cpp's engine) renders: compare with transformers' render of the same
             // template with the map made a list.
             (None, Ok(text)) if case.get("text_with_eager_map").is_some() => {
-                assert_eq!(text, case["text_with_eager_map"].as_str().unwrap(), "{what}");
+                assert_eq!(
+                    text,
+                    case["text_with_eager_map"].as_str().unwrap(),
+                    "{what}"
+                );
                 eager_map += 1;
             }
             (want, got) => panic!("{what}: expected {want:?}, got {got:?}"),
@@ -139,4 +147,115 @@ fn template_kwargs_may_not_replace_the_render_inputs() {
         Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "chat_template_kwargs"),
         other => panic!("{other:?}"),
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tool calls out: the parser on a corpus of outputs in both formats
+// ------------------------------------------------------------------------------------------
+
+/// What events add up to: (reasoning, content, [(id, name, arguments)]).
+fn replay(events: &[Event]) -> (String, String, Vec<(String, String, String)>) {
+    let (mut reasoning, mut content) = (String::new(), String::new());
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    for e in events {
+        match e.kind {
+            EventKind::Reasoning => reasoning.push_str(&e.text),
+            EventKind::Content => content.push_str(&e.text),
+            EventKind::ToolCall => {
+                let d = e.tool_call.as_ref().expect("tool-call events say which call");
+                if let (Some(id), Some(name)) = (&d.id, &d.name) {
+                    assert_eq!(d.index, calls.len(), "calls start in order");
+                    calls.push((id.clone(), name.clone(), String::new()));
+                }
+                calls[d.index].2.push_str(&e.text);
+            }
+        }
+    }
+    (reasoning, content, calls)
+}
+
+#[test]
+fn tool_call_corpus_parses_token_by_token() {
+    let corpus = read_json(&fixture("tool_calls").join("corpus.json"));
+    let cases = corpus["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    let tok = r1_tokenizer();
+    let mut calls_seen = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let text = case["text"].as_str().unwrap();
+        let ids = tok.encode(text, false).unwrap();
+        let mut parser = OutputParser::new(tok, &[], case["in_reasoning"].as_bool().unwrap())
+            .with_tool_calls(true);
+        let mut events = VecDeque::new();
+        let mut all = Vec::new();
+        for &id in &ids {
+            parser.push(id, &mut events).unwrap();
+            // Streaming: every event is final when it is delivered.
+            all.extend(events.drain(..));
+        }
+        parser.finish(&mut events);
+        all.extend(events.drain(..));
+        let want_calls: Vec<(String, String)> = case["tool_calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["arguments"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let got_calls: Vec<(String, String)> = parser
+            .tool_calls()
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        assert_eq!(got_calls, want_calls, "{name}: tool calls");
+        assert_eq!(
+            parser.reasoning(),
+            case["reasoning"].as_str(),
+            "{name}: reasoning"
+        );
+        assert_eq!(parser.content(), case["content"].as_str().unwrap(), "{name}");
+        // The streamed events add up to the same, ids included.
+        let (r, c, calls) = replay(&all);
+        assert_eq!(r, parser.reasoning().unwrap_or(""), "{name}: streamed reasoning");
+        assert_eq!(c, parser.content(), "{name}: streamed content");
+        let final_calls: Vec<(String, String, String)> = parser
+            .tool_calls()
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone()))
+            .collect();
+        assert_eq!(calls, final_calls, "{name}: streamed calls");
+        for call in parser.tool_calls() {
+            assert!(call.id.starts_with("call_") && call.id.len() > 10);
+            // Complete calls carry JSON arguments equal to the expected ones.
+            if !name.contains("truncated") {
+                assert!(call.arguments_json().is_some(), "{name}: {call:?}");
+            }
+        }
+        // No piece of markup in the answer or the reasoning.
+        for part in [parser.content(), parser.reasoning().unwrap_or("")] {
+            assert!(!part.contains("｜"), "{name}: markup leaked: {part:?}");
+        }
+        calls_seen += want_calls.len();
+    }
+    assert!(calls_seen >= 18, "{calls_seen} calls in the corpus");
+}
+
+#[test]
+fn without_tools_the_markup_stays_text() {
+    // The parser is off unless tools are given: the text is the model's, markers included.
+    let tok = r1_tokenizer();
+    let text = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜>";
+    let mut parser = OutputParser::new(tok, &[], false);
+    let mut events = VecDeque::new();
+    for id in tok.encode(text, false).unwrap() {
+        parser.push(id, &mut events).unwrap();
+    }
+    parser.finish(&mut events);
+    assert_eq!(parser.content(), text);
+    assert!(parser.tool_calls().is_empty());
 }

@@ -552,9 +552,10 @@ mod tests {
 
     #[test]
     fn markers_and_misspellings() {
+        let m = "<｜tool▁calls▁begin｜>";
         assert_eq!(
-            scan("<｜tool▁calls▁begin｜>x"),
-            Scan::Found(Marker::CallsBegin, 27)
+            scan(&format!("{m}x")),
+            Scan::Found(Marker::CallsBegin, m.len())
         );
         for m in [
             "<｜tool_calls_begin｜>",
