@@ -491,9 +491,11 @@ impl Constraint {
                 logits.len()
             )));
         }
+        // A finished grammar (e.g. `{}` for `{"type": "object"}`) stops the parser; what it
+        // allows then is the end, not an error.
         let mask = self
             .matcher
-            .compute_mask()
+            .compute_mask_or_eos()
             .map_err(|_| self.failed("no continuation"))?;
         let eos_ok = mask.is_allowed(self.trie_eos);
         for (id, l) in logits.iter_mut().enumerate() {
@@ -520,6 +522,11 @@ impl Constraint {
 
     /// Advances the grammar over `id` (which it must allow).
     pub fn commit(&mut self, id: u32) -> Result<()> {
+        if self.matcher.is_stopped() && self.eos.contains(&id) && self.matcher.get_error().is_none()
+        {
+            self.consumed += 1;
+            return Ok(());
+        }
         let id = if self.eos.contains(&id) {
             self.trie_eos
         } else {
@@ -539,6 +546,9 @@ impl Constraint {
 
     /// Whether the text so far is a complete sentence of the grammar.
     pub fn is_accepting(&mut self) -> bool {
+        if self.matcher.is_stopped() {
+            return self.matcher.get_error().is_none();
+        }
         self.matcher.is_accepting().unwrap_or(false)
     }
 }

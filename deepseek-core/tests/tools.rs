@@ -259,3 +259,207 @@ fn without_tools_the_markup_stays_text() {
     assert_eq!(parser.content(), text);
     assert!(parser.tool_calls().is_empty());
 }
+
+// ------------------------------------------------------------------------------------------
+// Structured output: every answer parses and validates; the cost of the mask
+// ------------------------------------------------------------------------------------------
+
+/// A test set of schemas: every keyword family structured-output users lean on.
+fn schemas() -> Vec<(&'static str, Value)> {
+    use serde_json::json;
+    vec![
+        ("object_any", json!({"type": "object"})),
+        (
+            "flat_required",
+            json!({"type": "object", "properties": {
+                "name": {"type": "string", "maxLength": 12},
+                "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                "member": {"type": "boolean"}},
+              "required": ["name", "age", "member"], "additionalProperties": false}),
+        ),
+        (
+            "enum_and_const",
+            json!({"type": "object", "properties": {
+                "unit": {"enum": ["celsius", "fahrenheit", "kelvin"]},
+                "v": {"const": 2},
+                "tag": {"type": "string", "enum": ["a\"b", "ü", "<x>"]}},
+              "required": ["unit", "v", "tag"], "additionalProperties": false}),
+        ),
+        (
+            "bounded_array",
+            json!({"type": "object", "properties": {
+                "items": {"type": "array", "items": {"type": "integer", "minimum": -5, "maximum": 5},
+                          "minItems": 1, "maxItems": 4}},
+              "required": ["items"], "additionalProperties": false}),
+        ),
+        (
+            "nested_objects",
+            json!({"type": "object", "properties": {
+                "user": {"type": "object", "properties": {
+                    "id": {"type": "integer", "minimum": 1, "maximum": 999},
+                    "email": {"type": "string", "maxLength": 16}},
+                  "required": ["id"], "additionalProperties": false},
+                "ok": {"type": "boolean"}},
+              "required": ["user", "ok"], "additionalProperties": false}),
+        ),
+        (
+            "nullable_and_anyof",
+            json!({"type": "object", "properties": {
+                "note": {"type": ["string", "null"], "maxLength": 8},
+                "value": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                                    {"type": "string", "maxLength": 4}]}},
+              "required": ["note", "value"], "additionalProperties": false}),
+        ),
+        (
+            "refs",
+            json!({"$defs": {"point": {"type": "object", "properties": {
+                    "x": {"type": "integer", "minimum": 0, "maximum": 99},
+                    "y": {"type": "integer", "minimum": 0, "maximum": 99}},
+                  "required": ["x", "y"], "additionalProperties": false}},
+              "type": "object", "properties": {
+                "from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
+              "required": ["from", "to"], "additionalProperties": false}),
+        ),
+        (
+            "pattern_and_lengths",
+            json!({"type": "object", "properties": {
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+                "code": {"type": "string", "minLength": 2, "maxLength": 3}},
+              "required": ["zip", "code"], "additionalProperties": false}),
+        ),
+        (
+            "number_range",
+            json!({"type": "object", "properties": {
+                "t": {"type": "number", "minimum": -40, "maximum": 50}},
+              "required": ["t"], "additionalProperties": false}),
+        ),
+        (
+            "array_of_objects",
+            json!({"type": "array", "items": {"type": "object", "properties": {
+                    "k": {"type": "string", "maxLength": 3}, "v": {"type": "boolean"}},
+                  "required": ["k", "v"], "additionalProperties": false},
+              "minItems": 1, "maxItems": 3}),
+        ),
+        (
+            "optional_properties",
+            json!({"type": "object", "properties": {
+                "a": {"type": "integer", "minimum": 0, "maximum": 3},
+                "b": {"type": "string", "maxLength": 3},
+                "c": {"type": "boolean"}},
+              "additionalProperties": false}),
+        ),
+        (
+            "tool_arguments",
+            json!({"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 10},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+              "required": ["city"], "additionalProperties": false}),
+        ),
+    ]
+}
+
+/// Deterministic "logits": a seeded xorshift, so the grammar (not the model) decides what is
+/// valid. Like a real model it leans towards closing what it opened (tokens with `"`, `}`, `]`
+/// and the end), or unbounded schemas (`{"type": "object"}`) would run on forever.
+struct NoiseModel {
+    state: u64,
+    bonus: Vec<f32>,
+}
+
+impl NoiseModel {
+    fn new(tok: &Tokenizer, seed: u64) -> Self {
+        let eos = tok.eos_ids();
+        let bonus = (0..tok.vocab_size() as u32)
+            .map(|id| match tok.token_bytes(id) {
+                _ if eos.contains(&id) => 16.0,
+                Some(b) if b.iter().any(|c| matches!(c, b'"' | b'}' | b']')) => 6.0,
+                _ => 0.0,
+            })
+            .collect();
+        NoiseModel { state: seed | 1, bonus }
+    }
+
+    fn fill(&mut self, logits: &mut [f32]) {
+        for (l, b) in logits.iter_mut().zip(&self.bonus) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            *l = (self.state >> 40) as f32 / (1u64 << 24) as f32 * 8.0 + b;
+        }
+    }
+}
+
+#[test]
+fn json_schema_answers_always_parse_and_validate() {
+    use deepseek_core::constraint::GrammarCompiler;
+    use deepseek_core::{ResponseFormat, Sampler, SamplingParams};
+    use std::time::Instant;
+
+    let tok = r1_tokenizer();
+    let eos = tok.eos_ids();
+    let t0 = Instant::now();
+    let compiler = GrammarCompiler::new(tok, &eos).unwrap();
+    let build = t0.elapsed();
+    let mut logits = vec![0.0f32; tok.vocab_size()];
+    let mut mask_times = Vec::new();
+    let (mut runs, mut valid) = (0, 0);
+    for (name, schema) in schemas() {
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for seed in 1..=4u64 {
+            let format = ResponseFormat::JsonSchema(schema.clone());
+            let mut c = compiler.response_format(&format).unwrap().unwrap();
+            let mut model =
+                NoiseModel::new(tok, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64);
+            let mut sampler = Sampler::new(SamplingParams {
+                seed: Some(seed),
+                ..Default::default()
+            })
+            .unwrap();
+            let mut ids = Vec::new();
+            let finished = loop {
+                if ids.len() >= 400 {
+                    break false;
+                }
+                model.fill(&mut logits);
+                let mut spent = None;
+                let id = sampler
+                    .sample_with(&logits, &mut |l| {
+                        let t = Instant::now();
+                        let r = c.apply(l, &[], false);
+                        spent = Some(t.elapsed());
+                        r
+                    })
+                    .unwrap();
+                mask_times.extend(spent);
+                if eos.contains(&id) {
+                    break true;
+                }
+                c.commit(id).unwrap();
+                sampler.accept(id);
+                ids.push(id);
+            };
+            runs += 1;
+            assert!(finished, "{name} seed {seed}: no end after 400 tokens");
+            let text = tok.decode(&ids, true).unwrap();
+            let value: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}: {text:?}"));
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{name} seed {seed}: {text}: {errors:?}");
+            valid += 1;
+        }
+    }
+    mask_times.sort();
+    let n = mask_times.len();
+    let mean = mask_times.iter().sum::<std::time::Duration>() / n as u32;
+    println!(
+        "structured output: {valid}/{runs} answers valid over {} schemas; token trie built in \
+         {build:?}; mask per token over {} ids: mean {mean:?}, p50 {:?}, p99 {:?}, max {:?} \
+         ({n} tokens)",
+        schemas().len(),
+        tok.vocab_size(),
+        mask_times[n / 2],
+        mask_times[n * 99 / 100],
+        mask_times[n - 1]
+    );
+    assert_eq!(valid, runs);
+}
