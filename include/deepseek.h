@@ -502,10 +502,11 @@ const char *ds_status_str(int status);
 struct ds_model_params ds_model_default_params(void);
 
 /**
- * Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded).
- * If the folder has a tokenizer.json, the tokenizer (with tokenizer_config.json's special
- * tokens and chat template) is loaded too, and generation_config.json gives ds_generate's
- * defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
+ * Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded) or a
+ * GGUF file (the first part of a split one). If the folder has a tokenizer.json (or the GGUF
+ * file tokenizer.* metadata), the tokenizer (with its special tokens and chat template) is
+ * loaded too, and generation_config.json (or the GGUF's general.sampling.*) gives
+ * ds_generate's defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
  * `*out` is a new model to release with ds_model_free; on failure `*out` is set to NULL.
  */
 enum ds_status ds_model_load(const char *path,
@@ -514,7 +515,8 @@ enum ds_status ds_model_load(const char *path,
 
 /**
  * Loads the tokenizer from folder `dir` (tokenizer.json, and tokenizer_config.json if there)
- * for a checkpoint whose folder has none, or replaces the model's tokenizer. Its ids must fit
+ * or from a GGUF file's tokenizer.* metadata, for a checkpoint that has none, or replaces the
+ * model's tokenizer. Its ids must fit
  * the model's vocab size. Safe while other threads use the model and its sessions: calls
  * already running finish with the tokenizer they started with, later calls use the new one.
  * On failure the model keeps the tokenizer it had.
