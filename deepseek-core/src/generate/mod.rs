@@ -142,16 +142,65 @@ impl GenerateParams {
             });
         }
         if let Some(tools) = &self.tools {
-            if let Some(i) = tools.iter().position(|t| !t.is_object()) {
-                return Err(Error::InvalidParameter {
-                    name: "tools".into(),
-                    message: format!("tools[{i}] is not a JSON object"),
-                });
-            }
+            validate_tools(tools)?;
         }
         self.template_options().validate()?;
         self.sampling.validate()
     }
+}
+
+/// Checks OpenAI `tools` entries: `{"type": "function", "function": {"name", "description"?,
+/// "parameters"?}}`, names unique and free of the markup's characters, parameters a schema
+/// object. A bad tool would otherwise render into the prompt, or fail only once a call is forced.
+fn validate_tools(tools: &[Value]) -> Result<()> {
+    let bad = |i: usize, message: String| Error::InvalidParameter {
+        name: "tools".into(),
+        message: format!("tools[{i}]: {message}"),
+    };
+    let mut names = std::collections::HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let Some(obj) = tool.as_object() else {
+            return Err(bad(i, "is not a JSON object".into()));
+        };
+        match obj.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) => return Err(bad(i, format!("type {other:?} (only \"function\")"))),
+            None => return Err(bad(i, "needs \"type\": \"function\"".into())),
+        }
+        let Some(f) = obj.get("function").and_then(Value::as_object) else {
+            return Err(bad(i, "needs a \"function\" object".into()));
+        };
+        let name = match f.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n,
+            _ => return Err(bad(i, "function needs a non-empty string \"name\"".into())),
+        };
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '｜')
+        {
+            return Err(bad(
+                i,
+                format!("function name {name:?} has whitespace or markup characters"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(bad(i, format!("function name {name:?} appears twice")));
+        }
+        if let Some(p) = f.get("parameters") {
+            if !(p.is_object() || p.is_boolean()) {
+                return Err(bad(
+                    i,
+                    "function \"parameters\" must be a JSON schema object".into(),
+                ));
+            }
+        }
+        if let Some(d) = f.get("description") {
+            if !d.is_string() {
+                return Err(bad(i, "function \"description\" must be a string".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why generation ended.
@@ -931,7 +980,9 @@ impl Stream<'_> {
         }
         if self.forced.is_empty()
             && self.parser.in_reasoning()
-            && self.max_reasoning.is_some_and(|m| self.reasoning_tokens >= m)
+            && self
+                .max_reasoning
+                .is_some_and(|m| self.reasoning_tokens >= m)
         {
             // Over budget: close the reasoning; the answer follows.
             self.forced.extend(&self.close_reasoning);
