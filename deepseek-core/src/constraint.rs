@@ -30,6 +30,23 @@ pub enum ResponseFormat {
     Lark(String),
 }
 
+/// `schema` with llguidance's layout options set unless it sets its own (`x-guidance`): JSON
+/// in Python's `json.dumps` layout (`, ` and `: `, no other whitespace between tokens), as
+/// DeepSeek's templates render arguments. Free whitespace would let a model pad forever.
+fn with_layout(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({
+                "whitespace_flexible": false,
+                "item_separator": ", ",
+                "key_separator": ": "
+            })
+        });
+    }
+    s
+}
+
 fn bad_format(message: impl Into<String>) -> Error {
     Error::InvalidParameter {
         name: "response_format".into(),
@@ -88,8 +105,11 @@ impl ResponseFormat {
     fn lark_body(&self) -> Option<String> {
         match self {
             ResponseFormat::Text => None,
-            ResponseFormat::JsonObject => Some("%json {\"type\": \"object\"}".into()),
-            ResponseFormat::JsonSchema(s) => Some(format!("%json {s}")),
+            ResponseFormat::JsonObject => Some(format!(
+                "%json {}",
+                with_layout(&serde_json::json!({"type": "object"}))
+            )),
+            ResponseFormat::JsonSchema(s) => Some(format!("%json {}", with_layout(s))),
             // A regex is one terminal; a Lark grammar brings its own rules.
             ResponseFormat::Regex(_) | ResponseFormat::Lark(_) => None,
         }
@@ -98,10 +118,12 @@ impl ResponseFormat {
     fn grammar(&self) -> Option<TopLevelGrammar> {
         match self {
             ResponseFormat::Text => None,
-            ResponseFormat::JsonObject => Some(TopLevelGrammar::from_json_schema(
-                serde_json::json!({"type": "object"}),
-            )),
-            ResponseFormat::JsonSchema(s) => Some(TopLevelGrammar::from_json_schema(s.clone())),
+            ResponseFormat::JsonObject => Some(TopLevelGrammar::from_json_schema(with_layout(
+                &serde_json::json!({"type": "object"}),
+            ))),
+            ResponseFormat::JsonSchema(s) => {
+                Some(TopLevelGrammar::from_json_schema(with_layout(s)))
+            }
             ResponseFormat::Regex(r) => Some(TopLevelGrammar::from_regex(r)),
             ResponseFormat::Lark(g) => Some(TopLevelGrammar::from_lark(g.clone())),
         }
@@ -171,32 +193,29 @@ impl ToolCallFormat {
     }
 }
 
-/// The tool-call markers, by the tokens that write them.
+/// The tool-call markers as Lark terminals: the token that writes each (`<[id]>`), or, for a
+/// vocabulary without it (a small byte-level one such as r1-nano's), its text spelled out.
 struct Markers {
-    calls_begin: u32,
-    calls_end: u32,
-    call_begin: u32,
-    call_end: u32,
-    sep: u32,
+    calls_begin: String,
+    calls_end: String,
+    call_begin: String,
+    call_end: String,
+    sep: String,
 }
 
 impl Markers {
-    fn of(tokenizer: &Tokenizer) -> Result<Self> {
-        let id = |t: &str| {
-            tokenizer
-                .token_to_id(t)
-                .ok_or_else(|| Error::InvalidParameter {
-                    name: "tool_choice".into(),
-                    message: format!("the tokenizer has no {t} token to force a tool call with"),
-                })
+    fn of(tokenizer: &Tokenizer) -> Self {
+        let m = |t: &str| match tokenizer.token_to_id(t) {
+            Some(id) => format!("<[{id}]>"),
+            None => lark_str(t),
         };
-        Ok(Markers {
-            calls_begin: id("<｜tool▁calls▁begin｜>")?,
-            calls_end: id("<｜tool▁calls▁end｜>")?,
-            call_begin: id("<｜tool▁call▁begin｜>")?,
-            call_end: id("<｜tool▁call▁end｜>")?,
-            sep: id("<｜tool▁sep｜>")?,
-        })
+        Markers {
+            calls_begin: m("<｜tool▁calls▁begin｜>"),
+            calls_end: m("<｜tool▁calls▁end｜>"),
+            call_begin: m("<｜tool▁call▁begin｜>"),
+            call_end: m("<｜tool▁call▁end｜>"),
+            sep: m("<｜tool▁sep｜>"),
+        }
     }
 }
 
@@ -227,7 +246,7 @@ pub fn tool_call_grammar(
     only: Option<&str>,
     answer: Option<&ResponseFormat>,
 ) -> Result<String> {
-    let m = Markers::of(tokenizer)?;
+    let m = Markers::of(tokenizer);
     let mut alternatives = Vec::new();
     for tool in tools {
         let f = tool.get("function").unwrap_or(tool);
@@ -240,13 +259,13 @@ pub fn tool_call_grammar(
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let schema = f
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        let schema = with_layout(
+            f.get("parameters")
+                .unwrap_or(&serde_json::json!({"type": "object"})),
+        );
         let call = match format {
             ToolCallFormat::R1 => format!(
-                "<[{}]> \"function\" <[{}]> {} %json {} \"\\n```\" <[{}]>",
+                "{} \"function\" {} {} %json {} \"\\n```\" {}",
                 m.call_begin,
                 m.sep,
                 lark_str(&format!("{name}\n```json\n")),
@@ -254,7 +273,7 @@ pub fn tool_call_grammar(
                 m.call_end
             ),
             ToolCallFormat::V31 => format!(
-                "<[{}]> {} <[{}]> %json {} <[{}]>",
+                "{} {} {} %json {} {}",
                 m.call_begin,
                 lark_str(name),
                 m.sep,
@@ -283,7 +302,7 @@ pub fn tool_call_grammar(
         format!("({joiner}call)*")
     };
     let mut g = format!(
-        "calls: <[{}]> call {more} <[{}]>\ncall: {}\n",
+        "calls: {} call {more} {}\ncall: {}\n",
         m.calls_begin,
         m.calls_end,
         alternatives.join("\n    | ")

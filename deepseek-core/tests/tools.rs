@@ -162,7 +162,10 @@ fn replay(events: &[Event]) -> (String, String, Vec<(String, String, String)>) {
             EventKind::Reasoning => reasoning.push_str(&e.text),
             EventKind::Content => content.push_str(&e.text),
             EventKind::ToolCall => {
-                let d = e.tool_call.as_ref().expect("tool-call events say which call");
+                let d = e
+                    .tool_call
+                    .as_ref()
+                    .expect("tool-call events say which call");
                 if let (Some(id), Some(name)) = (&d.id, &d.name) {
                     assert_eq!(d.index, calls.len(), "calls start in order");
                     calls.push((id.clone(), name.clone(), String::new()));
@@ -218,10 +221,18 @@ fn tool_call_corpus_parses_token_by_token() {
             case["reasoning"].as_str(),
             "{name}: reasoning"
         );
-        assert_eq!(parser.content(), case["content"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            parser.content(),
+            case["content"].as_str().unwrap(),
+            "{name}"
+        );
         // The streamed events add up to the same, ids included.
         let (r, c, calls) = replay(&all);
-        assert_eq!(r, parser.reasoning().unwrap_or(""), "{name}: streamed reasoning");
+        assert_eq!(
+            r,
+            parser.reasoning().unwrap_or(""),
+            "{name}: streamed reasoning"
+        );
         assert_eq!(c, parser.content(), "{name}: streamed content");
         let final_calls: Vec<(String, String, String)> = parser
             .tool_calls()
@@ -245,11 +256,123 @@ fn tool_call_corpus_parses_token_by_token() {
     assert!(calls_seen >= 18, "{calls_seen} calls in the corpus");
 }
 
+/// One corpus case's expected outcome.
+struct Expected {
+    name: String,
+    text: String,
+    in_reasoning: bool,
+    reasoning: Option<String>,
+    content: String,
+    calls: Vec<(String, String)>,
+}
+
+fn corpus() -> Vec<Expected> {
+    let corpus = read_json(&fixture("tool_calls").join("corpus.json"));
+    corpus["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| Expected {
+            name: case["name"].as_str().unwrap().into(),
+            text: case["text"].as_str().unwrap().into(),
+            in_reasoning: case["in_reasoning"].as_bool().unwrap(),
+            reasoning: case["reasoning"].as_str().map(Into::into),
+            content: case["content"].as_str().unwrap().into(),
+            calls: case["tool_calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        c["name"].as_str().unwrap().to_string(),
+                        c["arguments"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Parses `ids` as a stream; checks at every step that nothing delivered is ever taken back
+/// (the content so far is a prefix of the final content, with no piece of markup) and that
+/// the result is the case's. `how` names the split in failures.
+fn stream_and_check(tok: &Tokenizer, case: &Expected, ids: &[u32], how: &str) {
+    let mut parser = OutputParser::new(tok, &[], case.in_reasoning).with_tool_calls(true);
+    let mut events = VecDeque::new();
+    let mut all = Vec::new();
+    for &id in ids {
+        parser.push(id, &mut events).unwrap();
+        all.extend(events.drain(..));
+        let (_, content, _) = replay(&all);
+        assert!(
+            case.content.starts_with(&content) && !content.contains('｜'),
+            "{} ({how}): content so far {content:?} is not a prefix of {:?}",
+            case.name,
+            case.content
+        );
+    }
+    parser.finish(&mut events);
+    all.extend(events.drain(..));
+    let (reasoning, content, calls) = replay(&all);
+    let what = format!("{} ({how})", case.name);
+    assert_eq!(content, case.content, "{what}: content");
+    assert_eq!(
+        reasoning,
+        case.reasoning.clone().unwrap_or_default(),
+        "{what}: reasoning"
+    );
+    let calls: Vec<(String, String)> = calls.into_iter().map(|(_, n, a)| (n, a)).collect();
+    assert_eq!(calls, case.calls, "{what}: calls");
+}
+
+/// A token id for each byte value: R1's byte-level vocabulary has one per byte.
+fn byte_tokens(tok: &Tokenizer) -> Vec<u32> {
+    let mut by_byte = vec![u32::MAX; 256];
+    for id in 0..tok.vocab_size() as u32 {
+        if let Some([b]) = tok.token_bytes(id) {
+            if by_byte[*b as usize] == u32::MAX {
+                by_byte[*b as usize] = id;
+            }
+        }
+    }
+    assert!(
+        by_byte.iter().all(|&id| id != u32::MAX),
+        "a byte has no token"
+    );
+    by_byte
+}
+
+#[test]
+fn tool_call_corpus_streams_split_at_every_byte() {
+    // Every byte its own token: every byte position is a token boundary, inside the markers
+    // (correct and misspelled), inside multi-byte characters, inside the JSON.
+    let tok = r1_tokenizer();
+    let by_byte = byte_tokens(tok);
+    let cases = corpus();
+    for case in &cases {
+        let ids: Vec<u32> = case.text.bytes().map(|b| by_byte[b as usize]).collect();
+        stream_and_check(tok, case, &ids, "one byte per token");
+    }
+    // Real tokens on both sides of a split at each character boundary: the tokenizer's own
+    // pieces, with the text cut where a stream may deliver it.
+    let mut splits = 0;
+    for case in &cases {
+        for (i, _) in case.text.char_indices().skip(1) {
+            let mut ids = tok.encode(&case.text[..i], false).unwrap();
+            ids.extend(tok.encode(&case.text[i..], false).unwrap());
+            stream_and_check(tok, case, &ids, &format!("split at byte {i}"));
+            splits += 1;
+        }
+    }
+    assert!(splits > 1000, "{splits} splits");
+}
+
 #[test]
 fn without_tools_the_markup_stays_text() {
     // The parser is off unless tools are given: the text is the model's, markers included.
     let tok = r1_tokenizer();
-    let text = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜>";
+    let text =
+        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜>";
     let mut parser = OutputParser::new(tok, &[], false);
     let mut events = VecDeque::new();
     for id in tok.encode(text, false).unwrap() {
@@ -264,98 +387,16 @@ fn without_tools_the_markup_stays_text() {
 // Structured output: every answer parses and validates; the cost of the mask
 // ------------------------------------------------------------------------------------------
 
-/// A test set of schemas: every keyword family structured-output users lean on.
-fn schemas() -> Vec<(&'static str, Value)> {
-    use serde_json::json;
-    vec![
-        ("object_any", json!({"type": "object"})),
-        (
-            "flat_required",
-            json!({"type": "object", "properties": {
-                "name": {"type": "string", "maxLength": 12},
-                "age": {"type": "integer", "minimum": 0, "maximum": 150},
-                "member": {"type": "boolean"}},
-              "required": ["name", "age", "member"], "additionalProperties": false}),
-        ),
-        (
-            "enum_and_const",
-            json!({"type": "object", "properties": {
-                "unit": {"enum": ["celsius", "fahrenheit", "kelvin"]},
-                "v": {"const": 2},
-                "tag": {"type": "string", "enum": ["a\"b", "ü", "<x>"]}},
-              "required": ["unit", "v", "tag"], "additionalProperties": false}),
-        ),
-        (
-            "bounded_array",
-            json!({"type": "object", "properties": {
-                "items": {"type": "array", "items": {"type": "integer", "minimum": -5, "maximum": 5},
-                          "minItems": 1, "maxItems": 4}},
-              "required": ["items"], "additionalProperties": false}),
-        ),
-        (
-            "nested_objects",
-            json!({"type": "object", "properties": {
-                "user": {"type": "object", "properties": {
-                    "id": {"type": "integer", "minimum": 1, "maximum": 999},
-                    "email": {"type": "string", "maxLength": 16}},
-                  "required": ["id"], "additionalProperties": false},
-                "ok": {"type": "boolean"}},
-              "required": ["user", "ok"], "additionalProperties": false}),
-        ),
-        (
-            "nullable_and_anyof",
-            json!({"type": "object", "properties": {
-                "note": {"type": ["string", "null"], "maxLength": 8},
-                "value": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
-                                    {"type": "string", "maxLength": 4}]}},
-              "required": ["note", "value"], "additionalProperties": false}),
-        ),
-        (
-            "refs",
-            json!({"$defs": {"point": {"type": "object", "properties": {
-                    "x": {"type": "integer", "minimum": 0, "maximum": 99},
-                    "y": {"type": "integer", "minimum": 0, "maximum": 99}},
-                  "required": ["x", "y"], "additionalProperties": false}},
-              "type": "object", "properties": {
-                "from": {"$ref": "#/$defs/point"}, "to": {"$ref": "#/$defs/point"}},
-              "required": ["from", "to"], "additionalProperties": false}),
-        ),
-        (
-            "pattern_and_lengths",
-            json!({"type": "object", "properties": {
-                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
-                "code": {"type": "string", "minLength": 2, "maxLength": 3}},
-              "required": ["zip", "code"], "additionalProperties": false}),
-        ),
-        (
-            "number_range",
-            json!({"type": "object", "properties": {
-                "t": {"type": "number", "minimum": -40, "maximum": 50}},
-              "required": ["t"], "additionalProperties": false}),
-        ),
-        (
-            "array_of_objects",
-            json!({"type": "array", "items": {"type": "object", "properties": {
-                    "k": {"type": "string", "maxLength": 3}, "v": {"type": "boolean"}},
-                  "required": ["k", "v"], "additionalProperties": false},
-              "minItems": 1, "maxItems": 3}),
-        ),
-        (
-            "optional_properties",
-            json!({"type": "object", "properties": {
-                "a": {"type": "integer", "minimum": 0, "maximum": 3},
-                "b": {"type": "string", "maxLength": 3},
-                "c": {"type": "boolean"}},
-              "additionalProperties": false}),
-        ),
-        (
-            "tool_arguments",
-            json!({"type": "object", "properties": {
-                "city": {"type": "string", "maxLength": 10},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-              "required": ["city"], "additionalProperties": false}),
-        ),
-    ]
+/// The test set of schemas (every keyword family structured-output users lean on), shared with
+/// the Python tests, which validate answers with the jsonschema package.
+fn schemas() -> Vec<(String, Value)> {
+    let file = read_json(&fixture("structured").join("schemas.json"));
+    file["schemas"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Deterministic "logits": a seeded xorshift, so the grammar (not the model) decides what is
@@ -376,7 +417,10 @@ impl NoiseModel {
                 _ => 0.0,
             })
             .collect();
-        NoiseModel { state: seed | 1, bonus }
+        NoiseModel {
+            state: seed | 1,
+            bonus,
+        }
     }
 
     fn fill(&mut self, logits: &mut [f32]) {
@@ -390,7 +434,7 @@ impl NoiseModel {
 }
 
 #[test]
-fn json_schema_answers_always_parse_and_validate() {
+fn json_schema_answers_always_parse() {
     use deepseek_core::constraint::GrammarCompiler;
     use deepseek_core::{ResponseFormat, Sampler, SamplingParams};
     use std::time::Instant;
@@ -404,12 +448,13 @@ fn json_schema_answers_always_parse_and_validate() {
     let mut mask_times = Vec::new();
     let (mut runs, mut valid) = (0, 0);
     for (name, schema) in schemas() {
-        let validator = jsonschema::validator_for(&schema).unwrap();
         for seed in 1..=4u64 {
             let format = ResponseFormat::JsonSchema(schema.clone());
             let mut c = compiler.response_format(&format).unwrap().unwrap();
-            let mut model =
-                NoiseModel::new(tok, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64);
+            let mut model = NoiseModel::new(
+                tok,
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ name.len() as u64,
+            );
             let mut sampler = Sampler::new(SamplingParams {
                 seed: Some(seed),
                 ..Default::default()
@@ -443,8 +488,13 @@ fn json_schema_answers_always_parse_and_validate() {
             let text = tok.decode(&ids, true).unwrap();
             let value: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{name} seed {seed}: {e}: {text:?}"));
-            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{name} seed {seed}: {text}: {errors:?}");
+            // Validation against the schema is the jsonschema package's job, on the same
+            // schemas (deepseek-py/tests/test_tools.py): an independent validator, without
+            // compiling one into every `cargo test`.
+            assert!(
+                value.is_object() || value.is_array(),
+                "{name} seed {seed}: {text}"
+            );
             valid += 1;
         }
     }
@@ -452,7 +502,7 @@ fn json_schema_answers_always_parse_and_validate() {
     let n = mask_times.len();
     let mean = mask_times.iter().sum::<std::time::Duration>() / n as u32;
     println!(
-        "structured output: {valid}/{runs} answers valid over {} schemas; token trie built in \
+        "structured output: {valid}/{runs} answers parse over {} schemas; token trie built in \
          {build:?}; mask per token over {} ids: mean {mean:?}, p50 {:?}, p99 {:?}, max {:?} \
          ({n} tokens)",
         schemas().len(),

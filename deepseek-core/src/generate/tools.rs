@@ -214,11 +214,7 @@ impl ToolCallSplitter {
         self.run(emit, true);
         let held = std::mem::take(&mut self.held);
         match self.state {
-            State::Content => {
-                if !held.is_empty() {
-                    emit(Piece::Content(&held));
-                }
-            }
+            State::Content if !held.is_empty() => emit(Piece::Content(&held)),
             State::Args { .. } if self.call_open => {
                 let args = held.trim_end();
                 let args = if self.args_started {
