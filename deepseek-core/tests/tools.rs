@@ -513,3 +513,167 @@ fn json_schema_answers_always_parse() {
     );
     assert_eq!(valid, runs);
 }
+
+// ------------------------------------------------------------------------------------------
+// End to end on a model: v3_r1tok (tiny, random) with R1's tokenizer and template
+// ------------------------------------------------------------------------------------------
+
+fn generator() -> &'static deepseek_core::Generator {
+    static GEN: OnceLock<deepseek_core::Generator> = OnceLock::new();
+    GEN.get_or_init(|| {
+        deepseek_core::Generator::load(
+            fixture("v3_r1tok"),
+            Some(&fixture("tokenizers").join("deepseek-r1")),
+            deepseek_core::LoadOptions {
+                threads: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    })
+}
+
+fn greedy(max_tokens: usize) -> deepseek_core::GenerateParams {
+    deepseek_core::GenerateParams {
+        max_tokens: Some(max_tokens),
+        sampling: deepseek_core::SamplingParams::greedy(),
+        ..Default::default()
+    }
+}
+
+fn weather_tool() -> Value {
+    serde_json::json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                       "required": ["city"], "additionalProperties": false}}})
+}
+
+#[test]
+fn forced_tool_call_comes_back_typed_and_round_trips() {
+    use deepseek_core::{FinishReason, GenerateParams, ToolChoice};
+    let g = generator();
+    let params = GenerateParams {
+        tools: Some(vec![weather_tool()]),
+        tool_choice: ToolChoice::Required,
+        // The random model would reason forever: straight to the answer.
+        max_reasoning_tokens: Some(0),
+        ..greedy(80)
+    };
+    let ask = [Message::user("Weather in Paris?")];
+    let r = g.chat(&ask, &params).unwrap();
+    assert_eq!(r.finish_reason, FinishReason::ToolCalls, "{:?}", r.text);
+    let [call] = r.tool_calls.as_slice() else {
+        panic!("{:?}", r.tool_calls)
+    };
+    assert_eq!(call.name, "get_weather");
+    let args = call.arguments_json().expect("JSON arguments");
+    assert_eq!(
+        args.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["city"]
+    );
+    assert!(!r.content.contains('｜'), "{:?}", r.content);
+    // The OpenAI form, and back through the template in the next turn.
+    let json = call.to_json();
+    assert_eq!(json["function"]["name"], "get_weather");
+    let turn = [
+        Message::user("Weather in Paris?"),
+        Message {
+            role: "assistant".into(),
+            tool_calls: r.tool_calls.clone(),
+            ..Default::default()
+        },
+        Message {
+            role: "tool".into(),
+            content: "{\"temp_c\": 21}".into(),
+            tool_call_id: Some(call.id.clone()),
+            ..Default::default()
+        },
+    ];
+    let prompt = g
+        .template()
+        .render_with(&turn, true, &params.template_options(), &|| false)
+        .unwrap();
+    // R1's template writes the call as the model did, and the result as a tool output.
+    assert!(
+        prompt.contains(&format!(
+            "function<｜tool▁sep｜>get_weather\n```json\n{}\n```",
+            call.arguments
+        )),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("<｜tool▁output▁begin｜>{\"temp_c\": 21}<｜tool▁output▁end｜>"),
+        "{prompt}"
+    );
+}
+
+#[test]
+fn logits_processors_run_in_the_chain_and_see_the_output() {
+    use deepseek_core::LogitsHook;
+    use std::sync::{Arc, Mutex};
+    let g = generator();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let only: u32 = g.tokenizer().encode(" yes", false).unwrap()[0];
+    // Allows one token only: the output must be that token, whatever the model prefers.
+    let hook = LogitsHook::new(move |generated: &[u32], logits: &mut [f32]| {
+        log.lock().unwrap().push(generated.len());
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id as u32 != only {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    });
+    let params = deepseek_core::GenerateParams {
+        logits_processors: vec![hook],
+        ..greedy(4)
+    };
+    let r = g.generate("Hello", &params).unwrap();
+    assert_eq!(r.tokens, vec![only; 4]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![0, 1, 2, 3],
+        "called once per token with the output so far"
+    );
+    // A processor's error stops the generation with it.
+    let failing = LogitsHook::new(|_: &[u32], _: &mut [f32]| {
+        Err(Error::InvalidArgument("processor says no".into()))
+    });
+    let params = deepseek_core::GenerateParams {
+        logits_processors: vec![failing],
+        ..greedy(4)
+    };
+    let err = g.generate("Hello", &params).unwrap_err();
+    assert!(err.to_string().contains("processor says no"), "{err}");
+}
+
+#[test]
+fn the_reasoning_budget_closes_think_and_the_answer_follows() {
+    let g = generator();
+    let ask = [Message::user("What is 1+1?")];
+    // Without a budget the random model is still reasoning after 24 tokens.
+    let free = g.chat(&ask, &greedy(24)).unwrap();
+    assert_eq!(free.content, "", "{:?}", free.text);
+    for budget in [0usize, 3, 10] {
+        let r = g
+            .chat(
+                &ask,
+                &deepseek_core::GenerateParams {
+                    max_reasoning_tokens: Some(budget),
+                    ..greedy(24)
+                },
+            )
+            .unwrap();
+        let reasoning = r.reasoning_content.clone().unwrap_or_default();
+        let n = g.tokenizer().encode(&reasoning, false).unwrap().len();
+        assert!(
+            n <= budget + 2,
+            "budget {budget}: {n} reasoning tokens: {reasoning:?}"
+        );
+        assert!(r.text.contains("</think>"), "budget {budget}: {:?}", r.text);
+        assert!(
+            !r.content.is_empty(),
+            "budget {budget}: no answer after </think>"
+        );
+    }
+}
