@@ -677,3 +677,61 @@ fn the_reasoning_budget_closes_think_and_the_answer_follows() {
         );
     }
 }
+
+#[test]
+fn regex_and_lark_formats_hold_at_every_token() {
+    use deepseek_core::constraint::GrammarCompiler;
+    use deepseek_core::{ResponseFormat, Sampler, SamplingParams};
+    let tok = r1_tokenizer();
+    let eos = tok.eos_ids();
+    let compiler = GrammarCompiler::new(tok, &eos).unwrap();
+    let formats = [
+        ResponseFormat::Regex("[0-9]{3}-[a-z]{2}".into()),
+        ResponseFormat::Lark(
+            "start: answer \" because \" reason\nanswer: \"yes\" | \"no\"\nreason: /[a-z]{1,6}/"
+                .into(),
+        ),
+    ];
+    let mut logits = vec![0.0f32; tok.vocab_size()];
+    for (k, format) in formats.iter().enumerate() {
+        for seed in 1..=5u64 {
+            let mut c = compiler.response_format(format).unwrap().unwrap();
+            let mut model = NoiseModel::new(tok, seed * 7 + k as u64);
+            let mut sampler = Sampler::new(SamplingParams {
+                seed: Some(seed),
+                ..Default::default()
+            })
+            .unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..64 {
+                model.fill(&mut logits);
+                let id = sampler
+                    .sample_with(&logits, &mut |l| c.apply(l, &[], false))
+                    .unwrap();
+                if eos.contains(&id) {
+                    break;
+                }
+                c.commit(id).unwrap();
+                sampler.accept(id);
+                ids.push(id);
+            }
+            let text = tok.decode(&ids, true).unwrap();
+            let ok = match k {
+                0 => {
+                    let b = text.as_bytes();
+                    b.len() == 6
+                        && b[..3].iter().all(u8::is_ascii_digit)
+                        && b[3] == b'-'
+                        && b[4..].iter().all(u8::is_ascii_lowercase)
+                }
+                _ => {
+                    let (answer, reason) = text.split_once(" because ").unwrap_or(("", ""));
+                    matches!(answer, "yes" | "no")
+                        && (1..=6).contains(&reason.len())
+                        && reason.bytes().all(|b| b.is_ascii_lowercase())
+                }
+            };
+            assert!(ok, "{format:?} seed {seed}: {text:?}");
+        }
+    }
+}
