@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deepseek_core::{
-    CancelCheck, ChatTemplate, Error, Event, EventKind, GenerateParams, GenerationResult, Message,
-    ResponseFormat, Stream, ToolCall, ToolChoice, Usage,
+    CancelCheck, ChatTemplate, Error, Event, EventKind, GenerateParams, GenerationResult,
+    LogitsHook, LogitsProcessor, Message, ResponseFormat, Stream, ToolCall, ToolChoice, Usage,
 };
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyMapping, PyString};
 
 use crate::chat::PyChatSession;
 use crate::convert::{count, Int};
@@ -105,6 +106,7 @@ pub(crate) struct Options<'a, 'py> {
     pub response_format: Option<&'a Bound<'py, PyAny>>,
     pub max_reasoning_tokens: Option<Int>,
     pub chat_template_kwargs: Option<&'a Bound<'py, PyAny>>,
+    pub logits_processors: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl Options<'_, '_> {
@@ -187,8 +189,63 @@ impl Options<'_, '_> {
                 }
             }
         }
+        if let Some(list) = self.logits_processors {
+            for (i, f) in list.try_iter()?.enumerate() {
+                let f = f?;
+                if !f.is_callable() {
+                    return Err(value_error(
+                        py,
+                        format!("logits_processors[{i}] is not callable"),
+                    ));
+                }
+                p.logits_processors
+                    .push(LogitsHook::new(PyLogitsProcessor(f.unbind())));
+            }
+        }
         p.validate().map_err(|e| to_py(py, e))?;
         Ok(p)
+    }
+}
+
+/// A Python callable as a step of the sampler chain: called with the ids generated so far (a
+/// list) and the logits (a fresh float32 numpy array, one per token id); it edits the array in
+/// place or returns a new one of the same length. Its exception stops the generation.
+struct PyLogitsProcessor(Py<PyAny>);
+
+impl LogitsProcessor for PyLogitsProcessor {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> deepseek_core::Result<()> {
+        Python::attach(|py| -> PyResult<()> {
+            let np = crate::convert::numpy(py)?;
+            let raw: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let array = np
+                .call_method1("frombuffer", (PyBytes::new(py, &raw), "<f4"))?
+                .call_method0("copy")?;
+            let ids = PyList::new(py, generated)?;
+            let returned = self.0.call1(py, (ids, &array))?;
+            let out = if returned.is_none(py) {
+                array
+            } else {
+                returned.into_bound(py)
+            };
+            let out = np.call_method1("ascontiguousarray", (out, "<f4"))?;
+            let bytes: Vec<u8> = out.call_method0("tobytes")?.extract()?;
+            if bytes.len() != raw.len() {
+                return Err(PyValueError::new_err(format!(
+                    "returned {} logits, expected {}",
+                    bytes.len() / 4,
+                    logits.len()
+                )));
+            }
+            for (l, b) in logits.iter_mut().zip(bytes.chunks_exact(4)) {
+                *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            deepseek_core::Error::InvalidArgument(Python::attach(|py| {
+                format!("logits processor: {}: {}", e.get_type(py), e.value(py))
+            }))
+        })
     }
 }
 

@@ -304,12 +304,14 @@ impl PyModel {
     /// free); `max_reasoning_tokens` (past it `</think>` is forced; 0: no reasoning);
     /// `chat_template_kwargs` (extra template variables, e.g. `{"thinking": False}` for V3.1).
     /// Messages may carry `tool_calls` (assistant) and `tool_call_id` (role "tool").
+    /// `logits_processors`: callables `f(generated_ids, logits)` run before each token is
+    /// chosen, editing the float32 numpy array in place or returning a new one.
     #[pyo3(signature = (
         messages, *, max_tokens = None, temperature = None, top_p = None, top_k = None,
         min_p = None, repetition_penalty = None, frequency_penalty = None,
         presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false,
         tools = None, tool_choice = None, response_format = None, max_reasoning_tokens = None,
-        chat_template_kwargs = None
+        chat_template_kwargs = None, logits_processors = None
     ))]
     fn chat(
         &self,
@@ -331,6 +333,7 @@ impl PyModel {
         response_format: Option<&Bound<'_, PyAny>>,
         max_reasoning_tokens: Option<Int>,
         chat_template_kwargs: Option<&Bound<'_, PyAny>>,
+        logits_processors: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = messages.py();
         let generator = self.generator(py)?;
@@ -352,6 +355,7 @@ impl PyModel {
             response_format,
             max_reasoning_tokens,
             chat_template_kwargs,
+            logits_processors,
         }
         .resolve(py, generator.default_params(), &interrupt)?;
         let messages = convert::messages(messages)?;

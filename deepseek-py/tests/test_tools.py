@@ -9,6 +9,7 @@ import json
 from functools import lru_cache
 
 import jsonschema  # an independent validator (installed by .ci/python.sh)
+import numpy as np
 import pytest
 
 import deepseek_rs
@@ -215,3 +216,38 @@ def test_the_tools_example_runs_on_r1_nano() -> None:
     assert run.returncode == 0, run.stderr
     assert "[finish_reason: tool_calls]" in run.stdout
     assert "json_schema answer: {" in run.stdout
+
+
+def test_logits_processors_decide_the_token() -> None:
+    m = text_model()
+    only = m.tokenizer.encode(" yes", False)[0]
+    seen = []
+
+    def allow_only(generated, logits):
+        seen.append(list(generated))
+        assert logits.dtype == np.float32 and logits.shape == (m.tokenizer.vocab_size,)
+        logits[:] = -np.inf
+        logits[only] = 0.0  # in place
+
+    out = m.chat(ASK, logits_processors=[allow_only], temperature=0, max_tokens=3)
+    # (the reasoning is reported without its leading whitespace)
+    assert out["choices"][0]["message"]["reasoning_content"] == "yes yes yes"
+    assert [len(g) for g in seen] == [0, 1, 2] and seen[2] == [only, only]
+
+    def returns_new(generated, logits):
+        new = np.full_like(logits, -np.inf)
+        new[only] = 1.0
+        return new
+
+    out = m.chat(ASK, logits_processors=[returns_new], temperature=0, max_tokens=2)
+    assert out["choices"][0]["message"]["reasoning_content"] == "yes yes"
+
+
+def test_logits_processor_errors_are_typed() -> None:
+    m = text_model()
+    with pytest.raises(deepseek_rs.DeepseekValueError, match="not callable"):
+        m.chat(ASK, logits_processors=[3], max_tokens=1)
+    with pytest.raises(deepseek_rs.DeepseekValueError, match="ZeroDivisionError"):
+        m.chat(ASK, logits_processors=[lambda g, l: 1 / 0], max_tokens=1)
+    with pytest.raises(deepseek_rs.DeepseekValueError, match="returned 2 logits"):
+        m.chat(ASK, logits_processors=[lambda g, l: l[:2]], max_tokens=1)

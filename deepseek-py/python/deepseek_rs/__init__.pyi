@@ -6,7 +6,7 @@ tests/test_api.py fails when names, signatures or docstrings drift from the modu
 
 import os
 import pathlib
-from typing import Any, Dict, List, Literal, Mapping, Sequence, TypedDict, Union, overload
+from typing import Any, Callable, Dict, List, Literal, Mapping, Sequence, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,8 @@ class _Message(TypedDict, total=False):
 
 # A conversation: [{"role": "user", "content": "..."}, ...].
 _Messages = Sequence[Union[_Message, Mapping[str, Any]]]
+# A logits processor: f(generated_ids, logits) edits logits in place (returns None) or returns new ones.
+_LogitsProcessor = Callable[[List[int], npt.NDArray[np.float32]], Union[npt.NDArray[np.float32], None]]
 # logit_bias: {token_id: bias}; ids may be ints or decimal strings (OpenAI's JSON form, e.g. "7").
 _LogitBias = Mapping[Union[int, str], float]
 
@@ -195,6 +197,7 @@ class Model:
         response_format: Union[Mapping[str, Any], None] = None,
         max_reasoning_tokens: Union[int, None] = None,
         chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> Dict[str, Any]:
         """Answers a conversation (`[{"role": ..., "content": ...}, ...]`) in OpenAI's shape, like
         llama-cpp-python's `create_chat_completion`: `{"id", "object": "chat.completion",
@@ -213,6 +216,8 @@ class Model:
         free); `max_reasoning_tokens` (past it `</think>` is forced; 0: no reasoning);
         `chat_template_kwargs` (extra template variables, e.g. `{"thinking": False}` for V3.1).
         Messages may carry `tool_calls` (assistant) and `tool_call_id` (role "tool").
+        `logits_processors`: callables `f(generated_ids, logits)` run before each token is
+        chosen, editing the float32 numpy array in place or returning a new one.
         """
     @overload
     def chat(
@@ -236,6 +241,7 @@ class Model:
         response_format: Union[Mapping[str, Any], None] = None,
         max_reasoning_tokens: Union[int, None] = None,
         chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "ChatCompletionStream": ...
     @property
     def tokenizer(self) -> Union["Tokenizer", None]:
@@ -372,12 +378,14 @@ class ChatSession:
         response_format: Union[Mapping[str, Any], None] = None,
         max_reasoning_tokens: Union[int, None] = None,
         chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "GenerationResult":
         """Sends a user message and returns the reply as a GenerationResult, or with
         `stream=True` as a GenerationStream of chunks (the reply joins `messages` when the
         stream ends or is closed). Keywords as in `Model.generate`, and the agent ones of
         `Model.chat` (tools, tool_choice, response_format, max_reasoning_tokens,
-        chat_template_kwargs); the reply's `tool_calls` join `messages` with it.
+        chat_template_kwargs, logits_processors); the reply's `tool_calls` join `messages`
+        with it.
         """
     @overload
     def send(
@@ -401,6 +409,7 @@ class ChatSession:
         response_format: Union[Mapping[str, Any], None] = None,
         max_reasoning_tokens: Union[int, None] = None,
         chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "GenerationStream": ...
     def reset(self) -> None:
         """Forgets the conversation and the cache; the system prompt stays."""
