@@ -289,6 +289,19 @@ typedef struct ds_session_params {
 typedef bool (*ds_abort_cb)(void *user_data);
 
 /**
+ * A step of the sampler chain (see ds_generate_params.logits_processor): called before each
+ * token is chosen with the `n_generated` ids generated so far in this request and the
+ * `n_vocab` logits, which it may edit in place (`-INFINITY` bans a token; NaN or +INFINITY is
+ * an error). Return true to go on; false fails the call with DS_ERR_INVALID_ARGUMENT. Runs on
+ * the calling thread; must not unwind or longjmp out.
+ */
+typedef bool (*ds_logits_cb)(void *user_data,
+                             const ds_token *generated,
+                             size_t n_generated,
+                             float *logits,
+                             size_t n_vocab);
+
+/**
  * How to generate. Get one from ds_generate_default_params() and change what you need.
  * A negative sampling value means the checkpoint's default: generation_config.json's value
  * (R1: temperature 0.6, top_p 0.95), or the neutral one if it sets none (temperature 1, no
@@ -391,6 +404,15 @@ typedef struct ds_generate_params {
    * reasoning; negative: no limit).
    */
   int64_t max_reasoning_tokens;
+  /**
+   * Runs before each token is chosen, after logit bias and penalties and before a
+   * constraint's mask (see ds_logits_cb). NULL: none.
+   */
+  ds_logits_cb logits_processor;
+  /**
+   * Passed to logits_processor.
+   */
+  void *logits_processor_data;
 } ds_generate_params;
 
 /**

@@ -7,11 +7,12 @@ use std::ffi::{c_char, c_void};
 use std::sync::atomic::Ordering;
 
 use deepseek_core::{
-    CancelCheck, EventKind, FinishReason, GenerateParams, GenerationResult, Generator, Message,
-    ResponseFormat, Session, Stream, ToolCall, ToolChoice,
+    CancelCheck, EventKind, FinishReason, GenerateParams, GenerationResult, Generator, LogitsHook,
+    LogitsProcessor, Message, ResponseFormat, Session, Stream, ToolCall, ToolChoice,
 };
 use serde_json::Value;
 
+use crate::ds_token;
 use crate::session::{ds_session, Cache};
 use crate::status::{arg_ref, arg_str, ds_status, guard, Failure};
 
@@ -19,6 +20,21 @@ use crate::status::{arg_ref, arg_str, ds_status, guard, Failure};
 /// stop. It runs on the thread that called ds_generate / ds_chat, often (keep it cheap: read
 /// a flag set by another thread or a signal handler), and must not unwind or longjmp out.
 pub type ds_abort_cb = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
+
+/// A step of the sampler chain (see ds_generate_params.logits_processor): called before each
+/// token is chosen with the `n_generated` ids generated so far in this request and the
+/// `n_vocab` logits, which it may edit in place (`-INFINITY` bans a token; NaN or +INFINITY is
+/// an error). Return true to go on; false fails the call with DS_ERR_INVALID_ARGUMENT. Runs on
+/// the calling thread; must not unwind or longjmp out.
+pub type ds_logits_cb = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        generated: *const ds_token,
+        n_generated: usize,
+        logits: *mut f32,
+        n_vocab: usize,
+    ) -> bool,
+>;
 
 /// How to generate. Get one from ds_generate_default_params() and change what you need.
 /// A negative sampling value means the checkpoint's default: generation_config.json's value
@@ -85,6 +101,11 @@ pub struct ds_generate_params {
     /// Most tokens of reasoning: past them `</think>` is forced and the answer follows (0: no
     /// reasoning; negative: no limit).
     pub max_reasoning_tokens: i64,
+    /// Runs before each token is chosen, after logit bias and penalties and before a
+    /// constraint's mask (see ds_logits_cb). NULL: none.
+    pub logits_processor: ds_logits_cb,
+    /// Passed to logits_processor.
+    pub logits_processor_data: *mut c_void,
 }
 
 /// The defaults: the checkpoint's sampling (negative values), no token limit, no seed, no stop
@@ -111,6 +132,8 @@ pub extern "C" fn ds_generate_default_params() -> ds_generate_params {
         response_format_json: std::ptr::null(),
         chat_template_kwargs_json: std::ptr::null(),
         max_reasoning_tokens: -1,
+        logits_processor: None,
+        logits_processor_data: std::ptr::null_mut(),
     }
 }
 
@@ -126,6 +149,38 @@ struct Abort {
 unsafe impl Send for Abort {}
 // SAFETY: as above: never shared with another thread while in use.
 unsafe impl Sync for Abort {}
+
+/// A C logits callback and its data, as a core logits processor.
+struct CLogits {
+    callback: unsafe extern "C" fn(*mut c_void, *const ds_token, usize, *mut f32, usize) -> bool,
+    data: *mut c_void,
+}
+
+// SAFETY: as for Abort: called only on the thread inside ds_generate / ds_chat, and dropped
+// with the params before the call returns.
+unsafe impl Send for CLogits {}
+
+impl LogitsProcessor for CLogits {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> deepseek_core::Result<()> {
+        // SAFETY: a valid callback by contract; both buffers live and are sized as passed.
+        let ok = unsafe {
+            (self.callback)(
+                self.data,
+                generated.as_ptr(),
+                generated.len(),
+                logits.as_mut_ptr(),
+                logits.len(),
+            )
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(deepseek_core::Error::InvalidArgument(
+                "the logits processor returned false".into(),
+            ))
+        }
+    }
+}
 
 impl Abort {
     fn check(&self) -> bool {
@@ -354,7 +409,16 @@ unsafe fn core_params(p: &ds_generate_params, gen: &Generator) -> Result<Generat
         response_format,
         chat_template_kwargs,
         max_reasoning_tokens: usize::try_from(p.max_reasoning_tokens).ok(),
-        ..defaults
+        logits_processors: p
+            .logits_processor
+            .map(|callback| {
+                LogitsHook::new(CLogits {
+                    callback,
+                    data: p.logits_processor_data,
+                })
+            })
+            .into_iter()
+            .collect(),
     };
     params.validate()?;
     Ok(params)

@@ -920,3 +920,74 @@ fn ds_session_len_of(s: &Session) -> usize {
     // SAFETY: a live session.
     unsafe { ds_session_len(s.0) }
 }
+
+/// Allows only the token in `*user_data` (a `(ds_token, Vec<usize>)`: the token, and the
+/// number of generated ids seen at each call).
+unsafe extern "C" fn allow_only(
+    user_data: *mut c_void,
+    _generated: *const ds_token,
+    n_generated: usize,
+    logits: *mut f32,
+    n_vocab: usize,
+) -> bool {
+    // SAFETY: the test's state; `logits` holds `n_vocab` floats during this call.
+    unsafe {
+        let (only, seen) = &mut *user_data.cast::<(ds_token, Vec<usize>)>();
+        seen.push(n_generated);
+        let logits = std::slice::from_raw_parts_mut(logits, n_vocab);
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id as ds_token != *only {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    true
+}
+
+unsafe extern "C" fn refuse(
+    _: *mut c_void,
+    _: *const ds_token,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+) -> bool {
+    false
+}
+
+#[test]
+fn a_logits_callback_decides_the_token_and_can_fail_the_call() {
+    let model = r1();
+    let s = session(&model, 0);
+    let only = tokenize(&model, " yes", false)[0];
+    let mut state: (ds_token, Vec<usize>) = (only, Vec::new());
+    let params = ds_generate_params {
+        logits_processor: Some(allow_only),
+        logits_processor_data: (&mut state as *mut (ds_token, Vec<usize>)).cast(),
+        ..greedy(3)
+    };
+    let (text, r) = generate(&s, "Hello", &params);
+    assert_eq!(text, " yes yes yes");
+    assert_eq!(r.completion_tokens, 3);
+    assert_eq!(state.1, [0, 1, 2]);
+    let params = ds_generate_params {
+        logits_processor: Some(refuse),
+        ..greedy(3)
+    };
+    let prompt = c"Hello";
+    // SAFETY: a live session, valid prompt and params; no callback or result.
+    let status = unsafe {
+        ds_generate(
+            s.0,
+            prompt.as_ptr(),
+            &params,
+            None,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    expect(
+        status,
+        ds_status::DS_ERR_INVALID_ARGUMENT,
+        "logits processor returned false",
+    );
+}
