@@ -38,8 +38,15 @@ Stage `quantize` (goldens for our quantizers, issue 14 item 3):
      and Q8_0; the stage first checks that ggml's function reproduces llama-quantize's bytes
      of the crafted rows.
 
+Stage `q4km` (Q4_K_M against llama.cpp's, issue 14 item 3), for fixtures v3_quant and v2_quant:
+ 11. the fixture is written as an F32 GGUF by our writer, and llama-quantize makes it Q4_K_M
+     with llama.cpp's own rule (no --pure, no imatrix): `<fixture>-q4_k_m.gguf`; llama.cpp runs
+     it over the golden prompt + greedy ids: `<fixture>-q4_k_m.llama.f32`;
+ 12. our writer also converts the fixture with `dtype = q4_k_m` (`<fixture>-ours-q4_k_m.gguf`,
+     not kept) and llama.cpp runs that file too: `<fixture>-ours-q4_k_m.llama.f32`.
+
 Run by hand from the repository root (see tools/make_gguf_fixtures.py for the reference setup):
-    /work/ref/venv/bin/python tools/make_kquant_fixtures.py [rows] [model] [quantize]
+    /work/ref/venv/bin/python tools/make_kquant_fixtures.py [rows] [model] [quantize] [q4km]
 Paths: LLAMA_CPP_DIR (vendored llama.cpp source), LLAMA_BIN_DIR (llama-quantize and libggml-base.so).
 """
 
@@ -288,8 +295,59 @@ def quantize_stage():
     return entry
 
 
+Q4KM_FIXTURES = ["v3_quant", "v2_quant"]
+
+
+def write_fixture_gguf(name, dtype, path):
+    subprocess.run(["cargo", "test", "-q", "-p", "deepseek-core", "--test", "kquants", "--",
+                    "--ignored", "--exact", "write_fixture_gguf"], cwd=ROOT, check=True,
+                   env={**os.environ, "KQUANT_FIXTURE": name, "KQUANT_DTYPE": dtype, "KQUANT_GGUF": str(path)})
+
+
+def llama_logits(path, ids):
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(path), n_ctx=128, n_batch=128, n_ubatch=128, n_threads=2,
+                n_threads_batch=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def q4km_stage():
+    from safetensors.numpy import load_file
+    import collections
+    if "LLAMA_CPP_LIB_PATH" not in os.environ:
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(LLAMA_BIN)
+    entry = {}
+    for name in Q4KM_FIXTURES:
+        golden = load_file(str(ROOT / "deepseek-core" / "tests" / "fixtures" / name / "golden.safetensors"))
+        ids = [int(i) for i in np.concatenate([golden["input_ids"].ravel(), golden["greedy_ids"].ravel()])]
+        with tempfile.TemporaryDirectory() as tmp:
+            f32 = Path(tmp) / f"{name}-F32.gguf"
+            write_fixture_gguf(name, "f32", f32)
+            out = OUT / f"{name}-q4_k_m.gguf"
+            subprocess.run([str(LLAMA_BIN / "llama-quantize"),
+                            "--override-kv", "tokenizer.ggml.model=str:none",
+                            "--override-kv", "deepseek2.vocab_size=int:512",
+                            str(f32), str(out), "Q4_K_M", "1"], check=True, capture_output=True)
+            ours = Path(tmp) / f"{name}-ours-q4_k_m.gguf"
+            write_fixture_gguf(name, "q4_k_m", ours)
+            ours_logits = llama_logits(ours, ids)
+        logits = llama_logits(out, ids)
+        (OUT / f"{name}-q4_k_m.llama.f32").write_bytes(logits.astype("<f4").tobytes())
+        (OUT / f"{name}-ours-q4_k_m.llama.f32").write_bytes(ours_logits.astype("<f4").tobytes())
+        reader = gguf.GGUFReader(str(out))
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        print(f"{name} Q4_K_M: {dict(collections.Counter(types.values()))}", flush=True)
+        entry[name] = {"file": out.name, "from": f"{name} (our save_gguf at F32) -> llama-quantize Q4_K_M",
+                       "tensor_types": types, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+                       "llama_logits": f"{name}-q4_k_m.llama.f32",
+                       "ours_llama_logits": f"{name}-ours-q4_k_m.llama.f32",
+                       "logits_shape": list(logits.shape), "ids": ids}
+    return entry
+
+
 def main():
-    stages = set(sys.argv[1:]) or {"rows", "model", "quantize"}
+    stages = set(sys.argv[1:]) or {"rows", "model", "quantize", "q4km"}
     manifest_path = OUT / "manifest.json"
     if "rows" in stages:
         rows_stage()
@@ -300,6 +358,10 @@ def main():
     if "quantize" in stages:
         manifest = json.loads(manifest_path.read_text())
         manifest["quantize"] = quantize_stage()
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    if "q4km" in stages:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["q4_k_m"] = q4km_stage()
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -362,7 +424,7 @@ def rows_stage():
             print(f"{name}: {len(raw)} bytes, {ROWS * HIDDEN} values, ggml C == gguf-py; "
                   f"dots {dots[:3]}..., x86 vs generic {simd_vs_generic:.2e}", flush=True)
     path = OUT / "manifest.json"
-    for kept in ["kmix", "quantize"]:  # the other stages keep their entries
+    for kept in ["kmix", "quantize", "q4_k_m"]:  # the other stages keep their entries
         if path.exists() and kept in json.loads(path.read_text()):
             manifest[kept] = json.loads(path.read_text())[kept]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
