@@ -146,7 +146,10 @@ fn q4_k_m_gguf_equals_llama_quantize_byte_for_byte() {
         assert_eq!(a, b, "{name}: tensor names");
         let mut same = 0;
         for t in &b {
-            let (o, l) = (ours.get(t).unwrap().unwrap(), llama.get(t).unwrap().unwrap());
+            let (o, l) = (
+                ours.get(t).unwrap().unwrap(),
+                llama.get(t).unwrap().unwrap(),
+            );
             assert_eq!(o.shape, l.shape, "{name} {t}");
             if t == "token_embd.weight" {
                 let exact = matches!(o.dtype, DType::F32 | DType::BF16 | DType::F16);
