@@ -19,6 +19,7 @@
 
 pub mod bytes;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod kernels;
@@ -30,7 +31,16 @@ mod session;
 pub mod template;
 pub mod tokenizer;
 
+/// README.md's Rust examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+/// This library's version (the workspace's; the C and Python front doors report the same).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use config::Config;
+pub use constraint::{ResponseFormat, ToolCallFormat, ToolChoice};
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
     CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
@@ -38,7 +48,9 @@ pub use generate::{
 };
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
-pub use sampling::{GenerationConfig, Sampler, SamplingParams};
+pub use sampling::{
+    GenerationConfig, LogitsHook, LogitsProcessor, Sampler, SamplerStep, SamplingParams,
+};
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, Message, TemplateOptions, ToolCall};
 pub use tokenizer::{StreamDecoder, Tokenizer};
