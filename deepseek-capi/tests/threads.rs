@@ -94,6 +94,8 @@ fn ask(session: Handle<ds_session>, question: &str) -> (String, Vec<(ds_event_ki
     let message = ds_message {
         role: role.as_ptr(),
         content: content.as_ptr(),
+        tool_calls_json: std::ptr::null(),
+        tool_call_id: std::ptr::null(),
     };
     let mut deltas: Vec<(ds_event_kind, String)> = Vec::new();
     let mut r = ds_generate_default_result();

@@ -154,7 +154,7 @@ fn greedy_params(max_tokens: usize) -> GenerateParams {
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         sampling: SamplingParams::greedy(),
-        cancel: None,
+        ..GenerateParams::default()
     }
 }
 

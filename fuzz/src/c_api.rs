@@ -340,6 +340,8 @@ pub fn capi(data: &[u8]) {
                             .map(|(role, content)| ds_message {
                                 role: role.as_ptr(),
                                 content: content.as_ptr(),
+                                tool_calls_json: std::ptr::null(),
+                                tool_call_id: std::ptr::null(),
                             })
                             .collect();
                         if let Some(m) = messages.first_mut() {
