@@ -9,7 +9,9 @@ Run by hand (never by CI); the model is data, kept out of the repo:
 write_r1_slice): 3 layers (one dense, two MoE) and 32 stored routed experts instead of 61 and
 256, everything else as R1 (top-8 of 8 groups keeping 4, FP8 e4m3 with 128x128 float32
 `weight_scale_inv` blocks, BF16 embeddings / norms / router / lm_head, float32 correction bias).
-About 7.6 GB; the per-token work of each layer is R1's.
+About 7.6 GB; the per-token work of each layer is R1's. Its config.json is committed as
+deepseek-core/tests/fixtures/r1-slice/config.json (`--config-only`), where a test checks it
+against R1's published values.
 
 `qwen2-1.5b` is shaped like DeepSeek-R1-Distill-Qwen-1.5B (hidden 1536, 28 layers, 12 heads /
 2 KV heads of 128, intermediate 8960, vocab 151936, q/k/v biases; ~1.78 B parameters, 3.6 GB in
@@ -332,11 +334,18 @@ def main():
     ap.add_argument("--shape", choices=["deepseek-v3", "qwen2-1.5b", "r1-slice"], default="deepseek-v3")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config-only", action="store_true",
+                    help="write config.json only (the r1-slice one is a test fixture)")
     args = ap.parse_args()
     if args.tokenizer is None:
         name = "deepseek-r1-distill-qwen-7b" if args.shape == "qwen2-1.5b" else "deepseek-r1"
         args.tokenizer = f"deepseek-core/tests/fixtures/tokenizers/{name}"
     os.makedirs(args.out, exist_ok=True)
+    if args.config_only:
+        c = {"deepseek-v3": CONFIG, "qwen2-1.5b": QWEN2_CONFIG, "r1-slice": R1_CONFIG}[args.shape]
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(c, f, indent=2)
+        return
     rng = np.random.default_rng(args.seed)
     if args.shape == "qwen2-1.5b":
         write_qwen2(args, rng)
