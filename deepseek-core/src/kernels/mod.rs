@@ -407,7 +407,7 @@ fn dot_row_x86<const T: usize>(w: &Weight, row: usize, x: [&[f32]; T]) -> [f32; 
     }
 }
 
-/// Scalar twin of a float-format row dot: decode a chunk, [`isa::dot_scalar`] it, as the
+/// Scalar twin of a float-format row dot: decode a chunk, dot it with the scalar dot, as the
 /// [`Isa::Scalar`] matmul does.
 pub fn dot_row_scalar(w: &Weight, row: usize, x: &[f32]) -> f32 {
     let cols = w.cols();
