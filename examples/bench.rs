@@ -5,11 +5,13 @@
 //!
 //! Prompt tokens are fixed pseudo-random ids (as llama-bench uses random tokens); decode feeds
 //! the greedy choice back. Prints medians over `--reps` runs and a `RESULT` line for scripts.
+//! With `DEEPSEEK_PROFILE=1` it also prints where prefill and decode time went per part
+//! (attention, router, experts, dense MLP, lm_head; DeepSeek layers), summed over all runs.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
+use deepseek_core::{profile, LoadOptions, Model, Session, SessionOptions, WeightDtype};
 
 fn main() {
     if let Err(e) = run() {
@@ -61,6 +63,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let bytes = model.weight_bytes_per_token();
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    let (mut pre_split, mut dec_split) = ([0f64; 5], [0f64; 5]);
+    let add = |acc: &mut [f64; 5]| {
+        for (a, (_, s)) in acc.iter_mut().zip(profile::take()) {
+            *a += s;
+        }
+    };
     for _ in 0..reps.max(1) {
         let mut s = Session::new(
             model.clone(),
@@ -69,15 +77,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             },
         )?;
+        profile::take();
         let t = Instant::now();
         let logits = s.eval(&ids)?;
         let mut next = argmax(logits);
         pre.push(prompt as f64 / t.elapsed().as_secs_f64());
+        add(&mut pre_split);
         let t = Instant::now();
         for _ in 0..gen {
             next = argmax(s.eval(&[next])?);
         }
         dec.push(gen as f64 / t.elapsed().as_secs_f64());
+        add(&mut dec_split);
     }
     let (p, d) = (median(pre), median(dec));
     println!(
@@ -96,6 +107,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "decode at {pct:.0}% of the {:.1} GB/s bandwidth ceiling",
             bandwidth.unwrap_or(0.0)
         );
+    }
+    if profile::enabled() {
+        let runs = reps.max(1) as f64;
+        for (what, split, tokens) in [("prefill", pre_split, prompt), ("decode", dec_split, gen)] {
+            let total: f64 = split.iter().sum();
+            let parts: Vec<String> = profile::take()
+                .iter()
+                .zip(split)
+                .map(|((name, _), s)| {
+                    format!(
+                        "{name} {:.2} ms ({:.0}%)",
+                        s * 1e3 / runs / tokens.max(1) as f64,
+                        s / total.max(1e-12) * 100.0
+                    )
+                })
+                .collect();
+            println!("{what} split per token: {}", parts.join(", "));
+        }
     }
     println!("RESULT prefill_tok_s={p:.2} decode_tok_s={d:.2} bytes_per_token={bytes}");
     Ok(())

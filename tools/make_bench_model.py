@@ -3,7 +3,15 @@
 
 Run by hand (never by CI); the model is data, kept out of the repo:
 
-    python3 tools/make_bench_model.py OUT_DIR [--shape deepseek-v3|qwen2-1.5b] [--tokenizer DIR]
+    python3 tools/make_bench_model.py OUT_DIR [--shape deepseek-v3|qwen2-1.5b|r1-slice] [--tokenizer DIR]
+
+`r1-slice` is DeepSeek-R1 at its true dimensions and in its checkpoint format (see R1_CONFIG and
+write_r1_slice): 3 layers (one dense, two MoE) and 32 stored routed experts instead of 61 and
+256, everything else as R1 (top-8 of 8 groups keeping 4, FP8 e4m3 with 128x128 float32
+`weight_scale_inv` blocks, BF16 embeddings / norms / router / lm_head, float32 correction bias).
+About 7.6 GB; the per-token work of each layer is R1's. Its config.json is committed as
+deepseek-core/tests/fixtures/r1-slice/config.json (`--config-only`), where a test checks it
+against R1's published values.
 
 `qwen2-1.5b` is shaped like DeepSeek-R1-Distill-Qwen-1.5B (hidden 1536, 28 layers, 12 heads /
 2 KV heads of 128, intermediate 8960, vocab 151936, q/k/v biases; ~1.78 B parameters, 3.6 GB in
@@ -88,10 +96,12 @@ class Writer:
     def add(self, name, shape, dtype="BF16", make=None):
         self.entries.append((name, dtype, shape, make))
 
+    SIZES = {"BF16": 2, "F32": 4, "F8_E4M3": 1}
+
     def write(self):
         header, offset = {}, 0
         for name, dtype, shape, _ in self.entries:
-            size = int(np.prod(shape)) * (2 if dtype == "BF16" else 4)
+            size = int(np.prod(shape)) * self.SIZES[dtype]
             header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
@@ -101,7 +111,13 @@ class Writer:
             f.write(raw)
             for name, dtype, shape, make in self.entries:
                 a = make()
-                f.write(bf16_bytes(a) if dtype == "BF16" else a.astype(np.float32).tobytes())
+                if not isinstance(a, np.ndarray):  # already encoded, in row chunks
+                    for part in a:
+                        f.write(part.tobytes())
+                elif dtype == "BF16":
+                    f.write(bf16_bytes(a))
+                else:
+                    f.write(a.astype(np.float32).tobytes())
 
 
 QWEN2_CONFIG = {
@@ -164,20 +180,179 @@ def write_qwen2(args, rng):
         json.dump({"bos_token_id": 151646, "eos_token_id": 151643, "do_sample": True, "temperature": 0.6, "top_p": 0.95}, f, indent=2)
 
 
+R1_CONFIG = {
+    # DeepSeek-R1's config.json (deepseek-ai/DeepSeek-R1), minus `auto_map` (no remote code here),
+    # with the slice's three changes marked.
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "aux_loss_alpha": 0.001,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "ep_size": 1,
+    "first_k_dense_replace": 1,  # slice: R1 has 3 dense layers of 61
+    "hidden_act": "silu",
+    "hidden_size": 7168,
+    "initializer_range": 0.02,
+    "intermediate_size": 18432,
+    "kv_lora_rank": 512,
+    "max_position_embeddings": 163840,
+    "model_type": "deepseek_v3",
+    "moe_intermediate_size": 2048,
+    "moe_layer_freq": 1,
+    "n_group": 8,
+    "n_routed_experts": 32,  # slice: R1 stores 256 (top-8 of 8 groups keeping 4 either way)
+    "n_shared_experts": 1,
+    "norm_topk_prob": True,
+    "num_attention_heads": 128,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 3,  # slice: R1 has 61
+    "num_key_value_heads": 128,
+    "num_nextn_predict_layers": 0,  # slice: the MTP layer is not stored (R1: 1)
+    "pretraining_tp": 1,
+    "q_lora_rank": 1536,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "quantization_config": {
+        "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+        "weight_block_size": [128, 128],
+    },
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {
+        "beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+        "original_max_position_embeddings": 4096, "type": "yarn",
+    },
+    "rope_theta": 10000,
+    "routed_scaling_factor": 2.5,
+    "scoring_func": "sigmoid",
+    "seq_aux": True,
+    "tie_word_embeddings": False,
+    "topk_method": "noaux_tc",
+    "topk_group": 4,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.46.3",
+    "use_cache": True,
+    "v_head_dim": 128,
+    "vocab_size": 129280,
+}
+
+
+def fp8_e4m3_values():
+    """The float value of each of the 256 e4m3fn codes (NaN for 0x7F / 0xFF)."""
+    v = np.empty(256, dtype=np.float64)
+    for b in range(256):
+        e, m = (b >> 3) & 0xF, b & 7
+        mag = m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7)
+        v[b] = np.nan if b & 0x7F == 0x7F else (-mag if b & 0x80 else mag)
+    return v
+
+
+def write_r1_slice(args, rng):
+    """R1's tensors at R1's shapes and dtypes. FP8 matrices are drawn as the real checkpoint was
+    made: a N(0, 1/fan_in) weight, scaled per 128x128 block so that its largest value maps near
+    448, rounded to e4m3. To write ~7 GB in minutes, codes come from a 65536-entry table of
+    rounded normal quantiles indexed by random u16s (BF16 matrices likewise)."""
+    c = R1_CONFIG
+    H, nh, E = c["hidden_size"], c["num_attention_heads"], c["n_routed_experts"]
+    qk = c["qk_nope_head_dim"] + c["qk_rope_head_dim"]
+    B = c["quantization_config"]["weight_block_size"][0]
+    z = np.sort(rng.standard_normal(65536))
+    vals = fp8_e4m3_values()
+    finite = np.flatnonzero(~np.isnan(vals))
+    order = finite[np.argsort(vals[finite], kind="stable")]
+    sorted_vals = vals[order]
+    # A 16384-weight block's largest |value| is about 4 sigma; map it near 448.
+    target = np.clip(z * (448 / 4.0), -448, 448)
+    hi = np.clip(np.searchsorted(sorted_vals, target), 1, len(sorted_vals) - 1)
+    pick = np.where(target - sorted_vals[hi - 1] <= sorted_vals[hi] - target, hi - 1, hi)
+    fp8_table = order[pick].astype(np.uint8)
+    bf16_table = np.frombuffer(bf16_bytes(z.astype(np.float32)), dtype=np.uint16)
+    ROWS = 1024
+
+    def codes(table, rows, cols):
+        def gen():
+            for r in range(0, rows, ROWS):
+                n = min(ROWS, rows - r)
+                yield table[rng.integers(0, 65536, size=(n, cols), dtype=np.uint16)]
+        return gen
+
+    def bf16(rows, cols, std):
+        t = np.frombuffer(bf16_bytes(z.astype(np.float32) * std), dtype=np.uint16)
+        return codes(t, rows, cols)
+
+    def norm(n):
+        return lambda: 1.0 + 0.05 * rng.standard_normal(n, dtype=np.float32)
+
+    w = Writer(os.path.join(args.out, "model.safetensors"))
+
+    def fp8(name, rows, cols):
+        w.add(name, (rows, cols), dtype="F8_E4M3", make=codes(fp8_table, rows, cols))
+        sr, sc = -(-rows // B), -(-cols // B)
+        base = (4.0 / 448) / np.sqrt(cols)
+        w.add(name + "_scale_inv", (sr, sc), dtype="F32",
+              make=lambda: base * (1 + 0.1 * rng.random((sr, sc), dtype=np.float32)))
+
+    def mlp(prefix, inter):
+        fp8(f"{prefix}.gate_proj.weight", inter, H)
+        fp8(f"{prefix}.up_proj.weight", inter, H)
+        fp8(f"{prefix}.down_proj.weight", H, inter)
+
+    w.add("model.embed_tokens.weight", (c["vocab_size"], H), make=bf16(c["vocab_size"], H, 1.0))
+    for l in range(c["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        a = f"{p}.self_attn"
+        w.add(f"{p}.input_layernorm.weight", (H,), make=norm(H))
+        w.add(f"{p}.post_attention_layernorm.weight", (H,), make=norm(H))
+        fp8(f"{a}.q_a_proj.weight", c["q_lora_rank"], H)
+        w.add(f"{a}.q_a_layernorm.weight", (c["q_lora_rank"],), make=norm(c["q_lora_rank"]))
+        fp8(f"{a}.q_b_proj.weight", nh * qk, c["q_lora_rank"])
+        fp8(f"{a}.kv_a_proj_with_mqa.weight", c["kv_lora_rank"] + c["qk_rope_head_dim"], H)
+        w.add(f"{a}.kv_a_layernorm.weight", (c["kv_lora_rank"],), make=norm(c["kv_lora_rank"]))
+        fp8(f"{a}.kv_b_proj.weight", nh * (c["qk_nope_head_dim"] + c["v_head_dim"]), c["kv_lora_rank"])
+        fp8(f"{a}.o_proj.weight", H, nh * c["v_head_dim"])
+        if l < c["first_k_dense_replace"]:
+            mlp(f"{p}.mlp", c["intermediate_size"])
+        else:
+            w.add(f"{p}.mlp.gate.weight", (E, H), make=bf16(E, H, 1 / np.sqrt(H)))
+            w.add(f"{p}.mlp.gate.e_score_correction_bias", (E,), dtype="F32",
+                  make=lambda: 0.01 * rng.standard_normal(E, dtype=np.float32))
+            for e in range(E):
+                mlp(f"{p}.mlp.experts.{e}", c["moe_intermediate_size"])
+            mlp(f"{p}.mlp.shared_experts", c["moe_intermediate_size"] * c["n_shared_experts"])
+    w.add("model.norm.weight", (H,), make=norm(H))
+    w.add("lm_head.weight", (c["vocab_size"], H), make=bf16(c["vocab_size"], H, 1 / np.sqrt(H)))
+    w.write()
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    with open(os.path.join(args.out, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95}, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--shape", choices=["deepseek-v3", "qwen2-1.5b"], default="deepseek-v3")
+    ap.add_argument("--shape", choices=["deepseek-v3", "qwen2-1.5b", "r1-slice"], default="deepseek-v3")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config-only", action="store_true",
+                    help="write config.json only (the r1-slice one is a test fixture)")
     args = ap.parse_args()
     if args.tokenizer is None:
-        name = "deepseek-r1" if args.shape == "deepseek-v3" else "deepseek-r1-distill-qwen-7b"
+        name = "deepseek-r1-distill-qwen-7b" if args.shape == "qwen2-1.5b" else "deepseek-r1"
         args.tokenizer = f"deepseek-core/tests/fixtures/tokenizers/{name}"
     os.makedirs(args.out, exist_ok=True)
+    if args.config_only:
+        c = {"deepseek-v3": CONFIG, "qwen2-1.5b": QWEN2_CONFIG, "r1-slice": R1_CONFIG}[args.shape]
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(c, f, indent=2)
+        return
     rng = np.random.default_rng(args.seed)
     if args.shape == "qwen2-1.5b":
         write_qwen2(args, rng)
+        copy_tokenizer(args)
+        return
+    if args.shape == "r1-slice":
+        write_r1_slice(args, rng)
         copy_tokenizer(args)
         return
     c = CONFIG

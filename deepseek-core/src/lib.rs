@@ -25,6 +25,7 @@ pub mod generate;
 pub mod kernels;
 pub mod loader;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod sampling;
 mod session;

@@ -282,6 +282,7 @@ impl Session {
         );
         self.logits.resize(logits_len, 0.0);
         let last = &h[(n - rows) * hs..];
+        let t = crate::profile::start();
         kernels::matmul(
             &self.pool,
             &m.lm_head().weight,
@@ -290,6 +291,7 @@ impl Session {
             rows,
             &mut self.logits,
         );
+        crate::profile::stop(crate::profile::Part::LmHead, t);
         // NaN/inf weights (or an overflow) would otherwise reach the caller, or the sampler,
         // as plausible-looking garbage; the cache goes back to where this call started.
         if let Some(row) = first_non_finite_row(&self.logits, vocab) {

@@ -243,6 +243,13 @@ unsafe fn matmul_rows(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni)
+        && matches!(w.format(), Format::Fp8E4M3 { .. } | Format::BF16)
+    {
+        // SAFETY: forwarded from the caller; the ISA has AVX2 + FMA + F16C.
+        return unsafe { matmul_rows_float_x86(isa, w, row0, idx, x, n, out, stride) };
+    }
     let mut buf = [0f32; CHUNK];
     for i in idx {
         for t in 0..n {
@@ -262,6 +269,158 @@ unsafe fn matmul_rows(
             c0 += len;
         }
     }
+}
+
+/// From this many tokens on, FP8/BF16 rows are decoded to f32 once and multiplied in register
+/// tiles; below it each row is dotted straight from its bytes (decode is bandwidth-bound).
+const FLOAT_TILE_MIN_TOKENS: usize = 8;
+
+/// Columns of [`FLOAT_TILE_ROWS`] rows decoded to f32 per step of the prefill tile (6 KiB,
+/// plus 4 tokens' activations: within L1).
+const FLOAT_TILE_COLS: usize = 512;
+
+/// Rows and tokens of one prefill register tile: 3 x 4 accumulators + 3 weight vectors + one
+/// activation vector are exactly AVX2's 16 registers.
+const FLOAT_TILE_ROWS: usize = 3;
+const FLOAT_TILE_TOKENS: usize = 4;
+
+/// [`matmul_rows`] for FP8 and BF16 on AVX2. Few tokens (decode): each row is dotted straight
+/// from its stored bytes with up to 4 tokens per pass ([`x86::dot_fp8`], [`x86::dot_bf16`]).
+/// Many tokens (prefill): 3 rows x 512 columns are decoded to f32 once, then multiplied with
+/// 4 tokens at a time in registers ([`x86::dot_tile_f32`]).
+///
+/// # Safety
+/// As [`matmul_rows`], and `isa` has AVX2 + FMA + F16C.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_rows_float_x86(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    x: &[f32],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let cols = w.cols();
+    let xt = |t: usize, c0: usize, len: usize| &x[t * cols + c0..][..len];
+    if n < FLOAT_TILE_MIN_TOKENS {
+        for i in idx {
+            let mut t = 0;
+            while t < n {
+                let nt = (n - t).min(4);
+                let mut d = [0f32; 4];
+                match nt {
+                    1 => d[..1].copy_from_slice(&dot_row_x86(w, row0 + i, [xt(t, 0, cols)])),
+                    2 => d[..2].copy_from_slice(&dot_row_x86(
+                        w,
+                        row0 + i,
+                        [xt(t, 0, cols), xt(t + 1, 0, cols)],
+                    )),
+                    3 => d[..3].copy_from_slice(&dot_row_x86(
+                        w,
+                        row0 + i,
+                        [xt(t, 0, cols), xt(t + 1, 0, cols), xt(t + 2, 0, cols)],
+                    )),
+                    _ => d = dot_row_x86(w, row0 + i, [0, 1, 2, 3].map(|k| xt(t + k, 0, cols))),
+                }
+                for (k, v) in d[..nt].iter().enumerate() {
+                    // SAFETY: the caller owns these elements.
+                    unsafe { *out.at((t + k) * stride + i) = *v };
+                }
+                t += nt;
+            }
+        }
+        return;
+    }
+    const KC: usize = FLOAT_TILE_COLS;
+    const R: usize = FLOAT_TILE_ROWS;
+    const T: usize = FLOAT_TILE_TOKENS;
+    let mut buf = [0f32; R * KC];
+    let mut i = idx.start;
+    while i < idx.end {
+        let nr = if idx.end - i >= R { R } else { 1 };
+        for t in 0..n {
+            for k in 0..nr {
+                // SAFETY: the caller owns these elements.
+                unsafe { *out.at(t * stride + i + k) = 0.0 };
+            }
+        }
+        let mut c0 = 0;
+        while c0 < cols {
+            let len = KC.min(cols - c0);
+            for k in 0..nr {
+                decode_with(isa, w, row0 + i + k, c0, &mut buf[k * KC..k * KC + len]);
+            }
+            let wr: [&[f32]; R] = std::array::from_fn(|k| &buf[k * KC..k * KC + len]);
+            let mut t = 0;
+            while t < n {
+                let nt = if n - t >= T { T } else { 1 };
+                let xs: [&[f32]; T] = std::array::from_fn(|k| xt(t + k.min(nt - 1), c0, len));
+                // SAFETY: the ISA has AVX2 + FMA + F16C (checked by the caller).
+                let tile: [[f32; T]; R] = unsafe {
+                    match (nr, nt) {
+                        (R, T) => x86::dot_tile_f32::<R, T>(wr, xs),
+                        (R, _) => x86::dot_tile_f32::<R, 1>(wr, [xs[0]]).map(|r| [r[0]; T]),
+                        (_, T) => {
+                            let mut tl = [[0f32; T]; R];
+                            tl[0] = x86::dot_tile_f32::<1, T>([wr[0]], xs)[0];
+                            tl
+                        }
+                        _ => {
+                            let mut tl = [[0f32; T]; R];
+                            tl[0][0] = x86::dot_tile_f32::<1, 1>([wr[0]], [xs[0]])[0][0];
+                            tl
+                        }
+                    }
+                };
+                for (r, row) in tile.iter().enumerate().take(nr) {
+                    for (k, v) in row.iter().enumerate().take(nt) {
+                        // SAFETY: the caller owns these elements.
+                        unsafe { *out.at((t + k) * stride + i + r) += *v };
+                    }
+                }
+                t += nt;
+            }
+            c0 += len;
+        }
+        i += nr;
+    }
+}
+
+/// Row `row` of an FP8 or BF16 matrix . `T` tokens, straight from the stored bytes. A row
+/// holding an FP8 NaN code is redone by the scalar twin, so it comes out NaN as there.
+#[cfg(target_arch = "x86_64")]
+fn dot_row_x86<const T: usize>(w: &Weight, row: usize, x: [&[f32]; T]) -> [f32; T] {
+    match w.format() {
+        Format::Fp8E4M3 { scale_inv, block } => {
+            let scale_cols = w.cols().div_ceil(block[1]);
+            let srow = &scale_inv[(row / block[0]) * scale_cols..][..scale_cols];
+            // SAFETY: only reached from matmul_rows_float_x86, whose ISA has AVX2 + FMA + F16C.
+            unsafe { x86::dot_fp8::<T>(w.row_bytes(row), srow, block[1], x) }
+                .unwrap_or_else(|| x.map(|xt| dot_row_scalar(w, row, xt)))
+        }
+        // SAFETY: as above.
+        Format::BF16 => unsafe { x86::dot_bf16::<T>(w.row_bytes(row), x) },
+        other => unreachable!("dot_row_x86: {other:?} is not FP8 or BF16"),
+    }
+}
+
+/// Scalar twin of a float-format row dot: decode a chunk, dot it with the scalar dot, as the
+/// [`Isa::Scalar`] matmul does.
+pub fn dot_row_scalar(w: &Weight, row: usize, x: &[f32]) -> f32 {
+    let cols = w.cols();
+    let mut buf = [0f32; CHUNK];
+    let mut sum = 0f32;
+    let mut c0 = 0;
+    while c0 < cols {
+        let len = CHUNK.min(cols - c0);
+        w.decode(row, c0, &mut buf[..len]);
+        sum += isa::dot_scalar(&buf[..len], &x[c0..c0 + len]);
+        c0 += len;
+    }
+    sum
 }
 
 /// [`matmul_rows`] for the super-block formats: each row is multiplied with up to 4 tokens per

@@ -755,3 +755,96 @@ fn for_each_part_hands_out_disjoint_parts() {
         .collect();
     assert_eq!(buf, want);
 }
+
+/// An FP8 matrix at R1's 128 x 128 blocks (partial at the edges) of random codes, NaN codes
+/// replaced unless `nan_row` names a row that gets one at column `nan_col`.
+fn fp8_matrix(rng: &mut Rng, rows: usize, cols: usize, nan_at: Option<(usize, usize)>) -> Weight {
+    let mut data: Vec<u8> = rng
+        .bytes(rows * cols)
+        .into_iter()
+        .map(|b| if b & 0x7F == 0x7F { b ^ 1 } else { b })
+        .collect();
+    if let Some((r, c)) = nan_at {
+        data[r * cols + c] = 0xFF;
+    }
+    let scales = rng.vec(rows.div_ceil(128) * cols.div_ceil(128));
+    Weight::fp8_from_parts(rows, cols, data, scales, [128, 128]).unwrap()
+}
+
+#[test]
+fn fp8_and_bf16_row_kernels_match_the_scalar_twin_for_odd_sizes_and_1_to_13_tokens() {
+    // Decode (1..7 tokens: fused row dots) and prefill (8+: decoded register tiles) paths,
+    // rows not a multiple of the 3-row tile, columns with 32-, 16- and 1-wide tails.
+    let mut rng = Rng(11);
+    for (rows, cols) in [(7, 300), (5, 1031), (130, 96), (4, 7)] {
+        let fp8 = fp8_matrix(&mut rng, rows, cols, None);
+        let bf16 = Weight::from_f32(rows, cols, &rng.vec(rows * cols)).convert(WeightDtype::BF16);
+        for w in [fp8, bf16] {
+            for n in [1, 2, 3, 4, 5, 7, 8, 9, 13] {
+                let x = rng.vec(n * cols);
+                let rr = 1..rows;
+                let mut want = vec![0f32; n * rr.len()];
+                let pool = Pool::new(1).unwrap();
+                matmul_with(Isa::Scalar, &pool, &w, rr.clone(), &x, n, &mut want);
+                for t in 0..n {
+                    for (i, r) in rr.clone().enumerate() {
+                        let twin = dot_row_scalar(&w, r, &x[t * cols..][..cols]);
+                        assert_eq!(want[t * rr.len() + i], twin, "scalar matmul = row twin");
+                    }
+                }
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; n * rr.len()];
+                    matmul_with(isa, &pool, &w, rr.clone(), &x, n, &mut got);
+                    for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+                        let t = k / rr.len();
+                        let r = rr.start + k % rr.len();
+                        let mag: f32 = (0..cols)
+                            .map(|c| {
+                                let mut v = [0f32];
+                                w.decode(r, c, &mut v);
+                                (v[0] * x[t * cols + c]).abs()
+                            })
+                            .sum();
+                        assert!(
+                            (g - e).abs() <= 2e-6 * mag.max(1.0),
+                            "{isa:?} {:?} {rows}x{cols} n={n} t{t} r{r}: {g} vs {e}",
+                            w.format()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fp8_nan_codes_give_nan_rows_on_every_isa_as_the_scalar_table_does() {
+    // The F16C decode maps codes 0x7F/0xFF to 480; the kernels must notice and agree with
+    // the scalar table (NaN), in the vectorised part of a row and in its tail alike.
+    let mut rng = Rng(12);
+    for (rows, cols, nan_at) in [(6, 300, (2, 40)), (6, 300, (4, 299)), (5, 256, (0, 255))] {
+        let w = fp8_matrix(&mut rng, rows, cols, Some(nan_at));
+        for isa in Isa::available() {
+            for n in [1, 3, 9] {
+                let pool = Pool::new(2).unwrap();
+                let x = rng.vec(n * cols);
+                let mut y = vec![0f32; n * rows];
+                matmul_with(isa, &pool, &w, 0..rows, &x, n, &mut y);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let v = y[t * rows + r];
+                        assert_eq!(v.is_nan(), r == nan_at.0, "{isa:?} n={n} t{t} r{r}: {v}");
+                    }
+                }
+                let mut row = vec![0f32; cols];
+                decode_with(isa, &w, nan_at.0, 0, &mut row);
+                assert!(row[nan_at.1].is_nan(), "{isa:?} decode");
+                assert_eq!(
+                    row.iter().filter(|v| v.is_nan()).count(),
+                    1,
+                    "{isa:?} decode"
+                );
+            }
+        }
+    }
+}

@@ -131,10 +131,21 @@ pub unsafe fn f16_to_f32(src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// FP8 e4m3fn bytes times `scale` -> f32. An e4m3 value shifted left by 7 bits is the float16
-/// with the same sign and digits but 2^8 smaller (exponent bias 15 vs 7, subnormals included),
-/// so F16C does the decoding and the 256 joins the scale. (NaN codes decode as 480: checkpoints
-/// hold none.)
+/// Eight FP8 e4m3fn codes, one per 16-bit lane as `b << 8`, -> the float16 bits of the same
+/// value times 2^-8. An arithmetic shift right by one puts the sign at bit 15 (and a copy at
+/// bit 14, cleared by the mask) and exponent + mantissa at bits 13..7: e4m3's fields where
+/// float16's sit, exponent bias 7 instead of 15, so every finite code (subnormals included)
+/// lands exactly, 2^8 smaller. The NaN codes 0x7F / 0xFF land on 1.875 (x 256 = 480): callers
+/// either patch them ([`fp8_to_f32`]) or notice them ([`dot_fp8`]).
+#[inline(always)]
+unsafe fn fp8_shifted_to_f16(b_hi: __m128i) -> __m128i {
+    // SAFETY: register-only intrinsics, available under the caller's target features.
+    unsafe { _mm_and_si128(_mm_srai_epi16(b_hi, 1), _mm_set1_epi16(0xBF80u16 as i16)) }
+}
+
+/// FP8 e4m3fn bytes times `scale` -> f32, exactly as [`crate::quant::fp8_e4m3_to_f32`]: F16C
+/// does the decoding ([`fp8_shifted_to_f16`]) and the 2^8 joins the scale; NaN codes are
+/// patched to a float16 NaN so they decode to NaN as in the scalar table.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn fp8_to_f32(src: &[u8], scale: f32, out: &mut [f32]) {
     let n = out.len().min(src.len());
@@ -142,14 +153,14 @@ pub unsafe fn fp8_to_f32(src: &[u8], scale: f32, out: &mut [f32]) {
     // SAFETY: reads 8 bytes at i + 8 <= n, writes 8 floats at i + 8 <= n.
     unsafe {
         let s = _mm256_set1_ps(scale * 256.0);
-        let sign_mask = _mm_set1_epi16(0x80);
-        let mag_mask = _mm_set1_epi16(0x7F);
+        let digits = _mm_set1_epi16(0x3F80);
+        let inf_exp = _mm_set1_epi16(0x7C00);
         while i + 8 <= n {
-            let b = _mm_cvtepu8_epi16(_mm_loadl_epi64(src.as_ptr().add(i).cast()));
-            let h = _mm_or_si128(
-                _mm_slli_epi16(_mm_and_si128(b, sign_mask), 8),
-                _mm_slli_epi16(_mm_and_si128(b, mag_mask), 7),
-            );
+            let b = _mm_loadl_epi64(src.as_ptr().add(i).cast());
+            let h = fp8_shifted_to_f16(_mm_unpacklo_epi8(_mm_setzero_si128(), b));
+            // Code 0x7F/0xFF: all exponent and mantissa bits set -> exponent 31 = f16 NaN.
+            let nan = _mm_cmpeq_epi16(_mm_and_si128(h, digits), digits);
+            let h = _mm_or_si128(h, _mm_and_si128(nan, inf_exp));
             _mm256_storeu_ps(
                 out.as_mut_ptr().add(i),
                 _mm256_mul_ps(_mm256_cvtph_ps(h), s),
@@ -161,6 +172,174 @@ pub unsafe fn fp8_to_f32(src: &[u8], scale: f32, out: &mut [f32]) {
         out[i] = crate::quant::fp8_e4m3_to_f32(src[i]) * scale;
         i += 1;
     }
+}
+
+/// One FP8 e4m3fn row . `T` activation rows: `sum_c fp8(w[c]) * scales[c / bw] * x[t][c]`,
+/// decoding each weight once for all `T` tokens with no buffer (the decode path's mat-vec).
+/// Returns `None` when a NaN code (0x7F / 0xFF) sits in the vectorised part, so the caller can
+/// compute the row with the scalar twin and get the same NaN the scalar reference gives; a
+/// running byte maximum notices them at one instruction per 32 weights.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_fp8<const T: usize>(
+    w: &[u8],
+    scales: &[f32],
+    bw: usize,
+    x: [&[f32]; T],
+) -> Option<[f32; T]> {
+    let cols = w.len();
+    assert!(
+        bw > 0 && scales.len() >= cols.div_ceil(bw) && x.iter().all(|r| r.len() >= cols),
+        "dot_fp8: shape mismatch"
+    );
+    let mut tail = [0f32; T];
+    // SAFETY: 32-byte weight loads at j + 32 <= c1 <= cols = w.len(); 8-float activation loads
+    // at j + 8 * k + 8 <= j + 32 <= cols <= x[t].len().
+    unsafe {
+        let mut tot = [_mm256_setzero_ps(); T];
+        let mut seen = _mm256_setzero_si256();
+        let low7 = _mm256_set1_epi8(0x7F);
+        let f16_mask = _mm256_set1_epi16(0xBF80u16 as i16);
+        let mut c0 = 0;
+        while c0 < cols {
+            let c1 = (c0 + bw).min(cols);
+            let scale = scales[c0 / bw];
+            let (mut a0, mut a1) = ([_mm256_setzero_ps(); T], [_mm256_setzero_ps(); T]);
+            let mut j = c0;
+            while j + 32 <= c1 {
+                let v = _mm256_loadu_si256(w.as_ptr().add(j).cast());
+                seen = _mm256_max_epu8(seen, _mm256_and_si256(v, low7));
+                // In-lane unpacks: `lo` holds weights j..j+8 | j+16..j+24, `hi` j+8..j+16 |
+                // j+24..j+32.
+                // The shift and mask of fp8_shifted_to_f16, on 16 lanes at a time.
+                let lo = _mm256_and_si256(
+                    _mm256_srai_epi16(_mm256_unpacklo_epi8(_mm256_setzero_si256(), v), 1),
+                    f16_mask,
+                );
+                let hi = _mm256_and_si256(
+                    _mm256_srai_epi16(_mm256_unpackhi_epi8(_mm256_setzero_si256(), v), 1),
+                    f16_mask,
+                );
+                let w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
+                let w1 = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
+                let w2 = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
+                let w3 = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
+                for t in 0..T {
+                    let p = x[t].as_ptr().add(j);
+                    a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p), a0[t]);
+                    a1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p.add(8)), a1[t]);
+                    a0[t] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(p.add(16)), a0[t]);
+                    a1[t] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(p.add(24)), a1[t]);
+                }
+                j += 32;
+            }
+            let s = _mm256_set1_ps(scale * 256.0);
+            for t in 0..T {
+                tot[t] = _mm256_fmadd_ps(_mm256_add_ps(a0[t], a1[t]), s, tot[t]);
+            }
+            for c in j..c1 {
+                let wv = crate::quant::fp8_e4m3_to_f32(w[c]) * scale;
+                for t in 0..T {
+                    tail[t] += wv * x[t][c];
+                }
+            }
+            c0 = c1;
+        }
+        if _mm256_movemask_epi8(_mm256_cmpeq_epi8(seen, low7)) != 0 {
+            return None;
+        }
+        let mut out = [0f32; T];
+        for t in 0..T {
+            out[t] = hsum(tot[t]) + tail[t];
+        }
+        Some(out)
+    }
+}
+
+/// bfloat16 row (little-endian bytes) . `T` activation rows, decoding each weight once for all
+/// `T` tokens with no buffer.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_bf16<const T: usize>(w: &[u8], x: [&[f32]; T]) -> [f32; T] {
+    let cols = w.len() / 2;
+    assert!(
+        x.iter().all(|r| r.len() >= cols),
+        "dot_bf16: shape mismatch"
+    );
+    let mut out = [0f32; T];
+    let mut j = 0;
+    // SAFETY: 32-byte weight loads at 2 * (j + 16) <= 2 * cols <= w.len(); 8-float activation
+    // loads at j + 16 <= cols <= x[t].len().
+    unsafe {
+        let (mut a0, mut a1) = ([_mm256_setzero_ps(); T], [_mm256_setzero_ps(); T]);
+        while j + 16 <= cols {
+            let v = _mm256_loadu_si256(w.as_ptr().add(2 * j).cast());
+            // Weights j..j+16 as 16-bit lanes; a bfloat16 is the top half of its float32.
+            let lo = _mm256_unpacklo_epi16(_mm256_setzero_si256(), v);
+            let hi = _mm256_unpackhi_epi16(_mm256_setzero_si256(), v);
+            // In-lane unpacks: `lo` holds j..j+4 | j+8..j+12, `hi` j+4..j+8 | j+12..j+16.
+            let w0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+            let w1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+            for t in 0..T {
+                let p = x[t].as_ptr().add(j);
+                a0[t] = _mm256_fmadd_ps(_mm256_castsi256_ps(w0), _mm256_loadu_ps(p), a0[t]);
+                a1[t] = _mm256_fmadd_ps(_mm256_castsi256_ps(w1), _mm256_loadu_ps(p.add(8)), a1[t]);
+            }
+            j += 16;
+        }
+        for t in 0..T {
+            out[t] = hsum(_mm256_add_ps(a0[t], a1[t]));
+        }
+    }
+    for c in j..cols {
+        let wv = f32::from_bits((u16::from_le_bytes([w[2 * c], w[2 * c + 1]]) as u32) << 16);
+        for t in 0..T {
+            out[t] += wv * x[t][c];
+        }
+    }
+    out
+}
+
+/// `R` float rows . `T` activation rows over `w[r].len()` columns, all `R x T` sums kept in
+/// registers: the prefill tile once weights are decoded to f32 (each 8-float weight load then
+/// feeds `T` FMAs, each activation load `R`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_tile_f32<const R: usize, const T: usize>(
+    w: [&[f32]; R],
+    x: [&[f32]; T],
+) -> [[f32; T]; R] {
+    let len = w[0].len();
+    assert!(
+        w.iter().all(|r| r.len() == len) && x.iter().all(|r| r.len() >= len),
+        "dot_tile_f32: shape mismatch"
+    );
+    let mut out = [[0f32; T]; R];
+    let mut j = 0;
+    // SAFETY: 8-float loads at j + 8 <= len from rows of at least `len` floats.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        while j + 8 <= len {
+            let wv: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(w[r].as_ptr().add(j)));
+            for t in 0..T {
+                let xv = _mm256_loadu_ps(x[t].as_ptr().add(j));
+                for r in 0..R {
+                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            j += 8;
+        }
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = hsum(acc[r][t]);
+            }
+        }
+    }
+    for c in j..len {
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] += w[r][c] * x[t][c];
+            }
+        }
+    }
+    out
 }
 
 /// Q8_0 blocks -> f32 (`out.len()` = 32 x blocks).

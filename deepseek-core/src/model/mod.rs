@@ -26,6 +26,7 @@ pub use rope::{Rope, RopeLayout};
 
 use crate::config::Config;
 use crate::kernels::Pool;
+use crate::profile::{self, Part};
 use crate::quant::Weight;
 
 /// A layer's feed-forward block.
@@ -75,6 +76,7 @@ impl DecoderLayer {
         let normed = grow(&mut s.normed, h.len());
         let delta = grow(&mut s.delta, h.len());
         self.input_layernorm.forward(h, normed);
+        let t = profile::start();
         self.self_attn.forward(
             ctx.pool,
             ctx.rope,
@@ -86,11 +88,19 @@ impl DecoderLayer {
             &mut s.attn,
             delta,
         );
+        profile::stop(Part::Attention, t);
         add_assign(h, delta);
         self.post_attention_layernorm.forward(h, normed);
+        let t = profile::start();
         match &self.mlp {
-            FeedForward::Dense(mlp) => mlp.forward(ctx.pool, normed, n, &mut s.mlp, delta),
-            FeedForward::Moe(moe) => moe.forward(ctx.pool, normed, n, &mut s.moe, delta),
+            FeedForward::Dense(mlp) => {
+                mlp.forward(ctx.pool, normed, n, &mut s.mlp, delta);
+                profile::stop(Part::DenseMlp, t);
+            }
+            FeedForward::Moe(moe) => {
+                moe.forward(ctx.pool, normed, n, &mut s.moe, delta);
+                profile::stop(Part::Moe, t);
+            }
         }
         add_assign(h, delta);
     }

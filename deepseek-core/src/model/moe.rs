@@ -7,6 +7,7 @@ use super::mlp::{Mlp, MlpScratch};
 use super::router::{route, RouterConfig, RouterScratch};
 use super::{grow, linear::Linear};
 use crate::kernels::{axpy, Pool};
+use crate::profile::{self, Part};
 
 /// Up to this many tokens, experts run one per worker; beyond, each expert's matrices are
 /// split across the workers (prefill has enough rows per expert to share).
@@ -56,6 +57,7 @@ impl Moe {
         let k = self.router.top_k;
 
         // logits: [n, E]
+        let t_router = profile::start();
         let logits = grow(&mut s.logits, n * e);
         self.gate.forward(pool, x, n, logits);
         s.choices.clear();
@@ -70,6 +72,8 @@ impl Moe {
                 &mut s.choices[t * k..][..k],
             );
         }
+
+        profile::stop(Part::Router, t_router);
 
         // Counting sort of (token, weight) by expert.
         s.starts.clear();
