@@ -7,6 +7,7 @@
 //! tokens per tile, for decode and prefill alike. Every SIMD path has a scalar twin
 //! ([`Isa::Scalar`]) it is tested against. Knows no layers.
 
+pub mod attention;
 mod isa;
 mod pool;
 #[cfg(target_arch = "x86_64")]
