@@ -189,6 +189,7 @@ pub unsafe extern "C" fn ds_session_new(
                 context_length: (params.context_length != 0).then_some(params.context_length),
                 threads: (params.threads != 0).then_some(params.threads as usize),
                 attention,
+                ..SessionOptions::default()
             },
         )?;
         let s = ds_session {

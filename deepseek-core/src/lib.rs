@@ -36,6 +36,7 @@ pub use generate::{
     ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult, Generator,
     Stream, Usage,
 };
+pub use kernels::attention::CacheDtype;
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
 pub use sampling::{GenerationConfig, Sampler, SamplingParams};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::kernels::attention::CacheDtype;
 use crate::kernels::{self, Pool};
-use crate::model::{self, AttentionPath, KvCache, Network, Scratch, Transformer};
+use crate::model::{self, AttentionPath, KvCache, Network, RowLayout, Scratch, Transformer};
 use crate::quant::WeightDtype;
 
 /// How to load a model.
@@ -28,6 +29,8 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// MLA evaluation path (`Auto` picks the cheaper exact one per call; GQA models have one).
     pub attention: AttentionPath,
+    /// How the KV cache stores its rows.
+    pub cache_dtype: CacheDtype,
 }
 
 /// A loaded model: weights are immutable and shared by every session (wrap it in an `Arc`).
@@ -140,7 +143,8 @@ impl Session {
             None => model.pool.clone(),
             Some(t) => Arc::new(Pool::new(resolve_threads(Some(t))?)?),
         };
-        let cache = KvCache::new(c.num_hidden_layers, model.inner.cache_width());
+        let layout = RowLayout::new(&model.inner.cache_parts(), options.cache_dtype);
+        let cache = KvCache::new(c.num_hidden_layers, layout);
         Ok(Session {
             model,
             pool,
@@ -179,9 +183,20 @@ impl Session {
         self.cache.bytes_per_token()
     }
 
-    /// Cache bytes held now.
+    /// Cache bytes the cached tokens occupy (`len() x cache_bytes_per_token()`).
     pub fn cache_bytes(&self) -> usize {
-        self.cache.bytes_used()
+        self.cache.len() * self.cache.bytes_per_token()
+    }
+
+    /// Cache bytes allocated now: whole pages of 256 tokens per layer, at most one page per
+    /// layer beyond [`cache_bytes`](Self::cache_bytes) (pages shared with a fork count here too).
+    pub fn cache_bytes_allocated(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// How the KV cache stores its rows.
+    pub fn cache_dtype(&self) -> CacheDtype {
+        self.cache.dtype()
     }
 
     /// Forgets every cached token.
