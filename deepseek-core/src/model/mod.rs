@@ -25,9 +25,9 @@ pub use norm::RmsNorm;
 pub use rope::{Rope, RopeLayout};
 
 use crate::config::Config;
-use crate::kernels::attention::{self, CacheDtype, Queries, Seg};
+use crate::kernels::attention::{self, CacheDtype, Queries, QueryBlock, Seg};
 use crate::kernels::Pool;
-use crate::quant::{blocks, ActBlock, Weight, QK};
+use crate::quant::{Weight, QK};
 
 /// A layer's feed-forward block.
 #[derive(Debug, Clone)]
@@ -244,7 +244,7 @@ pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub(crate) struct AttnWork {
     states: Vec<f32>,
     bounds: Vec<usize>,
-    blocks: Vec<ActBlock>,
+    blocks: Vec<QueryBlock>,
 }
 
 /// Positions per decode chunk: at most 16 chunks, whole pages, so a decoded token's attention
@@ -283,11 +283,11 @@ pub(crate) fn attend_cache<S>(
     let nq = groups * per;
     debug_assert!(q.len() == n * nq * kw && out.len() == n * nq * dv);
     let kb = kw / QK;
-    let blocks: &[ActBlock] = if dtype == CacheDtype::Q8_0 {
+    let blocks: &[QueryBlock] = if dtype == CacheDtype::Q8_0 {
         if w.blocks.len() < n * nq * kb {
-            w.blocks.resize(n * nq * kb, ActBlock::default());
+            w.blocks.resize(n * nq * kb, QueryBlock::default());
         }
-        blocks::quantize_act(q, &mut w.blocks[..n * nq * kb]);
+        attention::quantize_queries(q, &mut w.blocks[..n * nq * kb]);
         &w.blocks[..n * nq * kb]
     } else {
         &[]
