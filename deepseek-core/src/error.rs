@@ -105,6 +105,15 @@ pub enum Error {
     /// A chat template failed to compile or render.
     #[error("chat template: {0}")]
     Template(String),
+    /// A saved session state is not a state file, is corrupt or truncated, or was computed by
+    /// another model.
+    #[error("session state {path}: {message}")]
+    SessionState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A sampling or generation parameter is out of range.
     #[error("invalid parameter `{name}`: {message}")]
     InvalidParameter {

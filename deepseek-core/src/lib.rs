@@ -27,6 +27,7 @@ pub mod model;
 pub mod quant;
 pub mod sampling;
 mod session;
+mod state;
 pub mod template;
 pub mod tokenizer;
 

@@ -80,6 +80,12 @@ impl Model {
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
+
+    /// What identifies this model's KV cache: shapes, rotary table and samples of the stored
+    /// key/value weights (format included). Saved session states carry it.
+    pub fn fingerprint(&self) -> u64 {
+        crate::state::fingerprint(&self.inner)
+    }
 }
 
 fn resolve_threads(threads: Option<usize>) -> Result<usize> {
@@ -103,11 +109,12 @@ pub struct Trace {
 }
 
 /// One conversation: the KV cache (MLA's latents for DeepSeek, K/V per KV head for the
-/// R1-Distill families), scratch buffers and the thread pool it runs on.
+/// R1-Distill families), the tokens it holds, scratch buffers and the thread pool it runs on.
 pub struct Session {
     model: Arc<Model>,
     pool: Arc<Pool>,
     cache: KvCache,
+    tokens: Vec<u32>,
     scratch: Scratch,
     hidden: Vec<f32>,
     logits: Vec<f32>,
@@ -149,6 +156,7 @@ impl Session {
             model,
             pool,
             cache,
+            tokens: Vec::new(),
             scratch: Scratch::default(),
             hidden: Vec::new(),
             logits: Vec::new(),
@@ -199,9 +207,15 @@ impl Session {
         self.cache.dtype()
     }
 
+    /// The tokens in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
     /// Forgets every cached token.
     pub fn reset(&mut self) {
         self.cache.truncate(0);
+        self.tokens.clear();
     }
 
     /// Keeps only the first `n` cached tokens (e.g. to reuse a shared prompt prefix).
@@ -213,7 +227,55 @@ impl Session {
             )));
         }
         self.cache.truncate(n);
+        self.tokens.truncate(n);
         Ok(())
+    }
+
+    /// A new session holding this one's tokens and cache, without recomputing or copying the
+    /// cache: both share its pages until one of them writes there (a page of 256 tokens is
+    /// copied at most, per layer). Compute a shared prefix (a system prompt, a long document)
+    /// once, then fork a session per request. The fork runs on the same thread pool.
+    pub fn fork(&self) -> Session {
+        Session {
+            model: self.model.clone(),
+            pool: self.pool.clone(),
+            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
+            scratch: Scratch::default(),
+            hidden: Vec::new(),
+            logits: Vec::new(),
+            context_length: self.context_length,
+            path: self.path,
+        }
+    }
+
+    /// Writes the tokens and the cache (in its format) to `path`, with a versioned header
+    /// naming this model and a checksum; [`Session::restore`] reads it back.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let fp = self.model.fingerprint();
+        crate::state::save(path.as_ref(), fp, &self.tokens, &self.cache)
+    }
+
+    /// A session holding the tokens and cache saved at `path` by [`Session::save`], with
+    /// `options` (the cache keeps the format it was saved in, whatever
+    /// `options.cache_dtype` says). A file from another model, another format version, a
+    /// truncated or corrupt one is an [`Error::SessionState`]; more tokens than the context
+    /// length an [`Error::ContextOverflow`].
+    pub fn restore(
+        model: Arc<Model>,
+        path: impl AsRef<Path>,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let mut s = Session::new(model, options)?;
+        let expect = crate::state::Expect {
+            model: s.model.fingerprint(),
+            network: &s.model.inner,
+            context_length: s.context_length,
+        };
+        let (tokens, cache) = crate::state::load(path.as_ref(), &expect)?;
+        s.tokens = tokens;
+        s.cache = cache;
+        Ok(s)
     }
 
     /// Runs on a new pool of `threads` workers from now on.
@@ -291,6 +353,7 @@ impl Session {
             h,
             trace,
         );
+        self.tokens.extend_from_slice(tokens);
         let rows = if all { n } else { 1 };
         self.logits.resize(rows * vocab, 0.0);
         let last = &h[(n - rows) * hs..];

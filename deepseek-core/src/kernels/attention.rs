@@ -568,6 +568,17 @@ mod avx2 {
 
     use super::*;
 
+    /// The format a kernel instance is compiled for (`D` = [`CacheDtype::id`]), so the format's
+    /// branches fold away.
+    #[inline(always)]
+    const fn fmt<const D: u8>() -> CacheDtype {
+        match D {
+            0 => CacheDtype::F32,
+            1 => CacheDtype::BF16,
+            _ => CacheDtype::Q8_0,
+        }
+    }
+
     /// The f16 scale at the start of a Q8_0 block.
     #[inline(always)]
     unsafe fn scale_at(p: *const u8) -> f32 {
@@ -580,11 +591,11 @@ mod avx2 {
 
     /// Eight values of a row starting at `p` as f32.
     #[inline(always)]
-    unsafe fn load8(dtype: CacheDtype, p: *const u8) -> __m256 {
-        // SAFETY: the caller guarantees 8 values of `dtype` at `p` (Q8_0: 8 quant bytes, the
+    unsafe fn load8<const D: u8>(p: *const u8) -> __m256 {
+        // SAFETY: the caller guarantees 8 values of the format at `p` (Q8_0: 8 quant bytes, the
         // scale applied by the caller).
         unsafe {
-            match dtype {
+            match fmt::<D>() {
                 CacheDtype::F32 => _mm256_loadu_ps(p.cast()),
                 CacheDtype::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32(
                     _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())),
@@ -618,20 +629,19 @@ mod avx2 {
     /// Scores of 2 rows (`k`, key bytes) x 4 float queries over `width` values: lanes
     /// `r * 4 + q`.
     #[inline(always)]
-    unsafe fn dots_float(
-        dtype: CacheDtype,
+    unsafe fn dots_float<const D: u8>(
         k: [*const u8; 2],
         q: [*const f32; 4],
         width: usize,
     ) -> [f32; 8] {
-        let vb = dtype.bytes(1);
+        let vb = fmt::<D>().bytes(1);
         // SAFETY: the caller guarantees `width` values at each `k[r]` and `q[j]`.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); 8];
             let mut c = 0;
             while c + 8 <= width {
-                let k0 = load8(dtype, k[0].add(c * vb));
-                let k1 = load8(dtype, k[1].add(c * vb));
+                let k0 = load8::<D>(k[0].add(c * vb));
+                let k1 = load8::<D>(k[1].add(c * vb));
                 for j in 0..4 {
                     let qv = _mm256_loadu_ps(q[j].add(c));
                     acc[j] = _mm256_fmadd_ps(k0, qv, acc[j]);
@@ -642,7 +652,7 @@ mod avx2 {
             let mut out = [0f32; 8];
             _mm256_storeu_ps(out.as_mut_ptr(), reduce8(acc));
             for c in c..width {
-                let kv = [0, 1].map(|r| scalar_at(dtype, k[r], c));
+                let kv = [0, 1].map(|r| scalar_at::<D>(k[r], c));
                 for j in 0..4 {
                     let qv = *q[j].add(c);
                     out[j] += kv[0] * qv;
@@ -655,10 +665,10 @@ mod avx2 {
 
     /// Value `c` of a float row.
     #[inline(always)]
-    unsafe fn scalar_at(dtype: CacheDtype, p: *const u8, c: usize) -> f32 {
+    unsafe fn scalar_at<const D: u8>(p: *const u8, c: usize) -> f32 {
         // SAFETY: the caller guarantees value `c` exists.
         unsafe {
-            match dtype {
+            match fmt::<D>() {
                 CacheDtype::F32 => (p.cast::<f32>().add(c)).read_unaligned(),
                 _ => f32::from_bits((p.cast::<u16>().add(c).read_unaligned() as u32) << 16),
             }
@@ -791,8 +801,7 @@ mod avx2 {
     /// Outputs of 4 queries (`o`, possibly repeated) += their weights `p` (`b` rows each) times
     /// `W` value columns `c..c + 8 * W` of rows `v` (value-segment pointers, `row_bytes` apart).
     #[inline(always)]
-    unsafe fn accumulate<const W: usize>(
-        dtype: CacheDtype,
+    unsafe fn accumulate<const D: u8, const W: usize>(
         v: *const u8,
         row_bytes: usize,
         b: usize,
@@ -813,16 +822,16 @@ mod avx2 {
             for j in 0..b {
                 let row = v.add(j * row_bytes);
                 let mut vals = [_mm256_setzero_ps(); W];
-                if dtype == CacheDtype::Q8_0 {
+                if fmt::<D>() == CacheDtype::Q8_0 {
                     // 8W <= 16 columns never straddle a block (c is a multiple of 8W).
                     let blk = row.add(c / QK * Q8_0_BYTES);
                     let d = _mm256_set1_ps(scale_at(blk));
                     for w in 0..W {
-                        vals[w] = _mm256_mul_ps(load8(dtype, blk.add(2 + c % QK + 8 * w)), d);
+                        vals[w] = _mm256_mul_ps(load8::<D>(blk.add(2 + c % QK + 8 * w)), d);
                     }
                 } else {
                     for w in 0..W {
-                        vals[w] = load8(dtype, row.add(dtype.bytes(c + 8 * w)));
+                        vals[w] = load8::<D>(row.add(fmt::<D>().bytes(c + 8 * w)));
                     }
                 }
                 for k in 0..4 {
@@ -840,6 +849,7 @@ mod avx2 {
         }
     }
 
+    /// [`super::attend_with`] for AVX2, one compiled instance per format.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn attend(
         dtype: CacheDtype,
@@ -850,6 +860,26 @@ mod avx2 {
         scale: f32,
         states: &mut [f32],
     ) {
+        // SAFETY: same target features; the caller checked the shapes.
+        unsafe {
+            match dtype {
+                CacheDtype::F32 => attend_in::<0>(rows, key, value, q, scale, states),
+                CacheDtype::BF16 => attend_in::<1>(rows, key, value, q, scale, states),
+                CacheDtype::Q8_0 => attend_in::<2>(rows, key, value, q, scale, states),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn attend_in<const D: u8>(
+        rows: KvRows<'_>,
+        key: Seg,
+        value: Seg,
+        q: &Queries<'_>,
+        scale: f32,
+        states: &mut [f32],
+    ) {
+        let dtype = fmt::<D>();
         let (kw, dv) = (key.width, value.width);
         let sl = state_len(dv);
         let (kb, vb) = (dtype.bytes(key.col), dtype.bytes(value.col));
@@ -884,18 +914,26 @@ mod avx2 {
                 // attend_with); query offsets were checked for the last query and grow with i;
                 // state pointers stay inside `states`.
                 unsafe {
+                    // The active queries' values (or blocks), found once per tile.
+                    let mut qv = [std::ptr::null::<f32>(); QB];
+                    let mut qb = [std::ptr::null::<QueryBlock>(); QB];
+                    for a in 0..na {
+                        if dtype == CacheDtype::Q8_0 {
+                            qb[a] = q.blocks.as_ptr().add(q.block_at(act[a]));
+                        } else {
+                            qv[a] = q.values.as_ptr().add(q.value_at(act[a]));
+                        }
+                    }
                     // Scores: 2 rows x 4 queries per register tile.
                     for j in (0..b).step_by(2) {
                         let j1 = (j + 1).min(b - 1);
                         let k = [j, j1].map(|r| base.add((t0 + r) * rb + kb));
                         for a in (0..na).step_by(4) {
-                            let idx = [0, 1, 2, 3].map(|x| act[(a + x).min(na - 1)]);
+                            let idx = [0, 1, 2, 3].map(|x| (a + x).min(na - 1));
                             let d = if dtype == CacheDtype::Q8_0 {
-                                let qp = idx.map(|i| q.blocks.as_ptr().add(q.block_at(i)));
-                                dots_q8(k, qp, kw / QK)
+                                dots_q8(k, idx.map(|x| qb[x]), kw / QK)
                             } else {
-                                let qp = idx.map(|i| q.values.as_ptr().add(q.value_at(i)));
-                                dots_float(dtype, k, qp, kw)
+                                dots_float::<D>(k, idx.map(|x| qv[x]), kw)
                             };
                             for x in 0..4.min(na - a) {
                                 s[a + x][j] = d[x] * scale;
@@ -916,11 +954,11 @@ mod avx2 {
                         let o = ix.map(|x| st0.add(act[x] * sl + 2));
                         let mut c = 0;
                         while c + 16 <= dv {
-                            accumulate::<2>(dtype, v, rb, b, c, p, o);
+                            accumulate::<D, 2>(v, rb, b, c, p, o);
                             c += 16;
                         }
                         if c + 8 <= dv {
-                            accumulate::<1>(dtype, v, rb, b, c, p, o);
+                            accumulate::<D, 1>(v, rb, b, c, p, o);
                             c += 8;
                         }
                         for c in c..dv {
@@ -928,7 +966,7 @@ mod avx2 {
                             for x in 0..4.min(na - a) {
                                 let mut acc = *o[x].add(c);
                                 for j in 0..b {
-                                    acc += *p[x].add(j) * scalar_at(dtype, v.add(j * rb), c);
+                                    acc += *p[x].add(j) * scalar_at::<D>(v.add(j * rb), c);
                                 }
                                 *o[x].add(c) = acc;
                             }

@@ -245,6 +245,25 @@ impl LayerCache {
     pub fn bytes(&self) -> usize {
         self.pages.len() * PAGE * self.layout.row_bytes()
     }
+
+    /// Appends rows already encoded in this layout (`row_bytes()` each): restoring a saved
+    /// cache.
+    pub(crate) fn append_raw(&mut self, data: &[u8]) {
+        let rb = self.layout.row_bytes();
+        assert!(
+            rb > 0 && data.len().is_multiple_of(rb),
+            "LayerCache::append_raw: partial row"
+        );
+        for row in data.chunks_exact(rb) {
+            let p = self.len;
+            if p / PAGE == self.pages.len() {
+                self.pages.push(Arc::new(vec![0u8; PAGE * rb]));
+            }
+            let page = Arc::make_mut(&mut self.pages[p / PAGE]);
+            page[(p % PAGE) * rb..][..rb].copy_from_slice(row);
+            self.len += 1;
+        }
+    }
 }
 
 /// Cached rows of every layer for the tokens a session has evaluated.
