@@ -21,7 +21,7 @@ use half::{bf16, f16};
 
 use super::{axpy_with, dot_with, Isa};
 use crate::error::{Error, Result};
-use crate::quant::blocks::Q8_0_BYTES;
+use crate::quant::blocks::{round_even, Q8_0_BYTES};
 use crate::quant::QK;
 
 /// Cached rows per tile: a tile is scored and summed for all queries while it is in L1/L2.
@@ -128,7 +128,7 @@ pub fn quantize_queries(x: &[f32], out: &mut [QueryBlock]) {
         let id = if amax != 0.0 { 32767.0 / amax } else { 0.0 };
         ob.d = amax / 32767.0;
         for (o, &v) in ob.qs.iter_mut().zip(xb) {
-            *o = (v * id).round_ties_even() as i16;
+            *o = round_even(v * id) as i16;
         }
     }
 }
@@ -175,7 +175,7 @@ pub fn encode(dtype: CacheDtype, x: &[f32], out: &mut [u8]) {
                 let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                 ob[..2].copy_from_slice(&f16::from_f32(amax / 127.0).to_le_bytes());
                 for (o, &v) in ob[2..].iter_mut().zip(xb) {
-                    *o = (v * id).round_ties_even() as i8 as u8;
+                    *o = round_even(v * id) as i8 as u8;
                 }
             }
         }
@@ -1254,6 +1254,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn round_even_is_round_ties_even_on_quantisation_ranges() {
+        let mut x: Vec<f32> = (-70000..=70000).map(|i| i as f32 * 0.5).collect();
+        x.extend((0..20000).map(|i| (i as f32 * 0.37).sin() * 40000.0));
+        x.extend([
+            0.0,
+            -0.0,
+            126.5,
+            127.5,
+            -127.5,
+            0.49999997,
+            -0.49999997,
+            1.5,
+            2.5,
+        ]);
+        for v in x {
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
         }
     }
 
