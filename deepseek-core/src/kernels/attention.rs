@@ -887,12 +887,19 @@ mod avx2 {
         let st0 = states.as_mut_ptr();
         let mut s = [[0f32; TILE]; QB];
         let n_rows = rows.len();
+        // Q8_0 value rows are decoded to f32 once per tile for all queries (their scale and
+        // conversion would otherwise be redone for every group of 4 queries).
+        let mut vbuf = V_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if dtype == CacheDtype::Q8_0 && vbuf.len() < TILE * dv {
+            vbuf.resize(TILE * dv, 0.0);
+        }
         for t0 in (0..n_rows).step_by(TILE) {
             let b = TILE.min(n_rows - t0);
             let pos = rows.first + t0;
             if q.limit(q.n - 1) <= pos {
                 break; // limits grow with the query index: nobody sees this tile or later ones
             }
+            let mut decoded = false;
             let mut q0 = 0;
             while q0 < q.n {
                 let qb = QB.min(q.n - q0);
@@ -948,11 +955,25 @@ mod avx2 {
                     }
                     // Weighted sum: 4 queries x 16 columns per register tile.
                     let v = base.add(t0 * rb + vb);
+                    if dtype == CacheDtype::Q8_0 && !decoded {
+                        for j in 0..b {
+                            let row = std::slice::from_raw_parts(v.add(j * rb), dtype.bytes(dv));
+                            super::super::x86::q8_0_to_f32(row, &mut vbuf[j * dv..][..dv]);
+                        }
+                        decoded = true;
+                    }
                     for a in (0..na).step_by(4) {
                         let ix = [0, 1, 2, 3].map(|x| (a + x).min(na - 1));
                         let p = ix.map(|x| s[x].as_ptr());
                         let o = ix.map(|x| st0.add(act[x] * sl + 2));
                         let mut c = 0;
+                        if dtype == CacheDtype::Q8_0 {
+                            let vf = vbuf.as_ptr().cast::<u8>();
+                            while c + 16 <= dv {
+                                accumulate::<0, 2>(vf, 4 * dv, b, c, p, o);
+                                c += 16;
+                            }
+                        }
                         while c + 16 <= dv {
                             accumulate::<D, 2>(v, rb, b, c, p, o);
                             c += 16;
@@ -975,6 +996,12 @@ mod avx2 {
                 }
             }
         }
+        V_BUF.with(|b| *b.borrow_mut() = vbuf);
+    }
+
+    thread_local! {
+        /// A tile's Q8_0 value rows decoded to f32 (grown, never shrunk).
+        static V_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     #[cfg(test)]
