@@ -185,8 +185,9 @@ impl Session {
         self.context_length
     }
 
-    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4` for DeepSeek,
-    /// `2 x num_key_value_heads x head_dim x layers x 4` for the R1-Distill families.
+    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers` values for DeepSeek,
+    /// `2 x num_key_value_heads x head_dim x layers` for the R1-Distill families, at 4 bytes
+    /// (f32), 2 (bf16) or 34 per 32 (q8_0, each part padded to a whole block).
     pub fn cache_bytes_per_token(&self) -> usize {
         self.cache.bytes_per_token()
     }

@@ -434,6 +434,40 @@ pub fn attend_with(
     attend_generic(isa, dtype, rows, key, value, q, scale, states)
 }
 
+/// `out[i, :] += sum_r p[i, r] * v[r, :]` for `p: [n, m]`, `v: [m, w]`, `out: [n, w]` (all f32,
+/// row-major): attention's weighted sum as a plain product, for rows rebuilt on the fly (MLA's
+/// keys expanded from latents).
+pub fn weighted_sum(p: &[f32], v: &[f32], n: usize, m: usize, w: usize, out: &mut [f32]) {
+    weighted_sum_with(Isa::detect(), p, v, n, m, w, out)
+}
+
+/// [`weighted_sum`] with an explicit instruction set.
+pub fn weighted_sum_with(
+    isa: Isa,
+    p: &[f32],
+    v: &[f32],
+    n: usize,
+    m: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        p.len() >= n * m && v.len() >= m * w && out.len() >= n * w,
+        "weighted_sum: shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && n > 0 && m > 0 {
+        // SAFETY: AVX2 + FMA + F16C were detected; shapes checked above.
+        return unsafe { avx2::weighted_sum(p, v, n, m, w, out) };
+    }
+    for i in 0..n {
+        let o = &mut out[i * w..][..w];
+        for r in 0..m {
+            axpy_with(isa, p[i * m + r], &v[r * w..][..w], o);
+        }
+    }
+}
+
 thread_local! {
     /// A tile's keys and values decoded to f32 (grown, never shrunk).
     static TILE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -1004,6 +1038,47 @@ mod avx2 {
         static V_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// [`super::weighted_sum`]: 4 rows of `p` x 16 columns per register tile.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum(
+        p: &[f32],
+        v: &[f32],
+        n: usize,
+        m: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        let vp = v.as_ptr().cast::<u8>();
+        let op = out.as_mut_ptr();
+        for i in (0..n).step_by(4) {
+            let ix = [0, 1, 2, 3].map(|k| (i + k).min(n - 1));
+            // SAFETY: rows ix of p (m floats) and out (w floats) exist, v has m rows of w; a
+            // repeated row computes and stores identical values.
+            unsafe {
+                let pr = ix.map(|r| p.as_ptr().add(r * m));
+                let o = ix.map(|r| op.add(r * w));
+                let mut c = 0;
+                while c + 16 <= w {
+                    accumulate::<0, 2>(vp, 4 * w, m, c, pr, o);
+                    c += 16;
+                }
+                if c + 8 <= w {
+                    accumulate::<0, 1>(vp, 4 * w, m, c, pr, o);
+                    c += 8;
+                }
+                for c in c..w {
+                    for k in 0..4.min(n - i) {
+                        let mut acc = *o[k].add(c);
+                        for r in 0..m {
+                            acc += *pr[k].add(r) * *v.as_ptr().add(r * w + c);
+                        }
+                        *o[k].add(c) = acc;
+                    }
+                }
+            }
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn exp8_for_test(x: [f32; 8]) -> [f32; 8] {
         let mut out = [0f32; 8];
@@ -1301,6 +1376,27 @@ mod tests {
         ]);
         for v in x {
             assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+        }
+    }
+
+    #[test]
+    fn weighted_sum_matches_scalar_on_awkward_shapes() {
+        let mut rng = Rng(11);
+        for (n, m, w) in [(1, 1, 1), (5, 7, 24), (4, 256, 64), (9, 33, 19), (3, 2, 16)] {
+            let (p, v) = (rng.vec(n * m, 1.0), rng.vec(m * w, 1.0));
+            let init = rng.vec(n * w, 1.0);
+            let mut want = init.clone();
+            weighted_sum_with(Isa::Scalar, &p, &v, n, m, w, &mut want);
+            for isa in Isa::available() {
+                let mut got = init.clone();
+                weighted_sum_with(isa, &p, &v, n, m, w, &mut got);
+                for (g, x) in got.iter().zip(&want) {
+                    assert!(
+                        (g - x).abs() <= 1e-5 * m as f32,
+                        "{isa:?} {n}x{m}x{w}: {g} vs {x}"
+                    );
+                }
+            }
         }
     }
 

@@ -120,8 +120,15 @@ struct AttnScratch {
     rows: Vec<f32>,
     row_bytes: Vec<u8>,
     states: Vec<f32>,
+    k_nope: Vec<f32>,
+    k_bounds: Vec<usize>,
     bounds: Vec<usize>,
     work: AttnWork,
+}
+
+thread_local! {
+    /// One head's `W_UK` decoded to f32 for the expanded path (grown, never shrunk).
+    static EXPAND_W: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Cached rows expanded to per-head keys and values at a time (expanded path): bounds the
@@ -366,11 +373,35 @@ impl Mla {
             match &self.kv_up {
                 KvUp::Fused(kvb) => kvb.forward(pool, latents, b, kv),
                 KvUp::Split { k_b, v_b } => {
-                    // Per head: k_nope = latents W_UK, v = latents W_UV^T, into the fused layout.
-                    let part = grow(&mut s.head_out, b * dn.max(dv));
+                    // k_nope[h] = latents W_UK[h]: k_b holds W_UK[h]^T ([kv_lora, nope] per
+                    // head), so decode it and sum its rows weighted by the latents (heads in
+                    // parallel); v = latents W_UV^T is a plain matmul.
+                    s.k_bounds.clear();
+                    s.k_bounds.extend((0..=nh).map(|h| h * b * dn));
+                    let k_all = grow(&mut s.k_nope, nh * b * dn);
+                    k_all.fill(0.0);
+                    pool.for_each_part(k_all, &s.k_bounds, b * c * dn, |h, k| {
+                        EXPAND_W.with(|wb| {
+                            let mut wb = wb.borrow_mut();
+                            if wb.len() < c * dn {
+                                wb.resize(c * dn, 0.0);
+                            }
+                            for r in 0..c {
+                                let row = &mut wb[r * dn..][..dn];
+                                kernels::decode_with(
+                                    kernels::Isa::detect(),
+                                    &k_b.weight,
+                                    h * c + r,
+                                    0,
+                                    row,
+                                );
+                            }
+                            attention::weighted_sum(latents, &wb[..c * dn], b, c, dn, k);
+                        })
+                    });
+                    let part = grow(&mut s.head_out, b * dv);
                     for h in 0..nh {
-                        let k = &mut part[..b * dn];
-                        kernels::matmul_t(pool, &k_b.weight, h * c..(h + 1) * c, latents, b, k);
+                        let k = &s.k_nope[h * b * dn..][..b * dn];
                         for j in 0..b {
                             kv[(j * nh + h) * (dn + dv)..][..dn]
                                 .copy_from_slice(&k[j * dn..][..dn]);
