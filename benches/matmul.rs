@@ -4,8 +4,9 @@
 //! bandwidth-bound: a 4096 x 4096 matrix never fits in cache). `cargo bench --bench matmul`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use deepseek_core::bytes::Bytes;
 use deepseek_core::kernels::{matmul, Pool};
-use deepseek_core::quant::Weight;
+use deepseek_core::quant::{Format, Weight};
 use deepseek_core::WeightDtype;
 
 const ROWS: usize = 4096;
@@ -20,6 +21,25 @@ fn random(n: usize, mut seed: u64) -> Vec<f32> {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// A matrix of a format we only read as stored (no quantiser of ours), in the form loading
+/// gives it (8-row groups interleaved for Q4_K and Q6_K): random quant bits with finite f16
+/// scales. Kernel speed does not depend on the values, only on the layout.
+fn stored(format: Format, seed: u64) -> Weight {
+    let bytes = format.row_bytes(COLS).expect("whole blocks") * ROWS;
+    let mut data: Vec<u8> = random(bytes, seed)
+        .iter()
+        .map(|v| (v.to_bits() >> 9) as u8)
+        .collect();
+    for b in data.chunks_exact_mut(format.block_bytes()) {
+        for &at in format.info().f16_fields {
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(0.004).to_le_bytes());
+        }
+    }
+    Weight::new(ROWS, COLS, format, Bytes::owned(data))
+        .expect("stored weight")
+        .convert(WeightDtype::Auto)
 }
 
 fn formats() -> Vec<(&'static str, Weight)> {
@@ -37,6 +57,16 @@ fn formats() -> Vec<(&'static str, Weight)> {
         ),
         ("q8_0", base.convert(WeightDtype::Q8_0)),
         ("q4_0", base.convert(WeightDtype::Q4_0)),
+        ("q4_1", base.convert(WeightDtype::Q4_1)),
+        ("q5_0", stored(Format::Q5_0, 4)),
+        ("q5_1", stored(Format::Q5_1, 5)),
+        ("iq4_nl", stored(Format::IQ4_NL, 6)),
+        ("q2_k", stored(Format::Q2_K, 7)),
+        ("q3_k", stored(Format::Q3_K, 8)),
+        ("q4_k", stored(Format::Q4_K, 9)),
+        ("q5_k", stored(Format::Q5_K, 10)),
+        ("q6_k", stored(Format::Q6_K, 11)),
+        ("iq4_xs", stored(Format::IQ4_XS, 12)),
         ("f32", base),
     ]
 }

@@ -195,10 +195,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        let result = chat.send_with(line.trim_end_matches(['\n', '\r']), &params, |e| {
+        let sent = chat.send_with(line.trim_end_matches(['\n', '\r']), &params, |e| {
             out.event(e)
-        })?;
-        out.done(&result);
+        });
+        // A rejected turn (a message past the context, a template error) leaves the
+        // conversation as it was: say why and keep chatting.
+        match sent {
+            Ok(result) => out.done(&result),
+            Err(e @ deepseek_core::Error::ContextOverflow { .. }) => {
+                eprintln!("error: {e} (/reset starts a new conversation)")
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
     }
 }
 

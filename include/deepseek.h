@@ -29,6 +29,8 @@
  *  - ds_generate (a raw prompt) and ds_chat (messages, through the model's chat template) pass
  *    each text delta to a ds_event_cb on the calling thread, tagged reasoning or content, in
  *    whole UTF-8 characters; the callback returns false to stop. It must not unwind or longjmp.
+ *    ds_generate_params.abort_callback, polled while the chat template renders, between prompt
+ *    chunks and between tokens, stops a call before any text exists (e.g. on Ctrl-C).
  *  - A session is a cache, not a history: pass the whole conversation to ds_chat each turn and
  *    the tokens it shares with the session's cache are not evaluated again.
  *
@@ -98,6 +100,12 @@ typedef enum ds_status {
    */
   DS_ERR_SESSION_BUSY = 7,
   /**
+   * The abort callback stopped ds_chat while it rendered the chat template, before
+   * generation began; the session is unchanged. (Stopped later, a call succeeds with
+   * DS_FINISH_CANCELLED.)
+   */
+  DS_ERR_CANCELLED = 8,
+  /**
    * A file or folder could not be read (missing model folder, permissions).
    */
   DS_ERR_IO = 20,
@@ -130,6 +138,10 @@ typedef enum ds_status {
    */
   DS_ERR_DTYPE = 27,
   /**
+   * A GGUF file is truncated or corrupt, or its metadata describes no supported model.
+   */
+  DS_ERR_GGUF = 28,
+  /**
    * A text function was called on a model without a tokenizer (no tokenizer.json in its
    * folder): load one with ds_model_load_tokenizer.
    */
@@ -139,13 +151,19 @@ typedef enum ds_status {
    */
   DS_ERR_TOKENIZER = 41,
   /**
-   * The chat template failed to compile or to render the messages.
+   * The chat template failed to compile or to render the messages, or needed more than its
+   * budget (fuel and output, proportional to the conversation).
    */
   DS_ERR_TEMPLATE = 42,
   /**
    * A ds_generate_params field is out of range (ds_last_error names it).
    */
   DS_ERR_INVALID_PARAMETER = 43,
+  /**
+   * The model produced NaN or infinite logits (non-finite weights, or an overflow); the
+   * session is left as it was before the call.
+   */
+  DS_ERR_NON_FINITE_LOGITS = 60,
   /**
    * The library panicked (a bug); the session it ran on must be reset before reuse.
    */
@@ -252,6 +270,13 @@ typedef struct ds_session_params {
 } ds_session_params;
 
 /**
+ * Asked "stop now?" during long work (see ds_generate_params.abort_callback): return true to
+ * stop. It runs on the thread that called ds_generate / ds_chat, often (keep it cheap: read
+ * a flag set by another thread or a signal handler), and must not unwind or longjmp out.
+ */
+typedef bool (*ds_abort_cb)(void *user_data);
+
+/**
  * How to generate. Get one from ds_generate_default_params() and change what you need.
  * A negative sampling value means the checkpoint's default: generation_config.json's value
  * (R1: temperature 0.6, top_p 0.95), or the neutral one if it sets none (temperature 1, no
@@ -312,6 +337,19 @@ typedef struct ds_generate_params {
    * Number of stop strings.
    */
   size_t n_stop;
+  /**
+   * Polled while ds_chat renders the chat template (every few pieces of output), before
+   * each 512-token chunk of the prompt and before each generated token; returning true
+   * stops the call: during rendering it fails with DS_ERR_CANCELLED and the session is
+   * unchanged, later it succeeds with DS_FINISH_CANCELLED (the cache keeps the prompt
+   * chunks evaluated so far). NULL: never stops this way. A template loop that writes
+   * nothing is not polled; its render budget bounds it.
+   */
+  ds_abort_cb abort_callback;
+  /**
+   * Passed to abort_callback.
+   */
+  void *abort_callback_data;
 } ds_generate_params;
 
 /**
@@ -631,7 +669,8 @@ struct ds_generate_params ds_generate_default_params(void);
  * DS_EVENT_REASONING first. The session is held for the whole call (ds_session_len shows the
  * length before it); a request rejected before generating (bad params, a prompt longer than
  * the context: DS_ERR_CONTEXT_OVERFLOW) leaves the session unchanged.
- * DS_ERR_NO_TOKENIZER if the model has no tokenizer.
+ * DS_ERR_NO_TOKENIZER if the model has no tokenizer. params->abort_callback can stop it while
+ * it evaluates the prompt or generates (DS_FINISH_CANCELLED).
  */
 enum ds_status ds_generate(struct ds_session *session,
                            const char *prompt,
@@ -645,7 +684,9 @@ enum ds_status ds_generate(struct ds_session *session,
  * (with the generation prompt; R1's opens <think>, so reasoning streams first) and generates
  * as ds_generate does. Pass the whole conversation each turn, earlier replies included: the
  * session's cache keeps what the new rendering shares with it, so only the new turn is
- * evaluated (ds_generate_result.cached_tokens says how much was reused).
+ * evaluated (ds_generate_result.cached_tokens says how much was reused). The template renders
+ * on a budget (DS_ERR_TEMPLATE if it needs more); params->abort_callback can stop it while it
+ * renders (DS_ERR_CANCELLED), evaluates the prompt or generates (DS_FINISH_CANCELLED).
  */
 enum ds_status ds_chat(struct ds_session *session,
                        const struct ds_message *messages,

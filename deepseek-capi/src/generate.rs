@@ -7,11 +7,17 @@ use std::ffi::{c_char, c_void};
 use std::sync::atomic::Ordering;
 
 use deepseek_core::{
-    EventKind, FinishReason, GenerateParams, GenerationResult, Generator, Message, Session, Stream,
+    CancelCheck, EventKind, FinishReason, GenerateParams, GenerationResult, Generator, Message,
+    Session, Stream,
 };
 
 use crate::session::{ds_session, Cache};
 use crate::status::{arg_ref, arg_str, ds_status, guard, Failure};
+
+/// Asked "stop now?" during long work (see ds_generate_params.abort_callback): return true to
+/// stop. It runs on the thread that called ds_generate / ds_chat, often (keep it cheap: read
+/// a flag set by another thread or a signal handler), and must not unwind or longjmp out.
+pub type ds_abort_cb = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
 
 /// How to generate. Get one from ds_generate_default_params() and change what you need.
 /// A negative sampling value means the checkpoint's default: generation_config.json's value
@@ -50,6 +56,15 @@ pub struct ds_generate_params {
     pub stop: *const *const c_char,
     /// Number of stop strings.
     pub n_stop: usize,
+    /// Polled while ds_chat renders the chat template (every few pieces of output), before
+    /// each 512-token chunk of the prompt and before each generated token; returning true
+    /// stops the call: during rendering it fails with DS_ERR_CANCELLED and the session is
+    /// unchanged, later it succeeds with DS_FINISH_CANCELLED (the cache keeps the prompt
+    /// chunks evaluated so far). NULL: never stops this way. A template loop that writes
+    /// nothing is not polled; its render budget bounds it.
+    pub abort_callback: ds_abort_cb,
+    /// Passed to abort_callback.
+    pub abort_callback_data: *mut c_void,
 }
 
 /// The defaults: the checkpoint's sampling (negative values), no token limit, no seed, no stop
@@ -69,6 +84,28 @@ pub extern "C" fn ds_generate_default_params() -> ds_generate_params {
         has_seed: false,
         stop: std::ptr::null(),
         n_stop: 0,
+        abort_callback: None,
+        abort_callback_data: std::ptr::null_mut(),
+    }
+}
+
+/// A C abort callback and its data, as the core's cancel check.
+struct Abort {
+    callback: unsafe extern "C" fn(*mut c_void) -> bool,
+    data: *mut c_void,
+}
+
+// SAFETY: the core polls a cancel check only on the thread driving the generation, i.e. the
+// thread inside ds_generate / ds_chat, and the params holding it are dropped before the call
+// returns; the data pointer is only handed back to the caller's callback, as documented.
+unsafe impl Send for Abort {}
+// SAFETY: as above: never shared with another thread while in use.
+unsafe impl Sync for Abort {}
+
+impl Abort {
+    fn check(&self) -> bool {
+        // SAFETY: a valid callback by contract, called with the caller's own data.
+        unsafe { (self.callback)(self.data) }
     }
 }
 
@@ -214,12 +251,20 @@ unsafe fn core_params(p: &ds_generate_params, gen: &Generator) -> Result<Generat
                 .collect::<Result<_, _>>()?
         }
     };
+    let cancel = p.abort_callback.map(|callback| {
+        let abort = Abort {
+            callback,
+            data: p.abort_callback_data,
+        };
+        CancelCheck::new(move || abort.check())
+    });
     Ok(GenerateParams {
         max_tokens: (p.max_tokens != 0)
             .then_some(p.max_tokens)
             .or(defaults.max_tokens),
         stop,
         sampling,
+        cancel,
     })
 }
 
@@ -297,7 +342,8 @@ unsafe fn clear(out: *mut ds_generate_result) {
 /// DS_EVENT_REASONING first. The session is held for the whole call (ds_session_len shows the
 /// length before it); a request rejected before generating (bad params, a prompt longer than
 /// the context: DS_ERR_CONTEXT_OVERFLOW) leaves the session unchanged.
-/// DS_ERR_NO_TOKENIZER if the model has no tokenizer.
+/// DS_ERR_NO_TOKENIZER if the model has no tokenizer. params->abort_callback can stop it while
+/// it evaluates the prompt or generates (DS_FINISH_CANCELLED).
 #[no_mangle]
 pub unsafe extern "C" fn ds_generate(
     session: *mut ds_session,
@@ -333,7 +379,9 @@ pub unsafe extern "C" fn ds_generate(
 /// (with the generation prompt; R1's opens <think>, so reasoning streams first) and generates
 /// as ds_generate does. Pass the whole conversation each turn, earlier replies included: the
 /// session's cache keeps what the new rendering shares with it, so only the new turn is
-/// evaluated (ds_generate_result.cached_tokens says how much was reused).
+/// evaluated (ds_generate_result.cached_tokens says how much was reused). The template renders
+/// on a budget (DS_ERR_TEMPLATE if it needs more); params->abort_callback can stop it while it
+/// renders (DS_ERR_CANCELLED), evaluates the prompt or generates (DS_FINISH_CANCELLED).
 #[no_mangle]
 pub unsafe extern "C" fn ds_chat(
     session: *mut ds_session,

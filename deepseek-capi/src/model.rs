@@ -6,7 +6,9 @@ use std::ffi::c_char;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use deepseek_core::{GenerationConfig, Generator, LoadOptions, Model, Tokenizer, WeightDtype};
+use deepseek_core::{
+    GenerationConfig, Generator, LoadOptions, Model, TextAssets, Tokenizer, WeightDtype,
+};
 
 use crate::ds_token;
 use crate::status::{arg_ref, arg_str, ds_status, guard, guard_value, Failure};
@@ -45,11 +47,11 @@ impl Text {
         })
     }
 
-    fn load_tokenizer(&self, dir: &Path) -> Result<(), Failure> {
-        let tokenizer = Tokenizer::from_dir(dir)?;
+    /// Makes `tokenizer` (with the checkpoint's decoding defaults) the model's text layer.
+    fn install(&self, tokenizer: Tokenizer) -> Result<(), Failure> {
         let mut generator = Generator::new(self.model.clone(), tokenizer)?;
         if let Some(config) = &self.generation {
-            generator = generator.with_generation_config(config.clone());
+            generator = generator.with_generation_config(config.clone())?;
         }
         let mut slot = self
             .generator
@@ -100,10 +102,11 @@ pub extern "C" fn ds_model_default_params() -> ds_model_params {
     }
 }
 
-/// Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded).
-/// If the folder has a tokenizer.json, the tokenizer (with tokenizer_config.json's special
-/// tokens and chat template) is loaded too, and generation_config.json gives ds_generate's
-/// defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
+/// Loads a Hugging Face checkpoint folder (config.json + *.safetensors, single or sharded) or a
+/// GGUF file (the first part of a split one). If the folder has a tokenizer.json (or the GGUF
+/// file tokenizer.* metadata), the tokenizer (with its special tokens and chat template) is
+/// loaded too, and generation_config.json (or the GGUF's general.sampling.*) gives
+/// ds_generate's defaults; a malformed one fails the load. `params` may be NULL for the defaults. On success
 /// `*out` is a new model to release with ds_model_free; on failure `*out` is set to NULL.
 #[no_mangle]
 pub unsafe extern "C" fn ds_model_load(
@@ -142,20 +145,14 @@ pub unsafe extern "C" fn ds_model_load(
             dtype,
         };
         let model = Arc::new(Model::load(path, options)?);
-        let dir = Path::new(path);
-        let config = dir.join("generation_config.json");
-        let generation = if config.is_file() {
-            Some(GenerationConfig::from_file(&config)?)
-        } else {
-            None
-        };
+        let assets = TextAssets::load(Path::new(path), None)?;
         let text = Text {
             model: model.clone(),
-            generation,
+            generation: assets.generation,
             generator: RwLock::new(None),
         };
-        if dir.join("tokenizer.json").is_file() {
-            text.load_tokenizer(dir)?;
+        if let Some(tokenizer) = assets.tokenizer {
+            text.install(tokenizer)?;
         }
         let text = Arc::new(text);
         // SAFETY: as above.
@@ -165,7 +162,8 @@ pub unsafe extern "C" fn ds_model_load(
 }
 
 /// Loads the tokenizer from folder `dir` (tokenizer.json, and tokenizer_config.json if there)
-/// for a checkpoint whose folder has none, or replaces the model's tokenizer. Its ids must fit
+/// or from a GGUF file's tokenizer.* metadata, for a checkpoint that has none, or replaces the
+/// model's tokenizer. Its ids must fit
 /// the model's vocab size. Safe while other threads use the model and its sessions: calls
 /// already running finish with the tokenizer they started with, later calls use the new one.
 /// On failure the model keeps the tokenizer it had.
@@ -179,7 +177,7 @@ pub unsafe extern "C" fn ds_model_load_tokenizer(
         let m = unsafe { arg_ref(model, "model") }?;
         // SAFETY: NULL or a NUL-terminated string by contract.
         let dir = unsafe { arg_str(dir, "dir") }?;
-        m.text.load_tokenizer(Path::new(dir))
+        m.text.install(TextAssets::tokenizer_at(Path::new(dir))?)
     })
 }
 

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use deepseek_core::Error;
+use deepseek_core::{Error, ErrorKind};
 
 /// Result of every fallible call. Codes are stable: new ones are only ever added.
 #[repr(C)]
@@ -27,6 +27,10 @@ pub enum ds_status {
     DS_ERR_CONTEXT_OVERFLOW = 6,
     /// The session is being used by another thread right now; nothing was done.
     DS_ERR_SESSION_BUSY = 7,
+    /// The abort callback stopped ds_chat while it rendered the chat template, before
+    /// generation began; the session is unchanged. (Stopped later, a call succeeds with
+    /// DS_FINISH_CANCELLED.)
+    DS_ERR_CANCELLED = 8,
     /// A file or folder could not be read (missing model folder, permissions).
     DS_ERR_IO = 20,
     /// config.json or a shard index is not valid JSON of the expected shape.
@@ -43,15 +47,21 @@ pub enum ds_status {
     DS_ERR_SHAPE = 26,
     /// A tensor is stored in a dtype the library cannot use for it.
     DS_ERR_DTYPE = 27,
+    /// A GGUF file is truncated or corrupt, or its metadata describes no supported model.
+    DS_ERR_GGUF = 28,
     /// A text function was called on a model without a tokenizer (no tokenizer.json in its
     /// folder): load one with ds_model_load_tokenizer.
     DS_ERR_NO_TOKENIZER = 40,
     /// tokenizer.json or tokenizer_config.json is malformed, or the tokenizer failed on an input.
     DS_ERR_TOKENIZER = 41,
-    /// The chat template failed to compile or to render the messages.
+    /// The chat template failed to compile or to render the messages, or needed more than its
+    /// budget (fuel and output, proportional to the conversation).
     DS_ERR_TEMPLATE = 42,
     /// A ds_generate_params field is out of range (ds_last_error names it).
     DS_ERR_INVALID_PARAMETER = 43,
+    /// The model produced NaN or infinite logits (non-finite weights, or an overflow); the
+    /// session is left as it was before the call.
+    DS_ERR_NON_FINITE_LOGITS = 60,
     /// The library panicked (a bug); the session it ran on must be reset before reuse.
     DS_ERR_PANIC = 100,
     /// An error this version of the C API has no dedicated code for.
@@ -90,28 +100,39 @@ impl From<Error> for Failure {
     }
 }
 
+/// The one table from core error kinds to status codes; [`status_of`] reads it and a test
+/// checks it covers every kind and agrees with the README's bad-input table.
+const STATUS_OF_KIND: [(ErrorKind, ds_status); 18] = [
+    (ErrorKind::NotFound, DS_ERR_IO),
+    (ErrorKind::Io, DS_ERR_IO),
+    (ErrorKind::Json, DS_ERR_JSON),
+    (
+        ErrorKind::UnsupportedArchitecture,
+        DS_ERR_UNSUPPORTED_ARCHITECTURE,
+    ),
+    (ErrorKind::Config, DS_ERR_CONFIG),
+    (ErrorKind::Safetensors, DS_ERR_SAFETENSORS),
+    (ErrorKind::Gguf, DS_ERR_GGUF),
+    (ErrorKind::MissingTensor, DS_ERR_MISSING_TENSOR),
+    (ErrorKind::Shape, DS_ERR_SHAPE),
+    (ErrorKind::Dtype, DS_ERR_DTYPE),
+    (ErrorKind::InvalidArgument, DS_ERR_INVALID_ARGUMENT),
+    (ErrorKind::TokenOutOfRange, DS_ERR_TOKEN_OUT_OF_RANGE),
+    (ErrorKind::ContextOverflow, DS_ERR_CONTEXT_OVERFLOW),
+    (ErrorKind::Tokenizer, DS_ERR_TOKENIZER),
+    (ErrorKind::Template, DS_ERR_TEMPLATE),
+    (ErrorKind::InvalidParameter, DS_ERR_INVALID_PARAMETER),
+    (ErrorKind::NonFiniteLogits, DS_ERR_NON_FINITE_LOGITS),
+    (ErrorKind::Cancelled, DS_ERR_CANCELLED),
+];
+
 /// The status code for a core error.
 pub(crate) fn status_of(e: &Error) -> ds_status {
-    // The wildcard keeps this crate compiling when deepseek-core gains a variant before the C
-    // API has a code for it; the allow keeps it legal while every variant has its own arm.
-    #[allow(unreachable_patterns)]
-    match e {
-        Error::Io { .. } => DS_ERR_IO,
-        Error::Json { .. } => DS_ERR_JSON,
-        Error::UnsupportedArchitecture(_) => DS_ERR_UNSUPPORTED_ARCHITECTURE,
-        Error::Config { .. } => DS_ERR_CONFIG,
-        Error::Safetensors { .. } => DS_ERR_SAFETENSORS,
-        Error::MissingTensor(_) => DS_ERR_MISSING_TENSOR,
-        Error::Shape { .. } => DS_ERR_SHAPE,
-        Error::Dtype { .. } => DS_ERR_DTYPE,
-        Error::InvalidArgument(_) => DS_ERR_INVALID_ARGUMENT,
-        Error::TokenOutOfRange { .. } => DS_ERR_TOKEN_OUT_OF_RANGE,
-        Error::ContextOverflow { .. } => DS_ERR_CONTEXT_OVERFLOW,
-        Error::Tokenizer(_) => DS_ERR_TOKENIZER,
-        Error::Template(_) => DS_ERR_TEMPLATE,
-        Error::InvalidParameter { .. } => DS_ERR_INVALID_PARAMETER,
-        _ => DS_ERR_INTERNAL,
-    }
+    let kind = e.kind();
+    STATUS_OF_KIND
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(DS_ERR_INTERNAL, |&(_, status)| status)
 }
 
 thread_local! {
@@ -202,7 +223,7 @@ pub extern "C" fn ds_last_error() -> *const c_char {
 }
 
 /// Every status, for lookups by number.
-const ALL_STATUSES: [ds_status; 22] = [
+const ALL_STATUSES: [ds_status; 25] = [
     DS_OK,
     DS_ERR_NULL_POINTER,
     DS_ERR_INVALID_ARGUMENT,
@@ -211,6 +232,7 @@ const ALL_STATUSES: [ds_status; 22] = [
     DS_ERR_TOKEN_OUT_OF_RANGE,
     DS_ERR_CONTEXT_OVERFLOW,
     DS_ERR_SESSION_BUSY,
+    DS_ERR_CANCELLED,
     DS_ERR_IO,
     DS_ERR_JSON,
     DS_ERR_UNSUPPORTED_ARCHITECTURE,
@@ -219,10 +241,12 @@ const ALL_STATUSES: [ds_status; 22] = [
     DS_ERR_MISSING_TENSOR,
     DS_ERR_SHAPE,
     DS_ERR_DTYPE,
+    DS_ERR_GGUF,
     DS_ERR_NO_TOKENIZER,
     DS_ERR_TOKENIZER,
     DS_ERR_TEMPLATE,
     DS_ERR_INVALID_PARAMETER,
+    DS_ERR_NON_FINITE_LOGITS,
     DS_ERR_PANIC,
     DS_ERR_INTERNAL,
 ];
@@ -237,6 +261,7 @@ fn describe(status: ds_status) -> &'static CStr {
         DS_ERR_TOKEN_OUT_OF_RANGE => c"token id out of range",
         DS_ERR_CONTEXT_OVERFLOW => c"context length exceeded",
         DS_ERR_SESSION_BUSY => c"session busy in another thread",
+        DS_ERR_CANCELLED => c"cancelled before generation started",
         DS_ERR_IO => c"cannot read file",
         DS_ERR_JSON => c"malformed JSON",
         DS_ERR_UNSUPPORTED_ARCHITECTURE => c"unsupported architecture",
@@ -245,10 +270,12 @@ fn describe(status: ds_status) -> &'static CStr {
         DS_ERR_MISSING_TENSOR => c"missing tensor",
         DS_ERR_SHAPE => c"tensor shape mismatch",
         DS_ERR_DTYPE => c"unsupported tensor dtype",
+        DS_ERR_GGUF => c"corrupt or unsupported GGUF file",
         DS_ERR_NO_TOKENIZER => c"model has no tokenizer",
         DS_ERR_TOKENIZER => c"tokenizer error",
         DS_ERR_TEMPLATE => c"chat template error",
         DS_ERR_INVALID_PARAMETER => c"invalid generation parameter",
+        DS_ERR_NON_FINITE_LOGITS => c"non-finite logits",
         DS_ERR_PANIC => c"internal panic",
         DS_ERR_INTERNAL => c"internal error",
     }
@@ -327,13 +354,74 @@ mod tests {
         let f = Failure::from(Error::MissingTensor("lm_head.weight".into()));
         assert_eq!(f.status, DS_ERR_MISSING_TENSOR);
         assert!(f.message.contains("lm_head.weight"));
-        assert_eq!(status_of(&Error::Tokenizer("x".into())), DS_ERR_TOKENIZER);
-        assert_eq!(status_of(&Error::Template("x".into())), DS_ERR_TEMPLATE);
         let f = Failure::from(Error::InvalidParameter {
             name: "top_p".into(),
             message: "2 is not in (0, 1]".into(),
         });
         assert_eq!(f.status, DS_ERR_INVALID_PARAMETER);
         assert!(f.message.contains("`top_p`"), "{}", f.message);
+    }
+
+    #[test]
+    fn the_table_maps_every_kind_once_to_a_dedicated_code() {
+        for kind in ErrorKind::ALL {
+            let rows = STATUS_OF_KIND.iter().filter(|(k, _)| *k == kind).count();
+            assert_eq!(rows, 1, "{kind:?}");
+            let status = status_of(&Error::example(kind));
+            assert!(
+                ![DS_OK, DS_ERR_INTERNAL, DS_ERR_PANIC].contains(&status),
+                "{kind:?}"
+            );
+        }
+    }
+
+    /// The README's bad-input table: (Rust kind, C status name), the first code span of each
+    /// column, for every row.
+    fn readme_rows() -> Vec<(Option<String>, Option<String>)> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let section = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Bad input"))
+            .expect("README has a 'Bad input' section");
+        let code = |cell: &str| cell.split('`').nth(1).map(str::to_string);
+        section
+            .lines()
+            .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+            .skip(1)
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                assert_eq!(cells.len(), 6, "a README table row has 4 columns: {l}");
+                (code(cells[2]), code(cells[4]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_maps_as_the_readme_documents() {
+        let rows = readme_rows();
+        for kind in ErrorKind::ALL {
+            let documented: Vec<&String> = rows
+                .iter()
+                .filter(|(k, _)| k.as_deref() == Some(kind.name()))
+                .map(|(_, status)| status.as_ref().expect("a C status for every Rust kind"))
+                .collect();
+            assert!(
+                !documented.is_empty(),
+                "README has no row for {}",
+                kind.name()
+            );
+            let status = status_of(&Error::example(kind));
+            for name in documented {
+                assert_eq!(&format!("{status:?}"), name, "{}", kind.name());
+            }
+        }
+        // Every status the README names exists.
+        for name in rows.iter().filter_map(|(_, c)| c.as_ref()) {
+            assert!(
+                ALL_STATUSES.iter().any(|s| &format!("{s:?}") == name),
+                "{name}"
+            );
+        }
     }
 }

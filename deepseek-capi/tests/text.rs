@@ -623,3 +623,92 @@ fn a_tokenizer_in_the_model_folder_loads_with_it() {
     ckpt.write("generation_config.json", "{\"top_p\": \"high\"}");
     expect(ckpt.load().0, ds_status::DS_ERR_JSON, "top_p");
 }
+
+/// Abort-callback data: polls so far, and the poll from which it says stop.
+struct AbortAfter {
+    polls: usize,
+    stop_at: usize,
+}
+
+unsafe extern "C" fn abort_after(data: *mut c_void) -> bool {
+    // SAFETY: the test passes a live AbortAfter.
+    let a = unsafe { &mut *data.cast::<AbortAfter>() };
+    a.polls += 1;
+    a.polls >= a.stop_at
+}
+
+/// The R1 tokenizer with `template` as its chat template, in a scratch folder.
+fn tokenizer_with_template(tag: &str, template: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("deepseek-capi-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("tokenizers/deepseek-r1");
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let mut config = read_json("tokenizers/deepseek-r1/tokenizer_config.json");
+    config["chat_template"] = template.into();
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn the_abort_callback_stops_rendering_and_prefill() {
+    let model = r1();
+    // Prefill: a prompt of one full 512-token chunk and a rest. Poll 1 (before the chunk) goes
+    // on, poll 2 (before the rest) stops: the call succeeds, cancelled, the chunk cached.
+    let s = session(&model, 0);
+    let mut abort = AbortAfter {
+        polls: 0,
+        stop_at: 2,
+    };
+    let params = ds_generate_params {
+        abort_callback: Some(abort_after),
+        abort_callback_data: (&mut abort as *mut AbortAfter).cast(),
+        ..greedy(4)
+    };
+    let (text, r) = generate(&s, &"word ".repeat(990), &params);
+    assert_eq!(r.finish_reason, ds_finish_reason::DS_FINISH_CANCELLED);
+    assert_eq!((text.as_str(), r.completion_tokens), ("", 0));
+    // SAFETY: a live session.
+    assert_eq!(unsafe { ds_session_len(s.0) }, 512);
+
+    // Rendering: a template that writes a lot is stopped while it renders; nothing changes.
+    let dir = tokenizer_with_template(
+        "flood",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ messages[0]['content'] }}\
+         {% endfor %}{% endfor %}",
+    );
+    let dir_c = CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: a live model and a valid string.
+    check(unsafe { ds_model_load_tokenizer(model.0, dir_c.as_ptr()) });
+    let mut abort = AbortAfter {
+        polls: 0,
+        stop_at: 3,
+    };
+    let params = ds_generate_params {
+        abort_callback: Some(abort_after),
+        abort_callback_data: (&mut abort as *mut AbortAfter).cast(),
+        ..greedy(4)
+    };
+    let (role, content) = (CString::new("user").unwrap(), CString::new("x").unwrap());
+    let msg = ds_message {
+        role: role.as_ptr(),
+        content: content.as_ptr(),
+    };
+    // SAFETY: zeroes are a valid result (DS_FINISH_NONE).
+    let mut result: ds_generate_result = unsafe { std::mem::zeroed() };
+    // SAFETY: a live session; message, params and result valid for the call.
+    let status = unsafe { ds_chat(s.0, &msg, 1, &params, None, ptr::null_mut(), &mut result) };
+    expect(status, ds_status::DS_ERR_CANCELLED, "cancelled");
+    assert_eq!(abort.polls, 3);
+    assert_eq!(result.finish_reason, ds_finish_reason::DS_FINISH_NONE);
+    // SAFETY: a live session.
+    assert_eq!(unsafe { ds_session_len(s.0) }, 512);
+
+    // Without a callback the same template stops on its budget, as a template error.
+    let started = std::time::Instant::now();
+    // SAFETY: as above.
+    let status = unsafe { ds_chat(s.0, &msg, 1, &greedy(4), None, ptr::null_mut(), &mut result) };
+    expect(status, ds_status::DS_ERR_TEMPLATE, "budget");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(dir);
+}

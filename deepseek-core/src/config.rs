@@ -386,6 +386,7 @@ impl Config {
                 &f,
                 &rope,
                 model_type == ModelType::DeepseekV3,
+                num_attention_heads,
             )?)
         } else {
             Architecture::Llama(parse_llama(
@@ -399,9 +400,23 @@ impl Config {
             )?)
         };
 
-        Ok(Config {
+        let vocab_size = f.positive("vocab_size")?;
+        let bos_token_ids = f.ids("bos_token_id")?;
+        let eos_token_ids = f.ids("eos_token_id")?;
+        for (key, ids) in [
+            ("bos_token_id", &bos_token_ids),
+            ("eos_token_id", &eos_token_ids),
+        ] {
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(Error::config(
+                    key,
+                    format!("token id {id} is not below vocab_size {vocab_size}"),
+                ));
+            }
+        }
+        let config = Config {
             model_type,
-            vocab_size: f.positive("vocab_size")?,
+            vocab_size,
             hidden_size,
             intermediate_size: f.positive("intermediate_size")?,
             num_hidden_layers,
@@ -411,10 +426,12 @@ impl Config {
             tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.unwrap_or(false),
             max_position_embeddings,
             quantization,
-            bos_token_id: f.ids("bos_token_id")?.first().copied(),
-            eos_token_ids: f.ids("eos_token_id")?,
+            bos_token_id: bos_token_ids.first().copied(),
+            eos_token_ids,
             architecture,
-        })
+        };
+        check_sizes(&config)?;
+        Ok(config)
     }
 
     /// The DeepSeek part, if this is a DeepSeek model.
@@ -476,7 +493,41 @@ pub(crate) fn yarn_get_mscale(factor: f64, mscale: f64) -> f64 {
     }
 }
 
-fn parse_deepseek(f: &Fields<'_>, rope: &RopeSource<'_>, v3: bool) -> Result<DeepseekConfig> {
+fn parse_deepseek(
+    f: &Fields<'_>,
+    rope: &RopeSource<'_>,
+    v3: bool,
+    heads: usize,
+) -> Result<DeepseekConfig> {
+    check_silu(f)?;
+    // transformers: q_a_proj, kv_a_proj_with_mqa and o_proj take `attention_bias`; V2's dense
+    // MLPs (Llama's) take `mlp_bias`, V3's never have one.
+    if f.bool_opt("attention_bias")? == Some(true) {
+        return Err(Error::config(
+            "attention_bias",
+            "biased attention projections are not supported",
+        ));
+    }
+    if !v3 && f.bool_opt("mlp_bias")? == Some(true) {
+        return Err(Error::config("mlp_bias", "biased MLPs are not supported"));
+    }
+    // V3's `rope_interleave: false` rotates halves instead of pairs (V2 always interleaves).
+    if v3 && f.bool_opt("rope_interleave")? == Some(false) {
+        return Err(Error::config(
+            "rope_interleave",
+            "only interleaved RoPE (the layout DeepSeek checkpoints use) is supported",
+        ));
+    }
+    // MLA expands one key and value per query head; transformers would repeat them
+    // num_attention_heads / num_key_value_heads times.
+    if let Some(n) = f.usize_opt("num_key_value_heads")? {
+        if n != heads {
+            return Err(Error::config(
+                "num_key_value_heads",
+                format!("must equal num_attention_heads {heads} for MLA, found {n}"),
+            ));
+        }
+    }
     let q_lora_rank = f.usize_opt("q_lora_rank")?;
     if q_lora_rank == Some(0) {
         return Err(Error::config("q_lora_rank", "must be null or > 0, found 0"));
@@ -546,15 +597,7 @@ fn parse_llama(
             format!("must be even and > 0, found {head_dim}"),
         ));
     }
-    match f.str_opt("hidden_act")? {
-        None | Some("silu") => {}
-        Some(other) => {
-            return Err(Error::config(
-                "hidden_act",
-                format!("unsupported value {other:?} (supported: silu)"),
-            ))
-        }
-    }
+    check_silu(f)?;
     if f.bool_opt("mlp_bias")? == Some(true) {
         return Err(Error::config("mlp_bias", "biased MLPs are not supported"));
     }
@@ -597,6 +640,138 @@ fn parse_llama(
         o_bias: model_type != ModelType::Qwen2 && attention_bias,
         qk_norm: model_type == ModelType::Qwen3,
     })
+}
+
+/// Every family's MLP is SwiGLU: `hidden_act` must be SiLU (`swish` is transformers' alias).
+fn check_silu(f: &Fields<'_>) -> Result<()> {
+    match f.str_opt("hidden_act")? {
+        None | Some("silu") | Some("swish") => Ok(()),
+        Some(other) => Err(Error::config(
+            "hidden_act",
+            format!("unsupported value {other:?} (supported: silu)"),
+        )),
+    }
+}
+
+/// The factors of one size the model forms from the config: (field or sum of fields, value).
+type Factors<'a> = &'a [(&'a str, usize)];
+
+/// Every weight matrix and the full-context cache the config implies: their sizes in bytes
+/// must be representable, so no shape arithmetic downstream (loader, model, error messages)
+/// can wrap. The first factor names the culprit field.
+fn check_sizes(c: &Config) -> Result<()> {
+    let sum = |a: (&str, usize), b: (&str, usize)| -> Result<usize> {
+        a.1.checked_add(b.1).ok_or_else(|| {
+            Error::config(a.0, format!("{} {} + {} {} overflows", a.0, a.1, b.0, b.1))
+        })
+    };
+    let (vocab, hidden, heads) = (c.vocab_size, c.hidden_size, c.num_attention_heads);
+    let (layers, context) = (c.num_hidden_layers, c.max_position_embeddings);
+    let mut products: Vec<Vec<(&str, usize)>> = vec![
+        vec![("vocab_size", vocab), ("hidden_size", hidden)],
+        vec![
+            ("intermediate_size", c.intermediate_size),
+            ("hidden_size", hidden),
+        ],
+    ];
+    match &c.architecture {
+        Architecture::Deepseek(d) => {
+            let qk = sum(
+                ("qk_nope_head_dim", d.qk_nope_head_dim),
+                ("qk_rope_head_dim", d.qk_rope_head_dim),
+            )?;
+            let kv_a = sum(
+                ("kv_lora_rank", d.kv_lora_rank),
+                ("qk_rope_head_dim", d.qk_rope_head_dim),
+            )?;
+            let kv_b = sum(
+                ("qk_nope_head_dim", d.qk_nope_head_dim),
+                ("v_head_dim", d.v_head_dim),
+            )?;
+            let q_in = match d.q_lora_rank {
+                Some(q) => ("q_lora_rank", q),
+                None => ("hidden_size", hidden),
+            };
+            products.extend([
+                vec![("num_attention_heads", heads), ("qk_head_dim", qk), q_in],
+                vec![
+                    ("hidden_size", hidden),
+                    ("kv_lora_rank + qk_rope_head_dim", kv_a),
+                ],
+                vec![
+                    ("num_attention_heads", heads),
+                    ("qk_nope_head_dim + v_head_dim", kv_b),
+                    ("kv_lora_rank", d.kv_lora_rank),
+                ],
+                vec![
+                    ("num_attention_heads", heads),
+                    ("v_head_dim", d.v_head_dim),
+                    ("hidden_size", hidden),
+                ],
+                vec![
+                    ("max_position_embeddings", context),
+                    ("num_hidden_layers", layers),
+                    ("kv_lora_rank + qk_rope_head_dim", kv_a),
+                ],
+            ]);
+            if let Some(q) = d.q_lora_rank {
+                products.push(vec![("q_lora_rank", q), ("hidden_size", hidden)]);
+            }
+            if let Some(m) = &d.moe {
+                products.extend([
+                    vec![
+                        ("n_routed_experts", m.n_routed_experts),
+                        ("moe_intermediate_size", m.moe_intermediate_size),
+                        ("hidden_size", hidden),
+                    ],
+                    vec![
+                        ("n_shared_experts", m.n_shared_experts),
+                        ("moe_intermediate_size", m.moe_intermediate_size),
+                        ("hidden_size", hidden),
+                    ],
+                ]);
+            }
+        }
+        Architecture::Llama(l) => products.extend([
+            vec![
+                ("num_attention_heads", heads),
+                ("head_dim", l.head_dim),
+                ("hidden_size", hidden),
+            ],
+            vec![
+                ("num_key_value_heads", l.num_key_value_heads),
+                ("head_dim", l.head_dim),
+                ("hidden_size", hidden),
+            ],
+            vec![
+                ("max_position_embeddings", context),
+                ("num_hidden_layers", layers),
+                ("num_key_value_heads", l.num_key_value_heads),
+                ("head_dim", l.head_dim),
+                ("2 (K and V)", 2),
+            ],
+        ]),
+    }
+    for factors in &products {
+        check_product(factors)?;
+    }
+    Ok(())
+}
+
+/// The product of `factors` as float32 bytes fits in `isize` (Rust's limit on one allocation).
+fn check_product(factors: Factors<'_>) -> Result<()> {
+    let bytes = factors
+        .iter()
+        .try_fold(4usize, |acc, &(_, n)| acc.checked_mul(n))
+        .filter(|&b| b <= isize::MAX as usize);
+    if bytes.is_none() {
+        let spelled: Vec<String> = factors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        return Err(Error::config(
+            factors[0].0,
+            format!("{} x 4 bytes does not fit in memory", spelled.join(" x ")),
+        ));
+    }
+    Ok(())
 }
 
 /// Qwen2/Qwen3 slide the attention window on layers `>= max_window_layers` when
@@ -920,6 +1095,16 @@ fn parse_quantization(f: &Fields<'_>) -> Result<Option<Fp8Quantization>> {
             ))
         }
     }
+    // Static schemes carry activation scales we would ignore; R1's is dynamic.
+    match qf.str_opt("activation_scheme")? {
+        None | Some("dynamic") => {}
+        Some(other) => {
+            return Err(Error::config(
+                "quantization_config.activation_scheme",
+                format!("unsupported value {other:?} (supported: dynamic)"),
+            ))
+        }
+    }
     if let Some(fmt) = qf.str_opt("fmt")? {
         if fmt != "e4m3" {
             return Err(Error::config(
@@ -1046,6 +1231,94 @@ mod tests {
             Config::from_json_str("{"),
             Err(Error::Json { .. })
         ));
+    }
+
+    /// Fields transformers honours that would change DeepSeek's math (or its meaning) if we
+    /// ignored them.
+    #[test]
+    fn deepseek_fields_that_change_the_math_are_validated() {
+        let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+            ("deepseek_v3", "hidden_act", "gelu".into(), "hidden_act"),
+            ("deepseek_v2", "hidden_act", "relu".into(), "hidden_act"),
+            (
+                "deepseek_v3",
+                "attention_bias",
+                true.into(),
+                "attention_bias",
+            ),
+            (
+                "deepseek_v2",
+                "attention_bias",
+                true.into(),
+                "attention_bias",
+            ),
+            ("deepseek_v2", "mlp_bias", true.into(), "mlp_bias"),
+            (
+                "deepseek_v3",
+                "rope_interleave",
+                false.into(),
+                "rope_interleave",
+            ),
+            (
+                "deepseek_v3",
+                "num_key_value_heads",
+                1.into(),
+                "num_key_value_heads",
+            ),
+            (
+                "deepseek_v3",
+                "quantization_config",
+                serde_json::json!({"quant_method": "fp8", "activation_scheme": "static",
+                                   "weight_block_size": [128, 128]}),
+                "quantization_config.activation_scheme",
+            ),
+            ("deepseek_v3", "eos_token_id", 100.into(), "eos_token_id"),
+            (
+                "deepseek_v3",
+                "eos_token_id",
+                serde_json::json!([1, 100]),
+                "eos_token_id",
+            ),
+            ("deepseek_v2", "bos_token_id", 512.into(), "bos_token_id"),
+            // Products of sizes that cannot fit in memory must not wrap.
+            (
+                "deepseek_v3",
+                "vocab_size",
+                (1u64 << 62).into(),
+                "vocab_size",
+            ),
+            (
+                "deepseek_v3",
+                "num_attention_heads",
+                (1u64 << 61).into(),
+                "num_attention_heads",
+            ),
+        ];
+        for (model_type, field, value, needle) in cases {
+            let mut v = v3_json();
+            v["model_type"] = model_type.into();
+            v[field] = value;
+            let err = parse(&v).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { field, .. } if field == needle),
+                "{model_type} {field}: {err}"
+            );
+        }
+        // What the checkpoints ship is accepted: silu (or its alias swish), no biases,
+        // interleaved RoPE, one KV head per query head, dynamic FP8 activations.
+        let mut v = v3_json();
+        v["hidden_act"] = "swish".into();
+        v["attention_bias"] = false.into();
+        v["mlp_bias"] = false.into();
+        v["rope_interleave"] = true.into();
+        v["num_key_value_heads"] = 2.into();
+        v["quantization_config"] = serde_json::json!({"quant_method": "fp8",
+            "activation_scheme": "dynamic", "weight_block_size": [128, 128]});
+        assert!(parse(&v).is_ok());
+        // transformers' DeepSeek-V2 always interleaves and has no such field.
+        v["model_type"] = "deepseek_v2".into();
+        v["rope_interleave"] = false.into();
+        assert!(parse(&v).is_ok());
     }
 
     #[test]
@@ -1188,6 +1461,19 @@ mod tests {
             ),
             ("qwen3", "head_dim", 15.into(), "head_dim"),
             ("llama", "hidden_act", "gelu".into(), "hidden_act"),
+            (
+                "qwen2",
+                "eos_token_id",
+                serde_json::json!([2, 100]),
+                "eos_token_id",
+            ),
+            ("qwen3", "bos_token_id", 100.into(), "bos_token_id"),
+            (
+                "llama",
+                "intermediate_size",
+                (1u64 << 62).into(),
+                "intermediate_size",
+            ),
             ("llama", "mlp_bias", true.into(), "mlp_bias"),
             (
                 "qwen2",

@@ -32,10 +32,10 @@ pub mod template;
 pub mod tokenizer;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult, Generator,
-    Stream, Usage,
+    CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
+    Generator, Stream, TextAssets, Usage,
 };
 pub use kernels::attention::CacheDtype;
 pub use model::AttentionPath;

@@ -186,7 +186,14 @@ impl GenerationConfig {
         if let Some(k) = o.get("top_k").filter(|k| !k.is_null()) {
             s.top_k = uint("top_k", k)? as usize;
         }
-        s.validate()?;
+        // Out-of-range defaults are a bad field of the file, like any other.
+        s.validate().map_err(|e| match e {
+            Error::InvalidParameter { name, message } => Error::Config {
+                field: name,
+                message: format!("{message} (generation_config.json)"),
+            },
+            e => e,
+        })?;
         let eos_token_ids = match o.get("eos_token_id") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a
@@ -201,7 +208,16 @@ impl GenerationConfig {
         };
         let max_new_tokens = match o.get("max_new_tokens") {
             None | Some(Value::Null) => None,
-            Some(x) => Some(uint("max_new_tokens", x)? as usize),
+            // 0 would be accepted here and refused by every later generate call.
+            Some(x) => match uint("max_new_tokens", x)? {
+                0 => {
+                    return Err(Error::config(
+                        "max_new_tokens",
+                        "must be >= 1, found 0 (generation_config.json)",
+                    ))
+                }
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
         };
         Ok(GenerationConfig {
             sampling: s,
@@ -338,6 +354,15 @@ impl Sampler {
         let n = logits.len();
         if n == 0 {
             return Err(Error::InvalidArgument("empty logits".into()));
+        }
+        if let Some(i) = logits
+            .iter()
+            .position(|l| l.is_nan() || *l == f32::INFINITY)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "logit {i} is {} (logits must be finite or -inf)",
+                logits[i]
+            )));
         }
         let p = &self.params;
         self.logits.clear();

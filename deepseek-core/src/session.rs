@@ -342,7 +342,11 @@ impl Session {
         self.validate(tokens)?;
         let m = &self.model.inner;
         let (n, hs, vocab) = (tokens.len(), m.config().hidden_size, m.config().vocab_size);
-        let h = model::grow(&mut self.hidden, n * hs);
+        let rows = if all { n } else { 1 };
+        let too_many = || Error::InvalidArgument(format!("{n} tokens at once is too many"));
+        let hidden_len = n.checked_mul(hs).ok_or_else(too_many)?;
+        let logits_len = rows.checked_mul(vocab).ok_or_else(too_many)?;
+        let h = model::grow(&mut self.hidden, hidden_len);
         let pos0 = self.cache.len();
         m.forward_hidden(
             &self.pool,
@@ -354,9 +358,7 @@ impl Session {
             h,
             trace,
         );
-        self.tokens.extend_from_slice(tokens);
-        let rows = if all { n } else { 1 };
-        self.logits.resize(rows * vocab, 0.0);
+        self.logits.resize(logits_len, 0.0);
         let last = &h[(n - rows) * hs..];
         kernels::matmul(
             &self.pool,
@@ -366,6 +368,31 @@ impl Session {
             rows,
             &mut self.logits,
         );
+        // NaN/inf weights (or an overflow) would otherwise reach the caller, or the sampler,
+        // as plausible-looking garbage; the cache goes back to where this call started.
+        if let Some(row) = first_non_finite_row(&self.logits, vocab) {
+            self.cache.truncate(pos0);
+            return Err(Error::NonFiniteLogits {
+                position: pos0 + n - rows + row,
+            });
+        }
+        self.tokens.extend_from_slice(tokens);
         Ok(())
     }
+}
+
+/// The first `width`-long row of `values` holding a NaN or an infinity. One pass that
+/// allocates nothing: the maximum exponent field over all values is all ones only if one of
+/// them is non-finite, and only then are the rows searched.
+fn first_non_finite_row(values: &[f32], width: usize) -> Option<usize> {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let max = values
+        .iter()
+        .fold(0u32, |m, x| m.max(x.to_bits() & EXPONENT));
+    if max != EXPONENT {
+        return None;
+    }
+    values
+        .chunks(width.max(1))
+        .position(|row| row.iter().any(|x| !x.is_finite()))
 }

@@ -1,9 +1,12 @@
 //! Chat templates: a checkpoint's own Jinja `chat_template`, rendered with MiniJinja the way
 //! transformers' `apply_chat_template` renders it (trim_blocks, lstrip_blocks, loop controls,
 //! Python string methods, `raise_exception`), or DeepSeek-R1's when a checkpoint has none.
-//! Never sees the model.
+//! A template is code from a file: every render runs on a budget (MiniJinja fuel and an output
+//! cap, both proportional to the conversation) and polls the caller's cancel check. Never sees
+//! the model.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Arc;
 
 use minijinja::{Environment, Value};
@@ -115,6 +118,87 @@ impl std::fmt::Debug for ChatTemplate {
 
 const NAME: &str = "chat_template";
 
+/// Fuel every render may spend whatever the conversation (one fuel is one instruction or 64
+/// bytes of data created). R1's template spends about 60 per message, so this is ample for
+/// any real template on a short conversation, while a hostile loop stops after ~40 ms and
+/// ~64 MB of strings.
+pub const RENDER_FUEL_BASE: u64 = 1_000_000;
+/// Extra fuel per message (R1's template: ~60; every template in the fixtures: <= 80).
+pub const RENDER_FUEL_PER_MESSAGE: u64 = 500;
+/// Input bytes (message text and special tokens) that buy one more fuel: a template may copy
+/// its input about 16 times over.
+pub const RENDER_INPUT_BYTES_PER_FUEL: u64 = 4;
+/// Output every render may write whatever the conversation.
+pub const RENDER_OUTPUT_BASE: usize = 1 << 20;
+/// Extra output per message (R1's template adds ~40 bytes of markup per message).
+pub const RENDER_OUTPUT_PER_MESSAGE: usize = 1024;
+/// Extra output per input byte.
+pub const RENDER_OUTPUT_PER_INPUT_BYTE: usize = 4;
+/// Output writes between two polls of the cancel check.
+const WRITES_PER_CANCEL_POLL: u32 = 64;
+
+/// What one render may spend: fuel and output bytes, both a fixed base plus a share per
+/// message and per input byte, so the limits are deterministic and grow with the
+/// conversation, never with the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderBudget {
+    /// MiniJinja fuel.
+    pub fuel: u64,
+    /// Bytes of rendered text.
+    pub output: usize,
+}
+
+impl RenderBudget {
+    fn for_input(messages: usize, input_bytes: usize) -> Self {
+        let (m, b) = (messages as u64, input_bytes as u64);
+        RenderBudget {
+            fuel: RENDER_FUEL_BASE
+                .saturating_add(m.saturating_mul(RENDER_FUEL_PER_MESSAGE))
+                .saturating_add(b / RENDER_INPUT_BYTES_PER_FUEL),
+            output: RENDER_OUTPUT_BASE
+                .saturating_add(messages.saturating_mul(RENDER_OUTPUT_PER_MESSAGE))
+                .saturating_add(input_bytes.saturating_mul(RENDER_OUTPUT_PER_INPUT_BYTE)),
+        }
+    }
+}
+
+/// Why a render stopped early, as noted by [`CappedOutput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TooLong,
+    Cancelled,
+}
+
+/// The render's output: refuses to grow past `limit` and polls `cancel` every few writes,
+/// failing the write (and so the render) with the reason noted in `stop`.
+struct CappedOutput<'a> {
+    text: Vec<u8>,
+    limit: usize,
+    writes: u32,
+    cancel: &'a dyn Fn() -> bool,
+    stop: Option<Stop>,
+}
+
+impl Write for CappedOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes = self.writes.wrapping_add(1);
+        if self.writes.is_multiple_of(WRITES_PER_CANCEL_POLL) && (self.cancel)() {
+            self.stop = Some(Stop::Cancelled);
+            return Err(std::io::Error::other("cancelled"));
+        }
+        if buf.len() > self.limit - self.text.len() {
+            self.stop = Some(Stop::TooLong);
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     /// Compiles `source`; syntax errors are reported here, not at render time.
     pub fn new(source: &str) -> Result<Self> {
@@ -187,13 +271,30 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
-    /// reply begins. An empty conversation is an error, as in transformers.
+    /// reply begins. An empty conversation is an error, as in transformers. The render runs on
+    /// [`budget`](Self::budget): a template that needs more fails with [`Error::Template`].
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_cancellable(messages, add_generation_prompt, &|| false)
+    }
+
+    /// [`render`](Self::render), polling `cancel` before it starts and every few pieces of
+    /// output; when it returns true the render stops with [`Error::Cancelled`]. A template
+    /// that loops without writing is not polled: its fuel budget bounds it instead.
+    pub fn render_cancellable(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(Error::InvalidArgument(
                 "cannot apply a chat template to an empty conversation".into(),
             ));
         }
+        if cancel() {
+            return Err(Error::Cancelled);
+        }
+        let budget = self.budget(messages);
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         ctx.insert(
             "messages".into(),
@@ -206,13 +307,56 @@ impl ChatTemplate {
         for (name, text) in &self.special_tokens {
             ctx.insert(name.to_string(), Value::from(text.as_str()));
         }
-        let template = self
-            .env
+        // The fuel is per render, so each render gets its own (cheap, shared-state) copy of
+        // the environment.
+        let mut env = (*self.env).clone();
+        env.set_fuel(Some(budget.fuel));
+        let template = env
             .get_template(NAME)
             .map_err(|e| Error::Template(describe(&e)))?;
-        template
-            .render(Value::from(ctx))
-            .map_err(|e| Error::Template(describe(&e)))
+        let mut out = CappedOutput {
+            text: Vec::new(),
+            limit: budget.output,
+            writes: 0,
+            cancel,
+            stop: None,
+        };
+        let rendered = template.render_captured_to(Value::from(ctx), &mut out);
+        match (rendered, out.stop) {
+            (Ok(_), _) => {}
+            (Err(_), Some(Stop::Cancelled)) => return Err(Error::Cancelled),
+            (Err(_), Some(Stop::TooLong)) => {
+                return Err(Error::Template(format!(
+                    "the rendered prompt exceeds its limit of {} bytes for {} messages \
+                     (the template writes far more than the conversation holds)",
+                    budget.output,
+                    messages.len()
+                )))
+            }
+            (Err(e), None) if e.kind() == minijinja::ErrorKind::OutOfFuel => {
+                return Err(Error::Template(format!(
+                    "rendering used up its budget of {} fuel for {} messages (the template \
+                     runs too long or builds too much data for this conversation)",
+                    budget.fuel,
+                    messages.len()
+                )))
+            }
+            (Err(e), None) => return Err(Error::Template(describe(&e))),
+        }
+        String::from_utf8(out.text)
+            .map_err(|e| Error::Template(format!("rendered text is not UTF-8: {e}")))
+    }
+
+    /// The fuel and output a render of `messages` may use (see [`RenderBudget`]).
+    pub fn budget(&self, messages: &[Message]) -> RenderBudget {
+        let message_bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.role.len() + m.content.len() + m.reasoning_content.as_ref().map_or(0, String::len)
+            })
+            .fold(0, usize::saturating_add);
+        let special_bytes: usize = self.special_tokens.iter().map(|(_, t)| t.len()).sum();
+        RenderBudget::for_input(messages.len(), message_bytes.saturating_add(special_bytes))
     }
 }
 

@@ -3,12 +3,36 @@
 //! turns a stream of ids into text deltas that are always whole UTF-8 characters.
 //! Never sees the model.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+
+/// Runs a call into the `tokenizers` crate, turning a panic into [`Error::Tokenizer`].
+///
+/// catch_unwind, because there is no other way: a tokenizer.json regex (a `Split`
+/// pre-tokenizer, a `Replace` normalizer or decoder) runs on oniguruma, and when a search hits
+/// onig's retry limit (a catastrophic pattern on a long input) the `onig` crate panics inside
+/// `Regex::find_iter`, deep in tokenizers' pre-tokenizer, which offers no fallible path. The
+/// panic is raised before the tokenizer touches any shared state (its caches are filled after
+/// pre-tokenization), so the tokenizer stays usable, hence AssertUnwindSafe. The default panic
+/// hook still prints the panic message to stderr; a library must not replace the hook.
+fn guarded<T>(what: &str, call: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(call)).map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Tokenizer(format!("cannot {what}: {why}"))
+    })
+}
+
+/// Largest id over number of tokens a tokenizer.json may have (real ones have no gaps).
+const MAX_SPARSENESS: usize = 2;
 
 /// A tokenizer loaded from a checkpoint folder. Cloning is cheap (the tables are shared).
 #[derive(Clone)]
@@ -94,13 +118,21 @@ impl Tokenizer {
         json_path: &Path,
         config_path: &Path,
     ) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json)
+        let inner = guarded("load", || tokenizers::Tokenizer::from_bytes(json))?
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", json_path.display())))?;
-        let vocab_size = inner
-            .get_vocab(true)
-            .values()
-            .max()
-            .map_or(0, |&m| m as usize + 1);
+        let vocab = inner.get_vocab(true);
+        let vocab_size = vocab.values().max().map_or(0, |&m| m as usize + 1);
+        // Per-id tables are sized by the largest id: a file-given number, so it must be in
+        // proportion to the tokens there are before anything is allocated from it.
+        if vocab_size > MAX_SPARSENESS * vocab.len() + 1024 {
+            return Err(Error::Tokenizer(format!(
+                "{}: token ids are too sparse: the largest is {} but there are only {} tokens",
+                json_path.display(),
+                vocab_size - 1,
+                vocab.len()
+            )));
+        }
+        drop(vocab);
         let added = inner.get_added_tokens_decoder();
         let kinds: Arc<[Kind]> = (0..vocab_size as u32)
             .map(|id| match added.get(&id) {
@@ -114,7 +146,17 @@ impl Tokenizer {
             inner.get_decoder(),
             Some(tokenizers::DecoderWrapper::ByteLevel(_))
         );
-        let bytes = byte_level.then(|| Arc::new(ByteTable::new(&inner, vocab_size)));
+        let bytes = match byte_level {
+            true => Some(Arc::new(ByteTable::new(&inner, vocab_size).ok_or_else(
+                || {
+                    Error::Tokenizer(format!(
+                        "{}: the tokens hold more than 4 GiB of text",
+                        json_path.display()
+                    ))
+                },
+            )?)),
+            false => None,
+        };
         let mut tok = Tokenizer {
             inner: Arc::new(inner),
             bytes,
@@ -195,9 +237,7 @@ impl Tokenizer {
     /// tokens (exactly as `tokenizers` and transformers 5 do; DeepSeek's adds none: BOS comes
     /// from the chat template or, for raw prompts, from [`add_bos_token`](Self::add_bos_token)).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special)
+        let enc = guarded("encode", || self.inner.encode_fast(text, add_special))?
             .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
@@ -206,8 +246,7 @@ impl Tokenizer {
     /// `skip_special`. Ids the tokenizer does not have are an error.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.check_ids(ids)?;
-        self.inner
-            .decode(ids, skip_special)
+        guarded("decode", || self.inner.decode(ids, skip_special))?
             .map_err(|e| Error::Tokenizer(format!("cannot decode: {e}")))
     }
 
@@ -327,12 +366,13 @@ struct ByteTable {
 }
 
 impl ByteTable {
-    fn new(tok: &tokenizers::Tokenizer, vocab_size: usize) -> Self {
+    /// The table, or `None` if the tokens' bytes do not fit `u32` offsets.
+    fn new(tok: &tokenizers::Tokenizer, vocab_size: usize) -> Option<Self> {
         let mut char_to_byte = std::collections::HashMap::with_capacity(256);
         for (b, c) in byte_to_char().into_iter().enumerate() {
             char_to_byte.insert(c, b as u8);
         }
-        let mut data = Vec::with_capacity(vocab_size * 4);
+        let mut data = Vec::with_capacity(vocab_size.saturating_mul(4));
         let mut offsets = Vec::with_capacity(vocab_size + 1);
         offsets.push(0);
         for id in 0..vocab_size as u32 {
@@ -351,9 +391,9 @@ impl ByteTable {
                     }
                 }
             }
-            offsets.push(data.len() as u32);
+            offsets.push(u32::try_from(data.len()).ok()?);
         }
-        ByteTable { data, offsets }
+        Some(ByteTable { data, offsets })
     }
 
     fn get(&self, id: u32) -> &[u8] {
@@ -411,7 +451,8 @@ impl StreamDecoder {
     pub fn finish(&mut self, out: &mut String) {
         drain_utf8(&mut self.pending, out, true);
         if !self.ids.is_empty() {
-            if let Ok(text) = self.tokenizer.inner.decode(&self.ids, true) {
+            if let Ok(Ok(text)) = guarded("decode", || self.tokenizer.inner.decode(&self.ids, true))
+            {
                 if text.len() > self.prefix.len() && text.starts_with(&self.prefix) {
                     out.push_str(&text[self.prefix.len()..]);
                 }
@@ -425,24 +466,27 @@ impl StreamDecoder {
     /// Decode-by-difference for decoders whose tokens are not context-free bytes (Metaspace,
     /// byte fallback): text is released once it no longer ends in U+FFFD.
     fn push_generic(&mut self, id: u32, out: &mut String) -> Result<()> {
-        let err = |e| Error::Tokenizer(format!("cannot decode: {e}"));
         let inner = &self.tokenizer.inner;
+        let decode = |ids: &[u32]| {
+            guarded("decode", || inner.decode(ids, true))?
+                .map_err(|e| Error::Tokenizer(format!("cannot decode: {e}")))
+        };
         if self.prefix.is_empty() && !self.ids.is_empty() {
-            let p = inner.decode(&self.ids, true).map_err(err)?;
+            let p = decode(&self.ids)?;
             if !p.ends_with('\u{FFFD}') {
                 self.prefix = p;
                 self.prefix_index = self.ids.len();
             }
         }
         self.ids.push(id);
-        let text = inner.decode(&self.ids, true).map_err(err)?;
+        let text = decode(&self.ids)?;
         if text.len() > self.prefix.len()
             && !text.ends_with('\u{FFFD}')
             && text.starts_with(&self.prefix)
         {
             out.push_str(&text[self.prefix.len()..]);
             self.ids.drain(..self.prefix_index);
-            self.prefix = inner.decode(&self.ids, true).map_err(err)?;
+            self.prefix = decode(&self.ids)?;
             self.prefix_index = self.ids.len();
         }
         Ok(())

@@ -2,10 +2,15 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{fixture, FixtureCopy as Scratch};
-use deepseek_core::{Error, LoadOptions, Model, Session, SessionOptions};
+use deepseek_core::{
+    ChatTemplate, Error, GenerateParams, Generator, LoadOptions, Message, Model, Sampler,
+    SamplingParams, Session, SessionOptions, Tokenizer,
+};
 use safetensors::tensor::Dtype;
 
 fn err_text(r: Result<Model, Error>) -> (Error, String) {
@@ -144,6 +149,15 @@ fn config_that_disagrees_with_the_weights() {
         c["topk_group"] = 9.into();
     });
     assert!(err_text(d.load()).1.contains("topk_group"));
+
+    // An activation other than SiLU used to load and give SiLU's logits.
+    let d = Scratch::of("v3_tiny", "act");
+    d.edit_config(|c| c["hidden_act"] = "gelu".into());
+    let (e, s) = err_text(d.load());
+    assert!(
+        matches!(&e, Error::Config { field, .. } if field == "hidden_act") && s.contains("gelu"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -397,4 +411,213 @@ fn tied_embeddings_with_a_different_stored_head_are_refused() {
     views.push(("lm_head.weight".to_string(), embed));
     safetensors::serialize_to_file(views, None, &d.path("model.safetensors")).unwrap();
     assert!(d.load().is_ok());
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile chat templates
+// ------------------------------------------------------------------------------------------
+
+fn template_error(source: &str, messages: &[Message]) -> String {
+    let t = ChatTemplate::new(source).unwrap();
+    let started = Instant::now();
+    let r = t.render(messages, true);
+    // Generous for a loaded CI machine: unbounded, these never finish (or exhaust memory).
+    assert!(started.elapsed() < Duration::from_secs(20), "{source}");
+    match r {
+        Err(Error::Template(m)) => m,
+        other => panic!("{source}: {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_templates_stop_on_their_budget() {
+    let hi = [Message::user("hi")];
+    // Doubling a string: 2^64 bytes unbounded.
+    let m = template_error(
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        &hi,
+    );
+    assert!(m.contains("fuel"), "{m}");
+    // Nested loops that write nothing: 10^15 iterations.
+    let m = template_error(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{% endfor %}{% endfor %}{% endfor %}",
+        &hi,
+    );
+    assert!(m.contains("fuel"), "{m}");
+    // A flood of output: each write is cheap in fuel, the output cap stops it first.
+    let m = template_error(
+        "{% for a in range(100000) %}{% for b in range(100000) %}{{ messages[0].content * 1000 }}{% endfor %}{% endfor %}",
+        &hi,
+    );
+    assert!(m.contains("exceeds its limit"), "{m}");
+    // One huge allocation up front.
+    let m = template_error("{{ 'x' * 10000000000 }}", &hi);
+    assert!(m.contains("fuel"), "{m}");
+}
+
+#[test]
+fn real_templates_fit_their_budget_on_long_conversations() {
+    let t = ChatTemplate::deepseek_r1();
+    // 30000 short turns (more than R1's 163840-token context holds) and one huge message.
+    let many: Vec<Message> = (0..30_000)
+        .map(|i| match i % 2 {
+            0 => Message::user(format!("question {i}")),
+            _ => Message::assistant(format!("<think>\nhmm\n</think>\n\nanswer {i}")),
+        })
+        .collect();
+    let text = t.render(&many, true).unwrap();
+    assert!(text.ends_with("<｜Assistant｜><think>\n") && text.contains("answer 29999"));
+    let huge = [
+        Message::system("s".repeat(1 << 20)),
+        Message::user("u".repeat(1 << 20)),
+    ];
+    assert_eq!(t.render(&huge, true).unwrap().len(), (2 << 20) + 66);
+}
+
+#[test]
+fn rendering_polls_the_cancel_check() {
+    let t = ChatTemplate::new(
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let polls = AtomicUsize::new(0);
+    let started = Instant::now();
+    let r = t.render_cancellable(&[Message::user("hi")], true, &|| {
+        polls.fetch_add(1, Ordering::Relaxed) >= 3
+    });
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_eq!(polls.load(Ordering::Relaxed), 4);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A check that is already set stops the render before it starts.
+    let r = ChatTemplate::deepseek_r1().render_cancellable(&[Message::user("hi")], true, &|| true);
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile tokenizers
+// ------------------------------------------------------------------------------------------
+
+/// A byte-level BPE tokenizer whose pre-tokenizer splits on `pattern` (a Regex, run by onig).
+fn tokenizer_with_split(pattern: &str) -> Tokenizer {
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": pattern},
+                          "behavior": "Isolated", "invert": false},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false,
+            "vocab": {"a": 0, "b": 1, "c": 2}, "merges": []}
+    });
+    Tokenizer::from_json(json.to_string().as_bytes(), None).unwrap()
+}
+
+#[test]
+fn catastrophic_tokenizer_regex_is_an_error_not_a_panic() {
+    // Exponential backtracking: onig gives up at its retry limit, and the onig crate panics.
+    let tok = tokenizer_with_split("(a|aa)+c");
+    let text = format!("{}b", "a".repeat(60));
+    let r = std::panic::catch_unwind(|| tok.encode(&text, false));
+    match r {
+        Ok(Err(Error::Tokenizer(m))) => assert!(m.contains("retry"), "{m}"),
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => panic!("the tokenizer panicked through the API"),
+    }
+    // The tokenizer still works on ordinary text afterwards.
+    assert_eq!(tok.encode("abc", false).unwrap(), [0, 1, 2]);
+}
+
+#[test]
+fn sparse_token_ids_are_refused_before_allocating() {
+    // A token with id 4e9: per-id tables would take 4 GB (kinds) and 16 GB (bytes).
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+                    "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false,
+            "vocab": {"a": 0, "b": 4_000_000_000u32}, "merges": []}
+    });
+    match Tokenizer::from_json(json.to_string().as_bytes(), None) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("too sparse"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Non-finite weights
+// ------------------------------------------------------------------------------------------
+
+/// `value` as the bytes of every element of an F32 tensor of `len` bytes.
+fn f32_bytes(value: f32, len: usize) -> Vec<u8> {
+    value.to_le_bytes().repeat(len / 4)
+}
+
+#[test]
+fn non_finite_weights_give_a_typed_error_not_garbage() {
+    // +inf in the embedding row of token 5: only positions that see it go wrong.
+    let d = Scratch::of("v3_tiny", "inf");
+    d.edit_weights(|n, dt, s, b| {
+        let mut b = b.to_vec();
+        if n == "model.embed_tokens.weight" {
+            assert_eq!(dt, Dtype::F32);
+            let row = s[1] * 4;
+            b[5 * row..6 * row].copy_from_slice(&f32_bytes(f32::INFINITY, row));
+        }
+        Some((dt, s.to_vec(), b))
+    });
+    let model = Arc::new(d.load().unwrap());
+    let mut s = Session::new(model, SessionOptions::default()).unwrap();
+    s.eval(&[1, 2]).unwrap();
+    match s.eval_all(&[3, 5, 4]).map(<[f32]>::len) {
+        Err(Error::NonFiniteLogits { position: 3 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 2, "a failed call leaves the cache as it was");
+    match s.eval(&[5]).map(<[f32]>::len) {
+        Err(Error::NonFiniteLogits { position: 2 }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 2);
+    // The session goes on from where it was.
+    s.eval(&[3]).unwrap();
+
+    // NaN in the final norm: every logit is NaN, and generation reports it instead of
+    // sampling garbage.
+    let d = Scratch::of("v3_r1tok", "nan");
+    d.edit_weights(|n, dt, s, b| {
+        let b = match n {
+            "model.norm.weight" => f32_bytes(f32::NAN, b.len()),
+            _ => b.to_vec(),
+        };
+        Some((dt, s.to_vec(), b))
+    });
+    let model = Arc::new(d.load().unwrap());
+    let tokenizer = Tokenizer::from_dir(fixture("tokenizers").join("deepseek-r1")).unwrap();
+    let gen = Generator::new(model, tokenizer).unwrap();
+    let params = GenerateParams {
+        max_tokens: Some(4),
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
+    match gen.generate("hi", &params) {
+        Err(Error::NonFiniteLogits { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_sampler_refuses_nan_and_positive_infinity() {
+    let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            s.sample(&[0.0, bad, 1.0]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    // -inf is a banned token, not an error.
+    assert_eq!(s.sample(&[0.0, f32::NEG_INFINITY, 1.0]).unwrap(), 2);
 }

@@ -7,14 +7,16 @@ mod common;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use common::fixture;
 use deepseek_core::generate::{prompt_opens_reasoning, OutputParser};
 use deepseek_core::template::DEEPSEEK_R1_TEMPLATE;
 use deepseek_core::{
-    ChatTemplate, Error, Event, EventKind, FinishReason, GenerateParams, GenerationConfig,
-    Generator, LoadOptions, Message, Model, Sampler, SamplingParams, SessionOptions, Tokenizer,
+    CancelCheck, ChatTemplate, Error, Event, EventKind, FinishReason, GenerateParams,
+    GenerationConfig, Generator, LoadOptions, Message, Model, Sampler, SamplingParams,
+    SessionOptions, Tokenizer,
 };
 use serde_json::Value;
 
@@ -720,7 +722,7 @@ fn generation_config_gives_defaults() {
     ));
     assert!(matches!(
         GenerationConfig::from_json_str(r#"{"do_sample": true, "top_p": 0}"#),
-        Err(Error::InvalidParameter { .. })
+        Err(Error::Config { .. })
     ));
     assert!(matches!(
         GenerationConfig::from_file("/nonexistent/generation_config.json"),
@@ -1194,4 +1196,212 @@ fn tokenizer_must_fit_the_model() {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("vocab_size"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Bad requests and bad generation configs are refused before any work; cancel checks
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_at_once() {
+    let gen = generator().clone().with_session_options(SessionOptions {
+        context_length: Some(600),
+        ..Default::default()
+    });
+    let long = "word ".repeat(1100);
+    let ids = gen.prompt_tokens(&long).unwrap();
+    let msgs = [Message::user(long.clone())];
+    let (_, chat_ids) = gen.chat_tokens(&msgs).unwrap();
+    assert!(ids.len() > 2 * 512, "needs more than two prefill chunks");
+    let results = [
+        (ids.len(), gen.generate(&long, &greedy(1)).map(|_| ())),
+        (ids.len(), gen.stream_tokens(&ids, &greedy(1)).map(|_| ())),
+        (
+            chat_ids.len(),
+            gen.chat_stream(&msgs, &greedy(1)).map(|_| ()),
+        ),
+    ];
+    // Not "512 cached + 512 new" after filling the context chunk by chunk: the whole prompt.
+    for (n, r) in results {
+        match r {
+            Err(Error::ContextOverflow {
+                cached: 0,
+                new,
+                limit: 600,
+            }) => assert_eq!(new, n),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn generation_config_values_are_checked_at_load() {
+    match GenerationConfig::from_json_str(r#"{"max_new_tokens": 0}"#) {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "max_new_tokens"),
+        other => panic!("{other:?}"),
+    }
+    // Out-of-range sampling defaults are a bad config field, like any other.
+    match GenerationConfig::from_json_str(r#"{"do_sample": true, "top_p": 0}"#) {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "top_p"),
+        other => panic!("{other:?}"),
+    }
+    // A checkpoint folder with max_new_tokens 0 used to load, then fail every call.
+    let dir = TempDir::new("max-new-tokens");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("v3_r1tok").join(f), dir.0.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.0.join("generation_config.json"),
+        r#"{"eos_token_id": 1, "max_new_tokens": 0}"#,
+    )
+    .unwrap();
+    let options = LoadOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
+    match Generator::load(&dir.0, Some(&tokenizer_dir(R1)), options) {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "max_new_tokens"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn eos_ids_the_tokenizer_cannot_produce_are_refused() {
+    // R1's config pads the vocabulary to 129280 rows; the tokenizer has 128815 ids, and only
+    // those are ever sampled: an EOS id between the two could never end generation.
+    let gc = GenerationConfig::from_json_str(r#"{"eos_token_id": [1, 129000]}"#).unwrap();
+    match generator().clone().with_generation_config(gc) {
+        Err(Error::Config { field, message }) => {
+            assert_eq!(field, "eos_token_id");
+            assert!(message.contains("129000"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ok = GenerationConfig::from_json_str(r#"{"eos_token_id": [1]}"#).unwrap();
+    assert!(generator().clone().with_generation_config(ok).is_ok());
+}
+
+#[test]
+fn logit_bias_outside_the_tokenizer_is_refused_before_evaluating() {
+    let p = GenerateParams {
+        sampling: SamplingParams {
+            logit_bias: vec![(129_000, 1.0)],
+            ..Default::default()
+        },
+        ..greedy(1)
+    };
+    match generator().stream("hi", &p) {
+        Err(Error::InvalidParameter { name, message }) => {
+            assert_eq!(name, "logit_bias");
+            assert!(message.contains("129000"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A cancel check that says stop from its `n`-th poll on, and counts its polls.
+fn cancel_after(n: usize) -> (CancelCheck, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let p = polls.clone();
+    (
+        CancelCheck::new(move || p.fetch_add(1, Ordering::SeqCst) + 1 >= n),
+        polls,
+    )
+}
+
+#[test]
+fn a_cancel_check_stops_rendering() {
+    // A template that writes a lot: the check is polled while it renders.
+    let flood =
+        ChatTemplate::new("{% for i in range(100000) %}{{ messages[0].content }}{% endfor %}")
+            .unwrap();
+    let gen = generator().clone().with_template(flood);
+    let (cancel, polls) = cancel_after(3);
+    let params = GenerateParams {
+        cancel: Some(cancel),
+        ..greedy(4)
+    };
+    let msgs = [Message::user("x")];
+    assert!(matches!(gen.chat(&msgs, &params), Err(Error::Cancelled)));
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+    // A chat session refused that way keeps its conversation as it was.
+    let mut chat = gen.chat_session().unwrap();
+    let (cancel, _) = cancel_after(1);
+    let params = GenerateParams {
+        cancel: Some(cancel),
+        ..greedy(4)
+    };
+    assert!(matches!(chat.send("x", &params), Err(Error::Cancelled)));
+    assert!(chat.messages().is_empty());
+}
+
+#[test]
+fn a_cancel_check_stops_prefill_between_chunks() {
+    let gen = generator();
+    let prompt = "word ".repeat(990);
+    let n = gen.prompt_tokens(&prompt).unwrap().len();
+    assert!((513..1024).contains(&n), "{n}: one full chunk and a rest");
+    let mut session = gen.new_session().unwrap();
+    let mut cached = Vec::new();
+    // Poll 1 (before the first chunk) goes on, poll 2 (before the rest) stops.
+    let (cancel, _) = cancel_after(2);
+    let params = GenerateParams {
+        cancel: Some(cancel),
+        ..greedy(4)
+    };
+    let r = gen
+        .stream_on(&mut session, &mut cached, &prompt, &params)
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r.finish_reason, FinishReason::Cancelled);
+    assert!(r.tokens.is_empty());
+    // The chunk evaluated is kept and recorded, so the next call reuses it.
+    assert_eq!((session.len(), cached.len()), (512, 512));
+    let r = gen
+        .stream_on(&mut session, &mut cached, &prompt, &greedy(2))
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r.usage.cached_tokens, 512);
+    assert_eq!(r.tokens, gen.generate(&prompt, &greedy(2)).unwrap().tokens);
+}
+
+#[test]
+fn a_rejected_turn_leaves_the_conversation_and_cache_unchanged() {
+    let gen = generator().clone().with_session_options(SessionOptions {
+        context_length: Some(64),
+        ..Default::default()
+    });
+    let mut chat = gen.chat_session().unwrap();
+    chat.send("What is 1+1?", &greedy(2)).unwrap();
+    let (messages, cached) = (chat.messages().to_vec(), chat.cached_tokens().to_vec());
+    // Too long for the context: refused, and the message does not stay in the conversation.
+    assert!(matches!(
+        chat.send(&"word ".repeat(100), &greedy(2)),
+        Err(Error::ContextOverflow { .. })
+    ));
+    assert_eq!(chat.messages(), messages);
+    // A bias outside the vocabulary is refused before the cache is touched.
+    let bad_bias = GenerateParams {
+        sampling: SamplingParams {
+            logit_bias: vec![(200_000, 1.0)],
+            ..Default::default()
+        },
+        ..greedy(2)
+    };
+    assert!(matches!(
+        chat.send("And 2+2?", &bad_bias),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert_eq!(chat.messages(), messages);
+    assert_eq!(
+        (chat.cached_tokens(), chat.session().len()),
+        (&cached[..], cached.len())
+    );
+    // The next turn is answered as if the rejected ones never happened.
+    let r = chat.send("And 2+2?", &greedy(2)).unwrap();
+    let mut want = messages.clone();
+    want.push(Message::user("And 2+2?"));
+    assert_eq!(r.tokens, gen.chat(&want, &greedy(2)).unwrap().tokens);
 }

@@ -1,6 +1,7 @@
 //! GGUF models: a checkpoint written as GGUF (our writer, llama.cpp's names and layouts: split
 //! `kv_b`, stacked experts, permuted Llama q/k, `rope_freqs`) and read back gives transformers'
-//! logits, for every family; hostile GGUF files give typed errors.
+//! logits, for every family; a converted checkpoint carries its tokenizer and sampling
+//! defaults; hostile GGUF files give typed errors.
 
 mod common;
 
@@ -8,9 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{assert_rows_close, fixture, greedy, min_cosine, Golden, LOGIT_TOL};
-use deepseek_core::loader::{save_gguf, Opened};
+use deepseek_core::loader::{convert_to_gguf, save_gguf, Opened};
 use deepseek_core::{
-    AttentionPath, Error, LoadOptions, Model, Session, SessionOptions, WeightDtype,
+    AttentionPath, Error, GenerateParams, Generator, LoadOptions, Message, Model, SamplingParams,
+    Session, SessionOptions, WeightDtype,
 };
 
 /// Every fixture with transformers goldens, across the families and their variants.
@@ -171,4 +173,72 @@ fn hostile_gguf_files_give_typed_errors() {
     }
     std::fs::remove_file(&path).unwrap();
     let _ = std::fs::remove_file(&bad);
+}
+
+fn chat_greedy(gen: &Generator) -> (String, Vec<u32>) {
+    let msgs = [Message::user("What is 1+1?")];
+    let (text, _) = gen.chat_tokens(&msgs).unwrap();
+    let params = GenerateParams {
+        max_tokens: Some(16),
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
+    (text, gen.chat(&msgs, &params).unwrap().tokens)
+}
+
+fn golden_r1tok() -> (String, Vec<u32>) {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("v3_r1tok").join("golden.json")).unwrap(),
+    )
+    .unwrap();
+    let ids = v["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    (v["prompt"].as_str().unwrap().to_string(), ids)
+}
+
+/// A folder converted to GGUF (weights, R1's tokenizer and generation_config as llama.cpp's
+/// converter writes them) chats exactly as transformers did on the folder: the template and
+/// special tokens from the GGUF metadata, then the same greedy tokens.
+#[test]
+fn a_converted_gguf_carries_its_tokenizer_template_and_sampling_defaults() {
+    let dir = tempdir("convert");
+    let gguf = dir.join("r1tok.gguf");
+    convert_to_gguf(
+        &fixture("v3_r1tok"),
+        &gguf,
+        WeightDtype::Auto,
+        Some(&fixture("tokenizers/deepseek-r1")),
+        1,
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
+    let gen = Generator::load(&gguf, None, opts.clone()).unwrap();
+    let (prompt, want) = golden_r1tok();
+    assert_eq!(chat_greedy(&gen), (prompt, want));
+    // R1's generation_config.json: temperature 0.6, top_p 0.95, now general.sampling.*.
+    let d = gen.default_params().sampling;
+    assert_eq!((d.temperature, d.top_p), (0.6, 0.95));
+    // The folder model with llama.cpp's own vocabulary GGUF as its tokenizer: the same chat.
+    let gen = Generator::load(
+        fixture("v3_r1tok"),
+        Some(&fixture("gguf/vocab-deepseek-r1.gguf")),
+        opts,
+    )
+    .unwrap();
+    assert_eq!(chat_greedy(&gen), golden_r1tok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deepseek-gguf-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }

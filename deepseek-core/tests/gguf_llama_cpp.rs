@@ -208,3 +208,114 @@ fn an_unsupported_ggml_type_is_named() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Our GGUF writer against llama.cpp's converter on the same checkpoint: the same tensors
+/// (names, ggml shapes and types, and for F32 the same bytes, so `kv_b`'s split and transpose,
+/// expert stacking and Llama's q/k permutation are the converter's) and the same model metadata.
+#[test]
+fn our_writer_matches_the_converter() {
+    use deepseek_core::loader::gguf::{GgufFile, Value};
+    use deepseek_core::loader::{save_gguf, Opened};
+    for name in [
+        "v3_tiny",
+        "v2_lite_tiny",
+        "v2_group_tiny",
+        "qwen2_tiny",
+        "llama3_tiny",
+        "qwen3_tiny",
+    ] {
+        let theirs = GgufFile::open(gguf(&format!("{name}-F32.gguf"))).unwrap();
+        let net = Opened::open(fixture(name))
+            .unwrap()
+            .build(deepseek_core::WeightDtype::F32, 1)
+            .unwrap();
+        let path =
+            std::env::temp_dir().join(format!("deepseek-ours-{}-{name}.gguf", std::process::id()));
+        save_gguf(&net, deepseek_core::WeightDtype::F32, Vec::new(), 1, &path).unwrap();
+        let ours = GgufFile::open(&path).unwrap();
+        let mut names: Vec<&str> = theirs
+            .header()
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        names.sort_unstable();
+        let mut our_names: Vec<&str> = ours
+            .header()
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        our_names.sort_unstable();
+        assert_eq!(our_names, names, "{name}: tensor names");
+        for t in &theirs.header().tensors {
+            let o = ours.tensor(&t.name).unwrap();
+            assert_eq!((&o.dims, o.ty), (&t.dims, t.ty), "{name}: {}", t.name);
+            let (a, b) = (ours.data(o), theirs.data(t));
+            if t.name == "rope_freqs.weight" {
+                // Llama 3's factors, computed by the converter in float32 torch and by us in
+                // f64: equal up to rounding.
+                let f = |x: &[u8]| -> Vec<f32> {
+                    x.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                };
+                for (x, y) in f(&a).iter().zip(f(&b)) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * y.abs(),
+                        "{name}: rope_freqs {x} vs {y}"
+                    );
+                }
+                continue;
+            }
+            assert!(a[..] == b[..], "{name}: {} bytes differ", t.name);
+        }
+        // Model metadata (not general.*, which names the converter run, nor the vocabulary).
+        let arch = |f: &GgufFile| -> Vec<(String, Value)> {
+            let mut v: Vec<(String, Value)> = f
+                .header()
+                .metadata
+                .iter()
+                .filter(|(k, _)| !k.starts_with("general.") && !k.starts_with("tokenizer."))
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let (a, b) = (arch(&ours), arch(&theirs));
+        for (k, v) in &b {
+            match a.iter().find(|(ka, _)| ka == k) {
+                Some((_, va)) if va == v || close(va, v) => {}
+                other => panic!("{name}: metadata `{k}`: converter {v:?}, ours {other:?}"),
+            }
+        }
+        for (k, v) in &a {
+            // Keys the converter leaves out when they carry a default.
+            let extra_ok = [
+                "attention.key_length",
+                "attention.value_length",
+                "vocab_size",
+                "expert_gating_func",
+                "rope.scaling.yarn_beta_fast",
+                "rope.scaling.yarn_beta_slow",
+                "attention.q_lora_rank",
+                "rope.dimension_count",
+            ]
+            .iter()
+            .any(|s| k.ends_with(s));
+            assert!(
+                b.iter().any(|(kb, _)| kb == k) || extra_ok,
+                "{name}: we write `{k}` = {v:?}, the converter does not"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// Float metadata equal up to f32 rounding of the same f64.
+fn close(a: &deepseek_core::loader::gguf::Value, b: &deepseek_core::loader::gguf::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+        _ => false,
+    }
+}

@@ -7,13 +7,12 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use deepseek_core::{ChatSession, Message, SessionOptions};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::convert::{count, message_list};
-use crate::errors::to_py;
-use crate::generate::{result_or_stream, Driver, Options};
+use crate::convert::{count, message_list, Int};
+use crate::errors::{busy_error, to_py};
+use crate::generate::{result_or_stream, Driver, Interrupt, Options};
 use crate::model::PyModel;
 
 /// A conversation with a Model that keeps its KV cache between turns: each `send` evaluates
@@ -22,7 +21,8 @@ use crate::model::PyModel;
 /// `system` is an optional system prompt (kept by `reset()`); `context_length` and `threads`
 /// default to the model's. Replies join `messages` with the answer as `content` and the
 /// reasoning as `reasoning_content` (R1's template drops earlier turns' reasoning). One reply
-/// at a time: while a streamed reply is open, other calls raise RuntimeError.
+/// at a time: while a streamed reply is open, other calls raise DeepseekBusyError (a
+/// RuntimeError).
 #[pyclass(module = "deepseek_rs", name = "ChatSession", frozen)]
 pub struct PyChatSession {
     model: Py<PyModel>,
@@ -32,10 +32,13 @@ pub struct PyChatSession {
 }
 
 fn busy() -> PyErr {
-    PyRuntimeError::new_err(
-        "the ChatSession is busy: a streamed reply is still open (exhaust or close() it) \
-         or a reply is being generated on another thread",
-    )
+    Python::attach(|py| {
+        busy_error(
+            py,
+            "the ChatSession is busy: a streamed reply is still open (exhaust or close() it) \
+             or a reply is being generated on another thread",
+        )
+    })
 }
 
 impl PyChatSession {
@@ -62,8 +65,8 @@ impl PyChatSession {
     fn new(
         model: Bound<'_, PyModel>,
         system: Option<String>,
-        context_length: Option<i64>,
-        threads: Option<i64>,
+        context_length: Option<Int>,
+        threads: Option<Int>,
     ) -> PyResult<Self> {
         let py = model.py();
         let m = model.get();
@@ -97,10 +100,10 @@ impl PyChatSession {
     fn send(
         slf: &Bound<'_, Self>,
         text: &str,
-        max_tokens: Option<i64>,
+        max_tokens: Option<Int>,
         temperature: Option<f64>,
         top_p: Option<f64>,
-        top_k: Option<i64>,
+        top_k: Option<Int>,
         min_p: Option<f64>,
         repetition_penalty: Option<f64>,
         frequency_penalty: Option<f64>,
@@ -113,6 +116,7 @@ impl PyChatSession {
         let py = slf.py();
         let this = slf.get();
         let defaults = this.model.get().generator(py)?.default_params();
+        let interrupt = Interrupt::default();
         let params = Options {
             max_tokens,
             temperature,
@@ -126,16 +130,18 @@ impl PyChatSession {
             seed,
             stop,
         }
-        .resolve(py, defaults)?;
+        .resolve(py, defaults, &interrupt)?;
         let chat = this.lock().take().ok_or_else(busy)?;
-        let reply = match chat.into_stream(text, &params) {
+        // Rendering runs without the GIL (and may stop on Ctrl-C).
+        let reply = match py.detach(|| chat.into_stream(text, &params)) {
             Ok(reply) => reply,
             Err((chat, e)) => {
                 this.give_back(chat);
-                return Err(to_py(py, e));
+                return Err(interrupt.to_py(py, e));
             }
         };
-        result_or_stream(py, Driver::new(reply, Some(slf.clone().unbind())), stream)
+        let driver = Driver::new(reply, Some(slf.clone().unbind()), interrupt);
+        result_or_stream(py, driver, stream)
     }
 
     /// The conversation so far, as a new list of `{"role", "content"[, "reasoning_content"]}`

@@ -119,14 +119,64 @@ pub fn f32_array<'py>(
     array.call_method1(intern!(py, "reshape"), (shape.to_vec(),))
 }
 
-/// An optional count argument (`threads`, `context_length`): `None` or an int `>= 1`.
-pub fn count(py: Python<'_>, name: &str, value: Option<i64>) -> PyResult<Option<usize>> {
-    match value {
-        None => Ok(None),
-        Some(n) if n >= 1 => usize::try_from(n)
+/// An int argument of any size: its value, or (for an int that does not fit an `i64`) its
+/// text, so the caller raises a `DeepseekValueError` naming the argument instead of pyo3's
+/// bare `OverflowError`. Anything but an int is still a `TypeError`.
+pub struct Int(Result<i64, String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<i64>() {
+            Ok(n) => Ok(Int(Ok(n))),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                Ok(Int(Err(obj.to_string())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Int {
+    /// The value, or a `DeepseekValueError` saying `name` is out of range.
+    pub fn get(self, py: Python<'_>, name: &str) -> PyResult<i64> {
+        self.0.map_err(|big| {
+            value_error(
+                py,
+                format!(
+                    "{name} {big} is out of range ({} to {})",
+                    i64::MIN,
+                    i64::MAX
+                ),
+            )
+        })
+    }
+
+    /// The value if it fits an `i64`.
+    pub fn ok(self) -> Option<i64> {
+        self.0.ok()
+    }
+}
+
+/// An optional count argument (`threads`, `context_length`, `max_tokens`): `None` or an int
+/// `>= 1`.
+pub fn count(py: Python<'_>, name: &str, value: Option<Int>) -> PyResult<Option<usize>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.0 {
+        Ok(n) if n >= 1 => usize::try_from(n)
             .map(Some)
             .map_err(|_| value_error(py, format!("{name} {n} is too large"))),
-        Some(n) => Err(value_error(py, format!("{name} must be >= 1, found {n}"))),
+        Ok(n) => Err(value_error(py, format!("{name} must be >= 1, found {n}"))),
+        Err(big) if big.starts_with('-') => {
+            Err(value_error(py, format!("{name} must be >= 1, found {big}")))
+        }
+        Err(big) => Err(value_error(
+            py,
+            format!("{name} {big} is too large (at most {})", i64::MAX),
+        )),
     }
 }
 

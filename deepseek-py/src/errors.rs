@@ -1,8 +1,11 @@
-//! `deepseek_core::Error` -> Python exceptions: the Rust message verbatim, a class that both the
-//! builtin hierarchy (`ValueError`, `FileNotFoundError`) and `DeepseekError` catch.
+//! `deepseek_core::Error` -> Python exceptions: the Rust message verbatim, in a class found
+//! through one table (error kind -> class). Every class derives from `DeepseekError`, and most
+//! also from the builtin class a Python user would catch (`ValueError`, `OSError`, ...).
 
-use deepseek_core::Error;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyValueError};
+use deepseek_core::{Error, ErrorKind};
+use pyo3::exceptions::{
+    PyArithmeticError, PyException, PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -14,16 +17,16 @@ pyo3::create_exception!(
     "Base class of every error deepseek_rs raises; the message is the Rust library's."
 );
 
-/// A `DeepseekError` that is also a builtin exception class, built once per process (pyo3's
-/// `create_exception!` takes one base only).
-struct Dual {
+/// A `DeepseekError` subclass with more than one base or a base of ours, built once per
+/// process (pyo3's `create_exception!` takes one builtin base only).
+pub(crate) struct Class {
     cell: PyOnceLock<Py<PyType>>,
     name: &'static str,
     doc: &'static str,
-    bases: for<'py> fn(Python<'py>) -> PyResult<[Bound<'py, PyType>; 2]>,
+    bases: for<'py> fn(Python<'py>) -> PyResult<Vec<Bound<'py, PyType>>>,
 }
 
-impl Dual {
+impl Class {
     fn get<'py>(&'static self, py: Python<'py>) -> PyResult<&'py Bound<'py, PyType>> {
         let ty = self.cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
             let ns = PyDict::new(py);
@@ -37,50 +40,164 @@ impl Dual {
     }
 }
 
-static VALUE_ERROR: Dual = Dual {
-    cell: PyOnceLock::new(),
-    name: "DeepseekValueError",
-    doc: "A bad argument, token id, sampling parameter, message list, context overflow or \
-          config.json value (a DeepseekError and a ValueError).",
-    bases: |py| {
-        Ok([
-            py.get_type::<DeepseekError>(),
-            py.get_type::<PyValueError>(),
-        ])
-    },
-};
+macro_rules! class {
+    ($static:ident, $name:literal, $doc:literal, |$py:ident| $bases:expr) => {
+        static $static: Class = Class {
+            cell: PyOnceLock::new(),
+            name: $name,
+            doc: $doc,
+            bases: |$py| Ok($bases),
+        };
+    };
+}
 
-static OS_ERROR: Dual = Dual {
-    cell: PyOnceLock::new(),
-    name: "DeepseekOSError",
-    doc: "A model file could not be read (a DeepseekError and an OSError).",
-    bases: |py| Ok([py.get_type::<DeepseekError>(), py.get_type::<PyOSError>()]),
-};
+class!(
+    VALUE_ERROR,
+    "DeepseekValueError",
+    "A bad argument, token id or sampling parameter (a DeepseekError and a ValueError); the \
+     base of the errors about model files, tokenizers, templates and context overflow.",
+    |py| vec![
+        py.get_type::<DeepseekError>(),
+        py.get_type::<PyValueError>()
+    ]
+);
+class!(
+    CONTEXT_OVERFLOW,
+    "DeepseekContextOverflowError",
+    "The tokens would exceed the session's context length; the session is unchanged (a \
+     DeepseekValueError).",
+    |py| vec![VALUE_ERROR.get(py)?.clone()]
+);
+class!(
+    MODEL_FILE,
+    "DeepseekModelFileError",
+    "A checkpoint file is malformed or unsupported: JSON, config field, architecture, \
+     safetensors data, a missing or wrong-shaped tensor (a DeepseekValueError).",
+    |py| vec![VALUE_ERROR.get(py)?.clone()]
+);
+class!(
+    TOKENIZER,
+    "DeepseekTokenizerError",
+    "tokenizer.json or tokenizer_config.json is malformed, or the tokenizer failed on an input \
+     (a DeepseekValueError).",
+    |py| vec![VALUE_ERROR.get(py)?.clone()]
+);
+class!(
+    TEMPLATE,
+    "DeepseekTemplateError",
+    "The chat template failed to compile or render, or needed more than its budget (a \
+     DeepseekValueError).",
+    |py| vec![VALUE_ERROR.get(py)?.clone()]
+);
+class!(
+    OS_ERROR,
+    "DeepseekOSError",
+    "A model file could not be read (a DeepseekError and an OSError).",
+    |py| vec![py.get_type::<DeepseekError>(), py.get_type::<PyOSError>()]
+);
+class!(
+    NOT_FOUND,
+    "DeepseekFileNotFoundError",
+    "A model folder or file does not exist (a DeepseekOSError and a FileNotFoundError).",
+    |py| vec![
+        OS_ERROR.get(py)?.clone(),
+        py.get_type::<PyFileNotFoundError>()
+    ]
+);
+class!(
+    NUMERICAL,
+    "DeepseekNumericalError",
+    "The model produced NaN or infinite logits (non-finite weights or an overflow); the \
+     session is unchanged (a DeepseekError and an ArithmeticError).",
+    |py| vec![
+        py.get_type::<DeepseekError>(),
+        py.get_type::<PyArithmeticError>()
+    ]
+);
+class!(
+    BUSY,
+    "DeepseekBusyError",
+    "A Session or ChatSession is in use by another call (another thread, or an open stream); \
+     nothing was done (a DeepseekError and a RuntimeError).",
+    |py| vec![
+        py.get_type::<DeepseekError>(),
+        py.get_type::<PyRuntimeError>()
+    ]
+);
+class!(
+    CANCELLED,
+    "DeepseekCancelledError",
+    "The call was cancelled before generation started (Ctrl-C raises KeyboardInterrupt \
+     instead).",
+    |py| vec![py.get_type::<DeepseekError>()]
+);
 
-static NOT_FOUND: Dual = Dual {
-    cell: PyOnceLock::new(),
-    name: "DeepseekFileNotFoundError",
-    doc: "A model folder or file does not exist (a DeepseekOSError and a FileNotFoundError).",
-    bases: |py| {
-        Ok([
-            OS_ERROR.get(py)?.clone(),
-            py.get_type::<PyFileNotFoundError>(),
-        ])
-    },
-};
+/// Every class, in the order the module lists them.
+const CLASSES: [&Class; 10] = [
+    &VALUE_ERROR,
+    &CONTEXT_OVERFLOW,
+    &MODEL_FILE,
+    &TOKENIZER,
+    &TEMPLATE,
+    &OS_ERROR,
+    &NOT_FOUND,
+    &NUMERICAL,
+    &BUSY,
+    &CANCELLED,
+];
 
-/// Adds the exception classes to the module.
+/// The one table from core error kinds to classes; `to_py` reads it and the tests check it
+/// against the README's bad-input table.
+const CLASS_OF_KIND: [(ErrorKind, &Class); 18] = [
+    (ErrorKind::NotFound, &NOT_FOUND),
+    (ErrorKind::Io, &OS_ERROR),
+    (ErrorKind::Json, &MODEL_FILE),
+    (ErrorKind::UnsupportedArchitecture, &MODEL_FILE),
+    (ErrorKind::Config, &MODEL_FILE),
+    (ErrorKind::Safetensors, &MODEL_FILE),
+    (ErrorKind::Gguf, &MODEL_FILE),
+    (ErrorKind::MissingTensor, &MODEL_FILE),
+    (ErrorKind::Shape, &MODEL_FILE),
+    (ErrorKind::Dtype, &MODEL_FILE),
+    (ErrorKind::InvalidArgument, &VALUE_ERROR),
+    (ErrorKind::TokenOutOfRange, &VALUE_ERROR),
+    (ErrorKind::ContextOverflow, &CONTEXT_OVERFLOW),
+    (ErrorKind::Tokenizer, &TOKENIZER),
+    (ErrorKind::Template, &TEMPLATE),
+    (ErrorKind::InvalidParameter, &VALUE_ERROR),
+    (ErrorKind::NonFiniteLogits, &NUMERICAL),
+    (ErrorKind::Cancelled, &CANCELLED),
+];
+
+fn class_of(kind: ErrorKind) -> &'static Class {
+    CLASS_OF_KIND
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&VALUE_ERROR, |&(_, c)| c)
+}
+
+/// The class an error of the kind named `kind` (`ErrorKind::name`, as in the README's table)
+/// raises; for the tests.
+#[pyfunction]
+fn _error_class(py: Python<'_>, kind: &str) -> PyResult<Py<PyType>> {
+    let kind = ErrorKind::from_name(kind)
+        .ok_or_else(|| value_error(py, format!("no error kind {kind:?}")))?;
+    Ok(class_of(kind).get(py)?.clone().unbind())
+}
+
+/// Adds the exception classes (and the table's test hook) to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("DeepseekError", py.get_type::<DeepseekError>())?;
-    for dual in [&VALUE_ERROR, &OS_ERROR, &NOT_FOUND] {
-        m.add(dual.name, dual.get(py)?)?;
+    for class in CLASSES {
+        m.add(class.name, class.get(py)?)?;
     }
+    m.add_function(wrap_pyfunction!(_error_class, m)?)?;
     Ok(())
 }
 
-fn raise(py: Python<'_>, dual: &'static Dual, message: String) -> PyErr {
-    match dual.get(py) {
+fn raise(py: Python<'_>, class: &'static Class, message: String) -> PyErr {
+    match class.get(py) {
         Ok(ty) => PyErr::from_type(ty.clone(), message),
         Err(e) => e,
     }
@@ -91,24 +208,12 @@ pub fn value_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
     raise(py, &VALUE_ERROR, message.into())
 }
 
-/// Translates a core error, keeping its message.
+/// A `DeepseekBusyError` with `message`.
+pub fn busy_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
+    raise(py, &BUSY, message.into())
+}
+
+/// Translates a core error through the table, keeping its message.
 pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
-    let message = e.to_string();
-    match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            raise(py, &NOT_FOUND, message)
-        }
-        Error::Io { .. } => raise(py, &OS_ERROR, message),
-        Error::InvalidArgument(_)
-        | Error::TokenOutOfRange { .. }
-        | Error::ContextOverflow { .. }
-        | Error::Config { .. }
-        | Error::Json { .. }
-        | Error::UnsupportedArchitecture(_)
-        | Error::InvalidParameter { .. }
-        // A template that rejects the conversation (`raise_exception`) or fails to render it.
-        | Error::Template(_) => raise(py, &VALUE_ERROR, message),
-        // Corrupt or incomplete checkpoints, and variants added later.
-        _ => DeepseekError::new_err(message),
-    }
+    raise(py, class_of(e.kind()), e.to_string())
 }

@@ -1,26 +1,96 @@
 //! Generation results and streams: the keyword arguments shared by `Model.generate`,
 //! `Model.chat` and `ChatSession.send`, the result classes, and the iterators that drive a core
-//! [`Stream`] one token per GIL release (checking for Ctrl-C between tokens).
-//! The OpenAI-shaped dicts of `Model.chat` are built here too.
+//! [`Stream`] one token per GIL release (checking for Ctrl-C between tokens, and while the
+//! template renders and the prompt is evaluated). The OpenAI-shaped dicts of `Model.chat` are
+//! built here too.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use deepseek_core::{Event, EventKind, GenerateParams, GenerationResult, Stream, Usage};
+use deepseek_core::{
+    CancelCheck, ChatTemplate, Error, Event, EventKind, GenerateParams, GenerationResult, Message,
+    Stream, Usage,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
 
 use crate::chat::PyChatSession;
-use crate::convert::count;
+use crate::convert::{count, Int};
 use crate::errors::{to_py, value_error};
+
+/// How often, at most, a generating call takes the GIL to look for Ctrl-C while it renders
+/// or evaluates: often enough to feel immediate, rare enough to cost nothing.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+
+/// Ctrl-C for one generating call. Its [`check`](Self::check) is the core's cancel check: at
+/// most every [`SIGNAL_POLL`] it takes the GIL and runs Python's signal handlers (only the main
+/// thread has any); the exception a handler raises (KeyboardInterrupt) is kept for the call to
+/// raise once the core has stopped.
+#[derive(Clone, Default)]
+pub(crate) struct Interrupt {
+    raised: Arc<Mutex<Option<PyErr>>>,
+}
+
+impl Interrupt {
+    /// The core cancel check reporting to this interrupt.
+    pub fn check(&self) -> CancelCheck {
+        let raised = self.raised.clone();
+        let last = Mutex::new(None::<Instant>);
+        CancelCheck::new(move || {
+            let mut raised = raised.lock().unwrap_or_else(PoisonError::into_inner);
+            if raised.is_some() {
+                return true;
+            }
+            let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < SIGNAL_POLL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+            *raised = Python::attach(|py| py.check_signals().err());
+            raised.is_some()
+        })
+    }
+
+    /// The exception a signal handler raised, if any (taken: raised once).
+    pub fn take(&self) -> Option<PyErr> {
+        self.raised
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Renders `messages` with `template` without the GIL, stopping on Ctrl-C.
+    pub fn render(
+        &self,
+        py: Python<'_>,
+        template: &ChatTemplate,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> PyResult<String> {
+        let check = self.check();
+        py.detach(|| {
+            template.render_cancellable(messages, add_generation_prompt, &|| check.is_cancelled())
+        })
+        .map_err(|e| self.to_py(py, e))
+    }
+
+    /// `e` as a Python exception, or the KeyboardInterrupt that caused it.
+    pub fn to_py(&self, py: Python<'_>, e: Error) -> PyErr {
+        match self.take() {
+            Some(interrupt) => interrupt,
+            None => to_py(py, e),
+        }
+    }
+}
 
 /// The keyword arguments of every generating call; `None` keeps the checkpoint's default
 /// (generation_config.json).
 pub(crate) struct Options<'a, 'py> {
-    pub max_tokens: Option<i64>,
+    pub max_tokens: Option<Int>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
+    pub top_k: Option<Int>,
     pub min_p: Option<f64>,
     pub repetition_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
@@ -31,9 +101,16 @@ pub(crate) struct Options<'a, 'py> {
 }
 
 impl Options<'_, '_> {
-    /// `defaults` with the given values; ranges are checked (a `ValueError` names the culprit).
-    pub fn resolve(self, py: Python<'_>, defaults: GenerateParams) -> PyResult<GenerateParams> {
+    /// `defaults` with the given values, cancelled by `interrupt`; ranges are checked (a
+    /// `ValueError` names the culprit).
+    pub fn resolve(
+        self,
+        py: Python<'_>,
+        defaults: GenerateParams,
+        interrupt: &Interrupt,
+    ) -> PyResult<GenerateParams> {
         let mut p = defaults;
+        p.cancel = Some(interrupt.check());
         if let Some(n) = self.max_tokens {
             p.max_tokens = count(py, "max_tokens", Some(n))?;
         }
@@ -52,6 +129,7 @@ impl Options<'_, '_> {
             }
         }
         if let Some(k) = self.top_k {
+            let k = k.get(py, "top_k")?;
             s.top_k = usize::try_from(k)
                 .map_err(|_| value_error(py, format!("top_k must be >= 0 (0: off), found {k}")))?;
         }
@@ -71,7 +149,8 @@ impl Options<'_, '_> {
     }
 }
 
-/// `{token_id: bias}`; ids may be ints or decimal strings (OpenAI's JSON form).
+/// `{token_id: bias}`; ids may be ints or decimal strings (OpenAI's JSON form, exactly as
+/// JSON writes them: no sign, spaces or leading zeros).
 fn logit_bias(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
     let py = obj.py();
     let map = obj
@@ -80,15 +159,27 @@ fn logit_bias(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
     let mut out = Vec::new();
     for item in map.items()?.iter() {
         let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-        let id = match key.extract::<u32>() {
-            Ok(id) => Some(id),
-            Err(_) => key
-                .extract::<String>()
+        let id = if key.is_instance_of::<PyBool>() {
+            None
+        } else if key.is_instance_of::<PyInt>() {
+            key.extract::<u32>().ok()
+        } else if let Ok(s) = key.cast::<PyString>() {
+            let s = s.to_cow()?;
+            s.parse::<u32>()
                 .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok()),
+                .filter(|id| id.to_string() == s.as_ref())
+        } else {
+            None
         };
-        let id =
-            id.ok_or_else(|| value_error(py, format!("logit_bias: {key} is not a token id")))?;
+        let id = id.ok_or_else(|| {
+            value_error(
+                py,
+                format!(
+                    "logit_bias: {} is not a token id (an int, or its decimal string like \"7\")",
+                    key.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+                ),
+            )
+        })?;
         let bias: f64 = value
             .extract()
             .map_err(|_| value_error(py, format!("logit_bias[{id}]: {value} is not a number")))?;
@@ -261,14 +352,21 @@ impl PyChunk {
 pub(crate) struct Driver {
     stream: Option<Stream<'static>>,
     owner: Option<Py<PyChatSession>>,
+    interrupt: Interrupt,
     result: Option<GenerationResult>,
 }
 
 impl Driver {
-    pub fn new(stream: Stream<'static>, owner: Option<Py<PyChatSession>>) -> Self {
+    /// Drives `stream`, whose params carry `interrupt`'s cancel check.
+    pub fn new(
+        stream: Stream<'static>,
+        owner: Option<Py<PyChatSession>>,
+        interrupt: Interrupt,
+    ) -> Self {
         Driver {
             stream: Some(stream),
             owner,
+            interrupt,
             result: None,
         }
     }
@@ -288,8 +386,14 @@ impl Driver {
                 self.result = Some(result?);
                 return Ok(None);
             }
-            // One forward pass (the whole prompt the first time) without the GIL.
-            if let Err(e) = py.detach(|| stream.advance()) {
+            // One forward pass (the whole prompt the first time) without the GIL; the cancel
+            // check may have caught a Ctrl-C meanwhile.
+            let advanced = py.detach(|| stream.advance());
+            if let Some(interrupt) = self.interrupt.take() {
+                stream.cancel();
+                return Err(interrupt);
+            }
+            if let Err(e) = advanced {
                 self.release();
                 return Err(to_py(py, e));
             }

@@ -1,23 +1,26 @@
 //! `deepseek_rs.Model`: a loaded checkpoint (immutable, shared by its sessions) plus the defaults
 //! its sessions start from, and its tokenizer when one is found (the text and generation API).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use deepseek_core::{
-    Error, GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, Tokenizer,
-    WeightDtype,
+    GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, TextAssets,
+    Tokenizer, WeightDtype,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::convert::{self, count, token_ids};
+use crate::convert::{self, count, token_ids, Int};
 use crate::errors::{to_py, value_error};
-use crate::generate::{result_or_stream, Driver, Envelope, Options, PyChatCompletionStream};
+use crate::generate::{
+    result_or_stream, Driver, Envelope, Interrupt, Options, PyChatCompletionStream,
+};
 use crate::session::PySession;
 use crate::tokenizer::PyTokenizer;
 
-/// A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
+/// A DeepSeek V2/V3/R1 (or R1-Distill) checkpoint loaded from a Hugging Face folder or a GGUF
+/// file.
 ///
 /// `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
 /// is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
@@ -63,41 +66,22 @@ impl PyModel {
     }
 }
 
-/// The tokenizer for a model: `Ok(None)` if the model folder simply has none.
-fn load_tokenizer(
-    model_dir: &Path,
-    dir: Option<&Path>,
-) -> deepseek_core::Result<Option<Tokenizer>> {
-    match Tokenizer::from_dir(dir.unwrap_or(model_dir)) {
-        Ok(t) => Ok(Some(t)),
-        Err(Error::Io { path, source })
-            if dir.is_none()
-                && source.kind() == std::io::ErrorKind::NotFound
-                && path.ends_with("tokenizer.json") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Tokenizer + generation_config.json -> the text layer of `model`.
+/// The text layer of `model`: its tokenizer with the checkpoint's decoding defaults.
 fn text_layer(
     model: &Arc<Model>,
-    model_dir: &Path,
     tokenizer: Tokenizer,
+    generation: Option<GenerationConfig>,
     context_length: usize,
 ) -> deepseek_core::Result<Generator> {
-    let mut generator =
+    let generator =
         Generator::new(model.clone(), tokenizer)?.with_session_options(SessionOptions {
             context_length: Some(context_length),
             ..SessionOptions::default()
         });
-    let gc = model_dir.join("generation_config.json");
-    if gc.is_file() {
-        generator = generator.with_generation_config(GenerationConfig::from_file(&gc)?);
+    match generation {
+        Some(config) => generator.with_generation_config(config),
+        None => Ok(generator),
     }
-    Ok(generator)
 }
 
 #[pymethods]
@@ -108,8 +92,8 @@ impl PyModel {
         py: Python<'_>,
         path: PathBuf,
         dtype: &str,
-        threads: Option<i64>,
-        context_length: Option<i64>,
+        threads: Option<Int>,
+        context_length: Option<Int>,
         tokenizer: Option<PathBuf>,
     ) -> PyResult<Self> {
         let dtype: WeightDtype = dtype.parse().map_err(|e| to_py(py, e))?;
@@ -118,7 +102,7 @@ impl PyModel {
         let (model, tok) = py
             .detach(|| {
                 let model = Model::load(&path, LoadOptions { threads, dtype })?;
-                Ok((model, load_tokenizer(&path, tokenizer.as_deref())?))
+                Ok((model, TextAssets::load(&path, tokenizer.as_deref())?))
             })
             .map_err(|e| to_py(py, e))?;
         let model = Arc::new(model);
@@ -132,10 +116,10 @@ impl PyModel {
         )
         .map_err(|e| to_py(py, e))?;
         let context_length = probe.context_length();
-        let (generator, tokenizer) = match tok {
-            Some(tok) => {
-                let generator =
-                    text_layer(&model, &path, tok, context_length).map_err(|e| to_py(py, e))?;
+        let (generator, tokenizer) = match tok.tokenizer {
+            Some(t) => {
+                let generator = text_layer(&model, t, tok.generation, context_length)
+                    .map_err(|e| to_py(py, e))?;
                 let wrapped = PyTokenizer::new(
                     generator.tokenizer().clone(),
                     generator.template().clone(),
@@ -145,9 +129,10 @@ impl PyModel {
             }
             None => {
                 let why = format!(
-                    "no tokenizer: {} has no tokenizer.json, so the text API (tokenize, \
-                     generate, chat, ...) is unavailable; pass tokenizer=DIR to Model(...) if \
-                     the tokenizer lives in another folder",
+                    "no tokenizer: {} has no tokenizer (tokenizer.json, or tokenizer.* \
+                     metadata in a GGUF file), so the text API (tokenize, generate, chat, ...) \
+                     is unavailable; pass tokenizer=DIR to Model(...) if the tokenizer lives \
+                     elsewhere",
                     path.display()
                 );
                 (Err(why), None)
@@ -185,8 +170,8 @@ impl PyModel {
     #[pyo3(signature = (context_length = None, threads = None))]
     fn new_session(
         slf: &Bound<'_, Self>,
-        context_length: Option<i64>,
-        threads: Option<i64>,
+        context_length: Option<Int>,
+        threads: Option<Int>,
     ) -> PyResult<PySession> {
         let py = slf.py();
         let context_length = count(py, "context_length", context_length)?;
@@ -232,9 +217,7 @@ impl PyModel {
         let py = messages.py();
         let template = self.generator(py)?.template();
         let messages = convert::messages(messages)?;
-        template
-            .render(&messages, add_generation_prompt)
-            .map_err(|e| to_py(py, e))
+        Interrupt::default().render(py, template, &messages, add_generation_prompt)
     }
 
     /// Continues `prompt` (a string, or token ids used as they are) and returns a
@@ -256,10 +239,10 @@ impl PyModel {
     fn generate(
         &self,
         prompt: &Bound<'_, PyAny>,
-        max_tokens: Option<i64>,
+        max_tokens: Option<Int>,
         temperature: Option<f64>,
         top_p: Option<f64>,
-        top_k: Option<i64>,
+        top_k: Option<Int>,
         min_p: Option<f64>,
         repetition_penalty: Option<f64>,
         frequency_penalty: Option<f64>,
@@ -271,6 +254,7 @@ impl PyModel {
     ) -> PyResult<Py<PyAny>> {
         let py = prompt.py();
         let generator = self.generator(py)?;
+        let interrupt = Interrupt::default();
         let params = Options {
             max_tokens,
             temperature,
@@ -284,7 +268,7 @@ impl PyModel {
             seed,
             stop,
         }
-        .resolve(py, generator.default_params())?;
+        .resolve(py, generator.default_params(), &interrupt)?;
         let started = match prompt.cast::<PyString>() {
             Ok(text) => {
                 let text = text.to_cow()?;
@@ -295,7 +279,8 @@ impl PyModel {
                 py.detach(|| generator.stream_tokens(&ids, &params))
             }
         };
-        let driver = Driver::new(started.map_err(|e| to_py(py, e))?, None);
+        let started = started.map_err(|e| interrupt.to_py(py, e))?;
+        let driver = Driver::new(started, None, interrupt);
         result_or_stream(py, driver, stream)
     }
 
@@ -313,10 +298,10 @@ impl PyModel {
     fn chat(
         &self,
         messages: &Bound<'_, PyAny>,
-        max_tokens: Option<i64>,
+        max_tokens: Option<Int>,
         temperature: Option<f64>,
         top_p: Option<f64>,
-        top_k: Option<i64>,
+        top_k: Option<Int>,
         min_p: Option<f64>,
         repetition_penalty: Option<f64>,
         frequency_penalty: Option<f64>,
@@ -328,6 +313,7 @@ impl PyModel {
     ) -> PyResult<Py<PyAny>> {
         let py = messages.py();
         let generator = self.generator(py)?;
+        let interrupt = Interrupt::default();
         let params = Options {
             max_tokens,
             temperature,
@@ -341,12 +327,12 @@ impl PyModel {
             seed,
             stop,
         }
-        .resolve(py, generator.default_params())?;
+        .resolve(py, generator.default_params(), &interrupt)?;
         let messages = convert::messages(messages)?;
         let started = py
             .detach(|| generator.chat_stream(&messages, &params))
-            .map_err(|e| to_py(py, e))?;
-        let driver = Driver::new(started, None);
+            .map_err(|e| interrupt.to_py(py, e))?;
+        let driver = Driver::new(started, None, interrupt);
         let envelope = Envelope::new(self.path.display().to_string());
         if stream {
             return Ok(Py::new(py, PyChatCompletionStream::new(driver, envelope))?.into_any());

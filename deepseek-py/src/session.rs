@@ -5,12 +5,20 @@
 //! run meanwhile, and a Ctrl-C that arrives during the call is raised as KeyboardInterrupt
 //! when it returns. Loops over tokens (generation) detach per token and call
 //! `py.check_signals()` between tokens, so they stop at a token boundary with the cache intact.
+//!
+//! A session is one conversation: a second thread calling it while a call runs gets
+//! `DeepseekBusyError` at once (as C's DS_ERR_SESSION_BUSY) rather than waiting its turn,
+//! because two threads' tokens interleaved into one cache in whatever order they win the lock
+//! is never a result anyone wants; the error points at the bug instead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use deepseek_core::Session;
 use pyo3::prelude::*;
 
-use crate::convert::{f32_array, token_ids};
-use crate::errors::{to_py, value_error};
+use crate::convert::{f32_array, token_ids, Int};
+use crate::errors::{busy_error, to_py, value_error};
 use crate::model::PyModel;
 
 /// Evaluates `ids` with the GIL released; returns the last position's logits `[vocab]`, or
@@ -42,70 +50,102 @@ pub(crate) fn eval<'py>(
 /// An evaluation context over a Model: the latent KV cache of the tokens fed so far.
 ///
 /// Open one with `Model.new_session()`. Each `eval` appends to the cache. A session is used
-/// by one thread at a time (a concurrent call raises RuntimeError); open one per thread.
-#[pyclass(module = "deepseek_rs", name = "Session")]
+/// by one thread at a time (a call while another runs raises DeepseekBusyError); open one per
+/// thread.
+#[pyclass(module = "deepseek_rs", name = "Session", frozen)]
 pub struct PySession {
-    session: Session,
+    session: Mutex<Session>,
+    /// The cache length, readable while a call holds the session.
+    len: AtomicUsize,
+    context_length: usize,
+    cache_bytes_per_token: usize,
+    vocab_size: usize,
     model: Py<PyModel>,
 }
 
 impl PySession {
     /// Wraps a core session opened on `model`.
     pub(crate) fn new(session: Session, model: Py<PyModel>) -> Self {
-        PySession { session, model }
+        PySession {
+            len: AtomicUsize::new(session.len()),
+            context_length: session.context_length(),
+            cache_bytes_per_token: session.cache_bytes_per_token(),
+            vocab_size: session.model().config().vocab_size,
+            session: Mutex::new(session),
+            model,
+        }
+    }
+
+    /// The session, or `DeepseekBusyError` if another call holds it.
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Session>> {
+        match self.session.try_lock() {
+            Ok(s) => Ok(s),
+            // A panic inside a call (a bug) left it; the session's own calls keep it whole.
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(busy_error(
+                py,
+                "the Session is in use by another thread; a session is one conversation, \
+                 used by one thread at a time (open one per thread)",
+            )),
+        }
+    }
+
+    /// Runs `f` on the session and records its new length.
+    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut Session) -> R) -> PyResult<R> {
+        let mut session = self.lock(py)?;
+        let r = f(&mut session);
+        self.len.store(session.len(), Ordering::Release);
+        Ok(r)
     }
 }
 
 #[pymethods]
 impl PySession {
     /// Appends `ids` to the cache and returns the float32 logits `[vocab_size]` after the last.
-    fn eval<'py>(
-        &mut self,
-        py: Python<'py>,
-        ids: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let ids = token_ids(ids, self.session.model().config().vocab_size)?;
-        eval(py, &mut self.session, &ids, false)
+    fn eval<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let ids = token_ids(ids, self.vocab_size)?;
+        self.with(py, |s| eval(py, s, &ids, false))?
     }
 
     /// Appends `ids` and returns the float32 logits `[len(ids), vocab_size]` of every new position.
     fn eval_all<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         ids: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ids = token_ids(ids, self.session.model().config().vocab_size)?;
-        eval(py, &mut self.session, &ids, true)
+        let ids = token_ids(ids, self.vocab_size)?;
+        self.with(py, |s| eval(py, s, &ids, true))?
     }
 
     /// Forgets every cached token.
-    fn reset(&mut self) {
-        self.session.reset();
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, Session::reset)
     }
 
     /// Keeps only the first `n` cached tokens (e.g. to reuse a shared prompt prefix).
-    fn truncate(&mut self, py: Python<'_>, n: i64) -> PyResult<()> {
+    fn truncate(&self, py: Python<'_>, n: Int) -> PyResult<()> {
+        let n = n.get(py, "n")?;
         let n = usize::try_from(n)
             .map_err(|_| value_error(py, format!("cannot truncate to {n}: must be >= 0")))?;
-        self.session.truncate(n).map_err(|e| to_py(py, e))
+        self.with(py, |s| s.truncate(n))?.map_err(|e| to_py(py, e))
     }
 
     /// Tokens in the cache (the position of the next token).
     #[getter]
     fn n_tokens(&self) -> usize {
-        self.session.len()
+        self.len.load(Ordering::Acquire)
     }
 
     /// The most tokens this session accepts.
     #[getter]
     fn context_length(&self) -> usize {
-        self.session.context_length()
+        self.context_length
     }
 
     /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4`.
     #[getter]
     fn cache_bytes_per_token(&self) -> usize {
-        self.session.cache_bytes_per_token()
+        self.cache_bytes_per_token
     }
 
     /// The Model this session runs.
@@ -117,8 +157,8 @@ impl PySession {
     fn __repr__(&self) -> String {
         format!(
             "Session(n_tokens={}, context_length={})",
-            self.session.len(),
-            self.session.context_length()
+            self.n_tokens(),
+            self.context_length
         )
     }
 }

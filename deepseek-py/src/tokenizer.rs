@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use deepseek_core::{ChatTemplate, Tokenizer};
 use pyo3::prelude::*;
 
-use crate::convert::{self, token_ids};
+use crate::convert::{self, token_ids, Int};
 use crate::errors::to_py;
+use crate::generate::Interrupt;
 
 /// A Hugging Face tokenizer (`tokenizer.json`) with its special tokens and chat template
 /// (`tokenizer_config.json`), as transformers' `AutoTokenizer` loads it.
@@ -79,9 +80,7 @@ impl PyTokenizer {
     ) -> PyResult<String> {
         let py = messages.py();
         let messages = convert::messages(messages)?;
-        self.template
-            .render(&messages, add_generation_prompt)
-            .map_err(|e| to_py(py, e))
+        Interrupt::default().render(py, &self.template, &messages, add_generation_prompt)
     }
 
     /// The id of the token spelled `token` (vocabulary or added token), or None.
@@ -90,9 +89,9 @@ impl PyTokenizer {
     }
 
     /// The spelling of token `id`, or None if no token has it.
-    fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id)
-            .ok()
+    fn id_to_token(&self, id: Int) -> Option<String> {
+        id.ok()
+            .and_then(|id| u32::try_from(id).ok())
             .and_then(|id| self.tokenizer.id_to_token(id))
     }
 

@@ -61,6 +61,8 @@ static void statics(void) {
     CHECK(!strcmp(ds_status_str(DS_ERR_SESSION_BUSY), "session busy in another thread"));
     CHECK(!strcmp(ds_status_str(DS_ERR_NO_TOKENIZER), "model has no tokenizer"));
     CHECK(!strcmp(ds_status_str(DS_ERR_INVALID_PARAMETER), "invalid generation parameter"));
+    CHECK(!strcmp(ds_status_str(DS_ERR_CANCELLED), "cancelled before generation started"));
+    CHECK(!strcmp(ds_status_str(DS_ERR_NON_FINITE_LOGITS), "non-finite logits"));
     CHECK(!strcmp(ds_status_str(12345), "unknown status"));
     CHECK(!strcmp(ds_status_str(-1), "unknown status"));
     CHECK(ds_last_error() != NULL);
@@ -394,6 +396,13 @@ static bool on_text(void *user_data, ds_event_kind kind, const char *text, size_
     return st->calls != st->cancel_at;
 }
 
+/* An abort callback that says stop at once, counting its polls. */
+static bool abort_now(void *user_data) {
+    int *polls = user_data;
+    ++*polls;
+    return true;
+}
+
 static void generation(const ds_model *model) {
     ds_session_params sp = ds_session_default_params();
     sp.threads = 1;
@@ -445,6 +454,19 @@ static void generation(const ds_model *model) {
     CHECK(ds_chat(s, m, 2, &p, on_text, &chat, &r) == DS_OK);
     CHECK(r.finish_reason == DS_FINISH_LENGTH && r.completion_tokens == 4 && !chat.bad_text);
     CHECK(r.cached_tokens == 1); /* BOS */
+
+    /* The abort callback: before the prompt is evaluated, the call succeeds cancelled; while
+     * ds_chat renders its template, it fails with DS_ERR_CANCELLED, the session unchanged. */
+    int polls = 0;
+    p.abort_callback = abort_now;
+    p.abort_callback_data = &polls;
+    struct stream aborted = {0};
+    CHECK(ds_generate(s, "Once upon a time", &p, on_text, &aborted, &r) == DS_OK);
+    CHECK(r.finish_reason == DS_FINISH_CANCELLED && r.completion_tokens == 0 && aborted.calls == 0);
+    CHECK(polls == 1);
+    const size_t kept = ds_session_len(s);
+    EXPECT(ds_chat(s, m, 2, &p, on_text, &aborted, &r), DS_ERR_CANCELLED, "ds_chat: cancelled");
+    CHECK(polls == 2 && r.finish_reason == DS_FINISH_NONE && ds_session_len(s) == kept);
     ds_session_free(s);
 }
 

@@ -90,14 +90,34 @@ impl ChatSession {
     }
 
     /// Sends a user message and streams the reply. The reply joins the conversation when the
-    /// stream ends (or is dropped: a cancelled reply keeps what was generated).
+    /// stream ends (or is dropped: a cancelled reply keeps what was generated). A request
+    /// refused before generating (bad params, too long for the context, a template error)
+    /// leaves the conversation and the cache as they were.
     pub fn send_stream(&mut self, user: &str, params: &GenerateParams) -> Result<Stream<'_>> {
         self.state.messages.push(Message::user(user));
-        if let Err(e) = self.check(params) {
-            self.state.messages.pop();
-            return Err(e);
+        let generator = &self.generator;
+        let state = &mut self.state;
+        // Everything that can fail, before the stream takes the conversation.
+        let ready = (|| {
+            let (text, prompt) = generator.chat_tokens_for(&state.messages, params)?;
+            let sampler = generator.sampler(&prompt, params)?;
+            let keep = generator.reuse_cache(&mut Target::Chat(state), &prompt, params)?;
+            Ok((prompt_opens_reasoning(&text), prompt, keep, sampler))
+        })();
+        match ready {
+            Ok((in_reasoning, prompt, keep, sampler)) => Ok(generator.launch(
+                Target::Chat(state),
+                sampler,
+                prompt,
+                keep,
+                in_reasoning,
+                params,
+            )),
+            Err(e) => {
+                state.messages.pop();
+                Err(e)
+            }
         }
-        self.respond(params)
     }
 
     /// [`send_stream`](Self::send_stream) for callers that cannot hold a borrow across calls
@@ -114,10 +134,10 @@ impl ChatSession {
         let generator = self.generator.clone();
         // Everything that can fail, on a borrow; only then does the conversation move.
         let ready = (|| {
-            let (text, prompt) = generator.chat_tokens(&self.state.messages)?;
+            let (text, prompt) = generator.chat_tokens_for(&self.state.messages, params)?;
+            let sampler = generator.sampler(&prompt, params)?;
             let keep =
                 generator.reuse_cache(&mut Target::Chat(&mut self.state), &prompt, params)?;
-            let sampler = generator.sampler(&prompt, params)?;
             Ok((prompt_opens_reasoning(&text), prompt, keep, sampler))
         })();
         match ready {
@@ -132,15 +152,12 @@ impl ChatSession {
         }
     }
 
-    fn check(&self, params: &GenerateParams) -> Result<()> {
-        params.validate()?;
-        self.generator.chat_tokens(&self.state.messages).map(|_| ())
-    }
-
     /// Streams a reply to the conversation as it stands (e.g. to retry after an error, or after
     /// [`push`](Self::push)ing a user or tool message).
     pub fn respond(&mut self, params: &GenerateParams) -> Result<Stream<'_>> {
-        let (text, prompt) = self.generator.chat_tokens(&self.state.messages)?;
+        let (text, prompt) = self
+            .generator
+            .chat_tokens_for(&self.state.messages, params)?;
         let in_reasoning = super::prompt_opens_reasoning(&text);
         self.generator
             .start_reusing(Target::Chat(&mut self.state), prompt, in_reasoning, params)

@@ -34,6 +34,39 @@ use crate::tokenizer::Tokenizer;
 /// Prompt tokens evaluated per forward call (bounds the activations of a long prefill).
 const PREFILL_CHUNK: usize = 512;
 
+/// A caller's "stop now?" check, polled during long work: while the chat template renders
+/// (every few pieces of output), before each prefill chunk and before each decoded token.
+/// Returning true stops: before generation starts the call fails with [`Error::Cancelled`];
+/// after, generation ends with [`FinishReason::Cancelled`]. It runs on the thread that drives
+/// the generation and should be cheap (a flag, a Ctrl-C check).
+#[derive(Clone)]
+pub struct CancelCheck(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl CancelCheck {
+    /// A check that calls `f`.
+    pub fn new(f: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        CancelCheck(Arc::new(f))
+    }
+
+    /// Whether the caller asks to stop.
+    pub fn is_cancelled(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for CancelCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CancelCheck")
+    }
+}
+
+impl PartialEq for CancelCheck {
+    /// The same check (a closure has no other equality).
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerateParams {
@@ -43,6 +76,15 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// How to pick tokens.
     pub sampling: SamplingParams,
+    /// Polled during rendering, prefill and decoding; true stops (see [`CancelCheck`]).
+    pub cancel: Option<CancelCheck>,
+}
+
+impl GenerateParams {
+    /// Whether the cancel check (if any) asks to stop.
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(CancelCheck::is_cancelled)
+    }
 }
 
 impl GenerateParams {
@@ -123,6 +165,76 @@ pub struct GenerationResult {
     pub usage: Usage,
 }
 
+/// What a checkpoint says about text: its tokenizer (special tokens and chat template
+/// included) and its decoding defaults. The one place every binding reads them from.
+#[derive(Debug, Clone, Default)]
+pub struct TextAssets {
+    /// The tokenizer, if the checkpoint has one.
+    pub tokenizer: Option<Tokenizer>,
+    /// Decoding defaults, if the checkpoint gives any.
+    pub generation: Option<GenerationConfig>,
+}
+
+impl TextAssets {
+    /// The text side of the checkpoint at `path`: a folder's `tokenizer.json` (with
+    /// `tokenizer_config.json`) and `generation_config.json`, or a GGUF file's `tokenizer.*` and
+    /// `general.sampling.*` metadata. `tokenizer` (a folder or a GGUF file) overrides where the
+    /// tokenizer comes from. A checkpoint without a tokenizer gives `None`; a malformed one is
+    /// an error.
+    pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
+        let mut assets = TextAssets::default();
+        if path.is_file() {
+            let file = crate::loader::GgufModel::open(path)?;
+            assets.generation = file.generation_config()?;
+            if tokenizer.is_none() && file.first().get("tokenizer.ggml.model").is_some() {
+                let t = crate::loader::gguf_vocab::tokenizer_from_gguf(file.first())?;
+                assets.tokenizer = Some(t);
+            }
+        } else {
+            let gc = path.join("generation_config.json");
+            if gc.is_file() {
+                assets.generation = Some(GenerationConfig::from_file(&gc)?);
+            }
+            if tokenizer.is_none() && path.join("tokenizer.json").is_file() {
+                assets.tokenizer = Some(Tokenizer::from_dir(path)?);
+            }
+        }
+        if let Some(t) = tokenizer {
+            assets.tokenizer = Some(Self::tokenizer_at(t)?);
+        }
+        Ok(assets)
+    }
+
+    /// The tokenizer of a folder (`tokenizer.json` + `tokenizer_config.json`) or of a GGUF
+    /// file's `tokenizer.*` metadata.
+    pub fn tokenizer_at(path: &Path) -> Result<Tokenizer> {
+        if path.is_file() {
+            let file = crate::loader::GgufFile::open(path)?;
+            crate::loader::gguf_vocab::tokenizer_from_gguf(&file)
+        } else {
+            Tokenizer::from_dir(path)
+        }
+    }
+
+    /// The error for a checkpoint at `path` that has no tokenizer.
+    pub fn missing(path: &Path) -> Error {
+        if path.is_file() {
+            Error::Gguf {
+                path: path.to_path_buf(),
+                message: "no tokenizer.ggml.* metadata: give a tokenizer folder".into(),
+            }
+        } else {
+            Error::io(
+                path.join("tokenizer.json"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no tokenizer in the model folder",
+                ),
+            )
+        }
+    }
+}
+
 /// A model with its tokenizer, chat template and generation defaults. Cloning is cheap (shared).
 #[derive(Debug, Clone)]
 pub struct Generator {
@@ -148,6 +260,7 @@ impl Generator {
             )));
         }
         let template = ChatTemplate::for_tokenizer(&tokenizer)?;
+        check_eos(&tokenizer, &model.config().eos_token_ids, "config.json")?;
         let mut eos = tokenizer.eos_ids();
         eos.extend(&model.config().eos_token_ids);
         eos.sort_unstable();
@@ -166,33 +279,39 @@ impl Generator {
         })
     }
 
-    /// Loads the model from `model_dir`, the tokenizer from `tokenizer_dir` (default:
-    /// `model_dir`) and, if present, `generation_config.json` from `model_dir`.
+    /// Loads the model at `path` (a folder or a GGUF file) with its tokenizer and decoding
+    /// defaults ([`TextAssets::load`]; `tokenizer` overrides where the tokenizer comes from).
     pub fn load(
-        model_dir: impl AsRef<Path>,
-        tokenizer_dir: Option<&Path>,
+        path: impl AsRef<Path>,
+        tokenizer: Option<&Path>,
         options: LoadOptions,
     ) -> Result<Self> {
-        let model_dir = model_dir.as_ref();
-        let model = Arc::new(Model::load(model_dir, options)?);
-        let tokenizer = Tokenizer::from_dir(tokenizer_dir.unwrap_or(model_dir))?;
-        let mut gen = Self::new(model, tokenizer)?;
-        let gc = model_dir.join("generation_config.json");
-        if gc.is_file() {
-            gen = gen.with_generation_config(GenerationConfig::from_file(&gc)?);
+        let path = path.as_ref();
+        let model = Arc::new(Model::load(path, options)?);
+        let text = TextAssets::load(path, tokenizer)?;
+        let tokenizer = text.tokenizer.ok_or_else(|| TextAssets::missing(path))?;
+        let gen = Self::new(model, tokenizer)?;
+        match text.generation {
+            Some(config) => gen.with_generation_config(config),
+            None => Ok(gen),
         }
-        Ok(gen)
     }
 
-    /// Uses `config`'s sampling defaults and adds its EOS ids.
-    pub fn with_generation_config(mut self, config: GenerationConfig) -> Self {
+    /// Uses `config`'s sampling defaults and adds its EOS ids, which must be tokens of the
+    /// tokenizer ([`Error::Config`] otherwise: generation could never stop on them).
+    pub fn with_generation_config(mut self, config: GenerationConfig) -> Result<Self> {
+        check_eos(
+            &self.tokenizer,
+            &config.eos_token_ids,
+            "generation_config.json",
+        )?;
         let mut eos = self.eos.to_vec();
         eos.extend(&config.eos_token_ids);
         eos.sort_unstable();
         eos.dedup();
         self.eos = eos.into();
         self.generation = config;
-        self
+        Ok(self)
     }
 
     /// Uses `template` for chat prompts.
@@ -234,6 +353,7 @@ impl Generator {
             max_tokens: self.generation.max_new_tokens,
             stop: Vec::new(),
             sampling: self.generation.sampling.clone(),
+            cancel: None,
         }
     }
 
@@ -257,7 +377,18 @@ impl Generator {
     /// The ids of a conversation's prompt: the rendered template (with the generation prompt),
     /// encoded without adding special tokens, as `apply_chat_template` does.
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<(String, Vec<u32>)> {
-        let text = self.template.render(messages, true)?;
+        self.chat_tokens_for(messages, &GenerateParams::default())
+    }
+
+    /// [`chat_tokens`](Self::chat_tokens), rendering under `params`' cancel check.
+    fn chat_tokens_for(
+        &self,
+        messages: &[Message],
+        params: &GenerateParams,
+    ) -> Result<(String, Vec<u32>)> {
+        let text = self
+            .template
+            .render_cancellable(messages, true, &|| params.cancelled())?;
         let ids = self.tokenizer.encode(&text, false)?;
         Ok((text, ids))
     }
@@ -305,7 +436,7 @@ impl Generator {
         messages: &[Message],
         params: &GenerateParams,
     ) -> Result<Stream<'static>> {
-        let (text, ids) = self.chat_tokens(messages)?;
+        let (text, ids) = self.chat_tokens_for(messages, params)?;
         self.start_owned(ids, prompt_opens_reasoning(&text), params)
     }
 
@@ -340,7 +471,7 @@ impl Generator {
         messages: &[Message],
         params: &GenerateParams,
     ) -> Result<Stream<'a>> {
-        let (text, ids) = self.chat_tokens(messages)?;
+        let (text, ids) = self.chat_tokens_for(messages, params)?;
         let target = Target::Borrowed { session, cached };
         self.start_reusing(target, ids, prompt_opens_reasoning(&text), params)
     }
@@ -354,8 +485,11 @@ impl Generator {
         in_reasoning: bool,
         params: &GenerateParams,
     ) -> Result<Stream<'a>> {
+        // The sampler first: it checks the params, and a refused request must find the cache
+        // as it was (reuse_cache drops what the prompt does not share).
+        let sampler = self.sampler(&prompt, params)?;
         let keep = self.reuse_cache(&mut target, &prompt, params)?;
-        self.start(target, prompt, keep, in_reasoning, params)
+        Ok(self.launch(target, sampler, prompt, keep, in_reasoning, params))
     }
 
     /// Checks the request, then keeps the cached prefix `target` shares with `prompt` and
@@ -416,6 +550,16 @@ impl Generator {
         params: &GenerateParams,
     ) -> Result<Stream<'a>> {
         let sampler = self.sampler(&prompt, params)?;
+        let mut target = target;
+        // Refused before any forward pass (a caller's session was checked by reuse_cache).
+        let limit = target.session().context_length();
+        if prompt.len() > limit {
+            return Err(Error::ContextOverflow {
+                cached,
+                new: prompt.len() - cached,
+                limit,
+            });
+        }
         Ok(self.launch(target, sampler, prompt, cached, in_reasoning, params))
     }
 
@@ -424,6 +568,21 @@ impl Generator {
         params.validate()?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        let vocab = self.tokenizer.vocab_size();
+        if let Some((id, _)) = params
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(Error::InvalidParameter {
+                name: "logit_bias".into(),
+                message: format!(
+                    "token id {id} is out of range (the tokenizer has {vocab} ids; the rows \
+                     past them are padding, never sampled)"
+                ),
+            });
         }
         let mut sampling = params.sampling.clone();
         sampling
@@ -448,6 +607,7 @@ impl Generator {
         debug_assert!(cached < prompt.len());
         Stream {
             target,
+            cancel: params.cancel.clone(),
             tokenizer_vocab: self.tokenizer.vocab_size(),
             eos: self.eos.clone(),
             max_tokens: params.max_tokens,
@@ -527,6 +687,7 @@ impl Target<'_> {
 /// [`into_result`](Self::into_result) gives the full text, finish reason and usage.
 pub struct Stream<'a> {
     target: Target<'a>,
+    cancel: Option<CancelCheck>,
     tokenizer_vocab: usize,
     eos: Arc<[u32]>,
     max_tokens: Option<usize>,
@@ -553,7 +714,8 @@ impl std::fmt::Debug for Stream<'_> {
 }
 
 impl Stream<'_> {
-    /// One forward pass and one sampled token.
+    /// One forward pass (the whole prompt, chunk by chunk, the first time) and one sampled
+    /// token; the cancel check is polled before each forward call.
     fn step(&mut self) -> Result<()> {
         if self.max_tokens.is_some_and(|m| self.tokens.len() >= m) {
             self.end(FinishReason::Length);
@@ -561,25 +723,48 @@ impl Stream<'_> {
         }
         let t0 = Instant::now();
         let prefill = self.tokens.is_empty();
-        let session = self.target.session();
-        let (id, evaluated) = if prefill {
-            let rest = &self.prompt[self.cached..];
-            let (head, last) = rest.split_at(rest.len() - (rest.len() - 1) % PREFILL_CHUNK - 1);
-            for chunk in head.chunks(PREFILL_CHUNK) {
-                session.eval(chunk)?;
+        let id = if prefill {
+            // Every chunk but the last is PREFILL_CHUNK long; the last (with the logits) is
+            // 1..=PREFILL_CHUNK long.
+            let rest = self.prompt.len() - self.cached;
+            let last_start = self.prompt.len() - (rest - 1) % PREFILL_CHUNK - 1;
+            let mut at = self.cached;
+            loop {
+                if self.cancel.as_ref().is_some_and(CancelCheck::is_cancelled) {
+                    self.prefill_secs += t0.elapsed().as_secs_f64();
+                    self.end(FinishReason::Cancelled);
+                    return Ok(());
+                }
+                if at == last_start {
+                    break;
+                }
+                let chunk = &self.prompt[at..at + PREFILL_CHUNK];
+                self.target.session().eval(chunk)?;
+                // Recorded chunk by chunk: a cancelled prefill leaves a reusable cache.
+                self.target.record(chunk);
+                at += PREFILL_CHUNK;
             }
-            let logits = session.eval(last)?;
-            (self.sampler.sample(&logits[..self.tokenizer_vocab])?, rest)
+            let last = &self.prompt[last_start..];
+            let logits = self.target.session().eval(last)?;
+            let id = self.sampler.sample(&logits[..self.tokenizer_vocab])?;
+            self.target.record(last);
+            id
         } else {
+            if self.cancel.as_ref().is_some_and(CancelCheck::is_cancelled) {
+                self.end(FinishReason::Cancelled);
+                return Ok(());
+            }
+            let session = self.target.session();
             if session.len() >= session.context_length() {
                 self.end(FinishReason::Length);
                 return Ok(());
             }
             let last = &self.tokens[self.tokens.len() - 1..];
             let logits = session.eval(last)?;
-            (self.sampler.sample(&logits[..self.tokenizer_vocab])?, last)
+            let id = self.sampler.sample(&logits[..self.tokenizer_vocab])?;
+            self.target.record(last);
+            id
         };
-        self.target.record(evaluated);
         self.sampler.accept(id);
         self.tokens.push(id);
         if self.eos.contains(&id) {
@@ -750,6 +935,22 @@ impl Drop for Stream<'_> {
         if self.finish.is_none() && !self.failed {
             self.end(FinishReason::Cancelled);
         }
+    }
+}
+
+/// EOS ids from `file` must be tokens of `tokenizer`: only those are ever sampled (a model's
+/// vocab_size may pad past the tokenizer's, as R1's 129280 rows do over 128815 ids).
+fn check_eos(tokenizer: &Tokenizer, ids: &[u32], file: &str) -> Result<()> {
+    match ids.iter().find(|&&id| !tokenizer.contains(id)) {
+        None => Ok(()),
+        Some(id) => Err(Error::config(
+            "eos_token_id",
+            format!(
+                "token id {id} in {file} is not a token of the tokenizer ({} ids): generation \
+                 could never stop on it",
+                tokenizer.vocab_size()
+            ),
+        )),
     }
 }
 

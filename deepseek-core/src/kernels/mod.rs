@@ -2,16 +2,22 @@
 //!
 //! The only place that matches on a weight's format to compute, and the only place with
 //! `target_feature` code. Float formats decode a weight row a chunk at a time into a stack
-//! buffer reused for every token; Q8_0/Q4_0 quantise the activations to 8-bit blocks once per
-//! call and use integer dot products; their x8 forms (8 rows interleaved) run 8 rows x up to 4
-//! tokens per tile, for decode and prefill alike. Every SIMD path has a scalar twin
-//! ([`Isa::Scalar`]) it is tested against. Knows no layers.
+//! buffer reused for every token; the 32-weight block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! IQ4_NL) quantise the activations to 8-bit blocks once per call and use integer dot products;
+//! the 256-weight super-block formats (K-quants, IQ4_XS) quantise them to Q8_K ([`kquant`]).
+//! Row-major matrices run one row x up to 4 tokens per pass; the x8 forms (8 rows interleaved
+//! at load: Q8_0x8, Q4_0x8, Q5_0x8, Q4_Kx8, Q6_Kx8) run 8 rows x up to 4 tokens per tile, for
+//! decode and prefill alike. Every SIMD path has a scalar twin ([`Isa::Scalar`]) it is tested
+//! against. Knows no layers.
 
 pub mod attention;
 mod isa;
+pub mod kquant;
 mod pool;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_kquant;
 
 pub use isa::Isa;
 pub use pool::Pool;
@@ -20,7 +26,8 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use crate::quant::blocks::{self, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, X8};
-use crate::quant::{ActBlock, Format, Weight, QK};
+use crate::quant::kblocks::{self, ActBlockK};
+use crate::quant::{ActBlock, Activation, Format, Weight, QK, QK_K};
 
 /// Columns decoded per step; a multiple of FP8's 128-wide blocks and of the 32-weight blocks.
 const CHUNK: usize = 128;
@@ -28,6 +35,17 @@ const CHUNK: usize = 128;
 thread_local! {
     /// Quantised activations of the current call (grown, never shrunk: no per-token allocation).
     static ACT: RefCell<Vec<ActBlock>> = const { RefCell::new(Vec::new()) };
+    /// The same for the super-block formats (Q8_K).
+    static ACT_K: RefCell<Vec<ActBlockK>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One call's activations in the form the weight format multiplies: none (float formats read
+/// `x` itself), 8-bit blocks of 32, or Q8_K blocks of 256.
+#[derive(Clone, Copy)]
+enum Acts<'a> {
+    F32,
+    Q8(&'a [ActBlock]),
+    K(&'a [ActBlockK]),
 }
 
 /// `y[t, r] = sum_c x[t, c] * W[rows.start + r, c]` for `t < n`, with the detected [`Isa`].
@@ -109,21 +127,34 @@ pub fn matmul_pair(
     });
 }
 
-/// Runs `f` with `x` quantised to 8-bit blocks when `w` is a block format (empty otherwise),
-/// in a thread-local buffer that only grows.
-fn with_activations<R>(w: &Weight, x: &[f32], n: usize, f: impl FnOnce(&[ActBlock]) -> R) -> R {
-    if !w.format().is_block() {
-        return f(&[]);
-    }
-    let nb = w.cols() / QK;
-    ACT.with(|act| {
-        let mut act = act.borrow_mut();
-        if act.len() < n * nb {
-            act.resize(n * nb, ActBlock::default());
+/// Runs `f` with `x` quantised as `w`'s format multiplies it (nothing for float formats), in a
+/// thread-local buffer that only grows.
+fn with_activations<R>(w: &Weight, x: &[f32], n: usize, f: impl FnOnce(Acts<'_>) -> R) -> R {
+    match w.format().info().activation {
+        Activation::F32 => f(Acts::F32),
+        Activation::Q8Blocks => {
+            let nb = w.cols() / QK;
+            ACT.with(|act| {
+                let mut act = act.borrow_mut();
+                if act.len() < n * nb {
+                    act.resize(n * nb, ActBlock::default());
+                }
+                blocks::quantize_act(x, &mut act[..n * nb]);
+                f(Acts::Q8(&act[..n * nb]))
+            })
         }
-        blocks::quantize_act(x, &mut act[..n * nb]);
-        f(&act[..n * nb])
-    })
+        Activation::Q8K => {
+            let nb = w.cols() / QK_K;
+            ACT_K.with(|act| {
+                let mut act = act.borrow_mut();
+                if act.len() < n * nb {
+                    act.resize(n * nb, ActBlockK::default());
+                }
+                kblocks::quantize_act_k(x, &mut act[..n * nb]);
+                f(Acts::K(&act[..n * nb]))
+            })
+        }
+    }
 }
 
 /// Rows `row0 + i` for `i` in `idx` of `x W^T`, written to `out[t * stride + i]`.
@@ -138,12 +169,22 @@ unsafe fn matmul_rows(
     row0: usize,
     idx: Range<usize>,
     x: &[f32],
-    xq: &[ActBlock],
+    xq: Acts<'_>,
     n: usize,
     out: SyncPtr,
     stride: usize,
 ) {
     let cols = w.cols();
+    let xq = match xq {
+        Acts::F32 => &[][..],
+        Acts::Q8(xq) => xq,
+        Acts::K(xk) if w.format().row_group() == X8 => {
+            // SAFETY: forwarded from the caller.
+            return unsafe { matmul_groups_kx8(isa, w, row0, idx, xk, n, out, stride) };
+        }
+        // SAFETY: forwarded from the caller.
+        Acts::K(xk) => return unsafe { matmul_rows_k(isa, w, row0, idx, xk, n, out, stride) },
+    };
     if w.format().row_group() == X8 {
         // SAFETY: forwarded from the caller.
         return unsafe { matmul_groups_x8(isa, w, row0, idx, xq, n, out, stride) };
@@ -224,6 +265,85 @@ unsafe fn matmul_rows(
     }
 }
 
+/// [`matmul_rows`] for the super-block formats: each row is multiplied with up to 4 tokens per
+/// pass, so a super-block is unpacked once per 4 tokens.
+///
+/// # Safety
+/// As [`matmul_rows`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_rows_k(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    xk: &[ActBlockK],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let nb = w.cols() / QK_K;
+    for i in idx {
+        let wrow = w.row_bytes(row0 + i);
+        let mut t = 0;
+        while t < n {
+            let nt = (n - t).min(4);
+            let xs: [&[ActBlockK]; 4] = std::array::from_fn(|k| {
+                let tk = t + k.min(nt - 1);
+                &xk[tk * nb..(tk + 1) * nb]
+            });
+            let mut d = [0f32; 4];
+            kquant::dot_k_with(isa, w.format(), wrow, &xs[..nt], &mut d[..nt]);
+            for (k, v) in d[..nt].iter().enumerate() {
+                // SAFETY: the caller owns these elements.
+                unsafe { *out.at((t + k) * stride + i) = *v };
+            }
+            t += nt;
+        }
+    }
+}
+
+/// [`matmul_rows`] for the interleaved super-block formats (Q4_Kx8, Q6_Kx8): each group of 8
+/// rows is multiplied with up to 4 tokens at a time.
+///
+/// # Safety
+/// As [`matmul_rows`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_groups_kx8(
+    isa: Isa,
+    w: &Weight,
+    row0: usize,
+    idx: Range<usize>,
+    xk: &[ActBlockK],
+    n: usize,
+    out: SyncPtr,
+    stride: usize,
+) {
+    let nb = w.cols() / QK_K;
+    let (lo, hi) = (row0 + idx.start, row0 + idx.end);
+    for g in lo / X8..hi.div_ceil(X8) {
+        let group = w.group_bytes(g);
+        let mut t = 0;
+        while t < n {
+            let nt = (n - t).min(4);
+            let xs: [&[ActBlockK]; 4] = std::array::from_fn(|k| {
+                let tk = t + k.min(nt - 1);
+                &xk[tk * nb..(tk + 1) * nb]
+            });
+            let tile = kquant::tile8_kx8_with(isa, w.format(), group, xs, nt);
+            for (k, rows) in tile[..nt].iter().enumerate() {
+                for (r, v) in rows.iter().enumerate() {
+                    let row = g * X8 + r;
+                    if (lo..hi).contains(&row) {
+                        // SAFETY: the caller owns rows `lo..hi` of every token.
+                        unsafe { *out.at((t + k) * stride + row - row0) = *v };
+                    }
+                }
+            }
+            t += nt;
+        }
+    }
+}
+
 /// [`matmul_rows`] for the x8 formats: each group of 8 rows is multiplied with up to 4 tokens
 /// at a time.
 ///
@@ -294,6 +414,7 @@ pub fn tile8_x8_with(
             (Isa::Avx2, Format::Q4_0x8) => run!(tile8_q4_0x8_avx2),
             (Isa::Avx512Vnni, Format::Q8_0x8) => run!(tile8_q8_0x8_vnni),
             (Isa::Avx2, Format::Q8_0x8) => run!(tile8_q8_0x8_avx2),
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_0x8) => run!(tile8_q5_0x8_avx2),
             _ => {}
         }
     }
@@ -316,7 +437,7 @@ pub fn tile8_x8_scalar(
     for (t, o) in out.iter_mut().enumerate().take(nt) {
         for (r, v) in o.iter_mut().enumerate() {
             for (b, xb) in w.chunks_exact(X8 * bytes).zip(x[t]) {
-                blocks::x8_row_block(b, r, xor, &mut block[..bytes]);
+                blocks::x8_row_block(b, r, rows.info().f16_fields, xor, &mut block[..bytes]);
                 *v += dot_q_scalar(&rows, &block[..bytes], std::slice::from_ref(xb));
             }
         }
@@ -374,7 +495,8 @@ pub fn matmul_t_with(
 /// `out[j] = W[row, col0 + j]`, vectorised where the ISA allows.
 pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32]) {
     if let Some((rows, xor)) = w.format().x8_rows() {
-        if col0.is_multiple_of(QK) && out.len().is_multiple_of(QK) && out.len() <= CHUNK {
+        let whole = col0.is_multiple_of(QK) && out.len().is_multiple_of(QK) && out.len() <= CHUNK;
+        if rows.info().block == QK && whole {
             // Gather the row's ggml blocks, then decode them as such.
             let bytes = rows.block_bytes();
             let group = w.group_bytes(row / X8);
@@ -382,7 +504,7 @@ pub fn decode_with(isa: Isa, w: &Weight, row: usize, col0: usize, out: &mut [f32
             let nblk = out.len() / QK;
             for (k, b) in buf.chunks_exact_mut(bytes).take(nblk).enumerate() {
                 let block = &group[(col0 / QK + k) * X8 * bytes..][..X8 * bytes];
-                blocks::x8_row_block(block, row % X8, xor, b);
+                blocks::x8_row_block(block, row % X8, rows.info().f16_fields, xor, b);
             }
             return decode_blocks_with(isa, &rows, &buf[..nblk * bytes], out);
         }
@@ -461,7 +583,7 @@ fn decode_blocks_with(isa: Isa, format: &Format, data: &[u8], out: &mut [f32]) {
     }
 }
 
-/// One quantised weight row (Q8_0 or Q4_0 blocks) . quantised activations.
+/// One quantised weight row (32-weight blocks) . quantised activations.
 pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the ISA was detected on this CPU (Isa::available).
@@ -473,6 +595,12 @@ pub fn dot_q_with(isa: Isa, format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32
             (Isa::Avx2, Format::Q4_0) => return x86::dot_q4_0_avx2(wrow, x),
             (Isa::Avx512Vnni, Format::Q4_1) => return x86::dot_q4_1_vnni(wrow, x),
             (Isa::Avx2, Format::Q4_1) => return x86::dot_q4_1_avx2(wrow, x),
+            // AVX2 kernels only (no AVX-512 twin yet): they run on AVX-512 machines as well.
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_0) => return x86::dot_q5_0_avx2(wrow, [x])[0],
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_1) => return x86::dot_q5_1_avx2(wrow, [x])[0],
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::IQ4_NL) => {
+                return x86::dot_iq4_nl_avx2(wrow, [x])[0]
+            }
             _ => {}
         }
     }
@@ -512,6 +640,9 @@ pub fn dot4_q_with(isa: Isa, format: &Format, wrow: &[u8], x: [&[ActBlock]; 4]) 
             (Isa::Avx2, Format::Q4_0) => return x86::dot4_q4_0_avx2(wrow, x),
             (Isa::Avx512Vnni, Format::Q4_1) => return x86::dot4_q4_1_vnni(wrow, x),
             (Isa::Avx2, Format::Q4_1) => return x86::dot4_q4_1_avx2(wrow, x),
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_0) => return x86::dot_q5_0_avx2(wrow, x),
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::Q5_1) => return x86::dot_q5_1_avx2(wrow, x),
+            (Isa::Avx2 | Isa::Avx512Vnni, Format::IQ4_NL) => return x86::dot_iq4_nl_avx2(wrow, x),
             _ => {}
         }
     }
@@ -550,6 +681,18 @@ pub fn dot_q_scalar(format: &Format, wrow: &[u8], x: &[ActBlock]) -> f32 {
                     s += (b[4 + j] >> 4) as i32 * xb.qs[j + QK / 2] as i32;
                 }
                 sum += blocks::block_scale(b) * xb.d * s as f32 + blocks::block_min(b) * xb.s;
+            }
+        }
+        Format::Q5_0 | Format::Q5_1 | Format::IQ4_NL => {
+            let ty = format.info().ggml.expect("a ggml format");
+            for (b, xb) in wrow.chunks_exact(format.block_bytes()).zip(x) {
+                let s: i32 = (0..QK)
+                    .map(|i| blocks::level(ty, b, i) * xb.qs[i] as i32)
+                    .sum();
+                sum += blocks::block_scale(b) * xb.d * s as f32;
+                if matches!(format, Format::Q5_1) {
+                    sum += blocks::block_min(b) * xb.s;
+                }
             }
         }
         other => panic!("dot_q_scalar: {other:?} is not an integer block format"),

@@ -6,12 +6,14 @@
 use std::arch::x86_64::*;
 
 use crate::quant::blocks::{
-    Q4_0X8_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q8_0X8_BYTES, Q8_0X8_XOR, Q8_0_BYTES, X8,
+    IQ4_NL_BYTES, Q4_0X8_BYTES, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0X8_BYTES,
+    Q8_0X8_XOR, Q8_0_BYTES, X8,
 };
+use crate::quant::kblocks::KVALUES_IQ4NL;
 use crate::quant::{ActBlock, QK};
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     // SAFETY: register-only intrinsics, available under the caller's target features.
     unsafe {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -243,7 +245,7 @@ unsafe fn dot_i8_vnni(w: __m256i, x: __m256i) -> __m256i {
 /// The f16 scale at the start of a block, converted inline with F16C (half's portable
 /// conversion re-checks CPU features on every call, which costs more than the block's math).
 #[inline(always)]
-unsafe fn block_d(b: &[u8]) -> f32 {
+pub(super) unsafe fn block_d(b: &[u8]) -> f32 {
     // SAFETY: register-only intrinsics under F16C; a block has at least 2 bytes.
     unsafe {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
@@ -323,13 +325,13 @@ int_dot!(
 
 /// `|w|` and `x` carrying `w`'s sign: maddubs/vpdpbusd want an unsigned left operand.
 #[inline(always)]
-unsafe fn sign_split(w: __m256i, x: __m256i) -> (__m256i, __m256i) {
+pub(super) unsafe fn sign_split(w: __m256i, x: __m256i) -> (__m256i, __m256i) {
     // SAFETY: register-only intrinsics.
     unsafe { (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
 }
 
 #[inline(always)]
-unsafe fn udot_avx2(aw: __m256i, sx: __m256i) -> __m256i {
+pub(super) unsafe fn udot_avx2(aw: __m256i, sx: __m256i) -> __m256i {
     // SAFETY: register-only intrinsics.
     unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)) }
 }
@@ -421,7 +423,7 @@ unsafe fn q4_1_unpack(b: &[u8]) -> __m256i {
 
 /// The f16 minimum of a Q4_1 block, converted with F16C.
 #[inline(always)]
-unsafe fn block_m(b: &[u8]) -> f32 {
+pub(super) unsafe fn block_m(b: &[u8]) -> f32 {
     // SAFETY: register-only intrinsics under F16C; a Q4_1 block has at least 4 bytes.
     unsafe {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
@@ -835,6 +837,217 @@ pub unsafe fn tile8_q8_0x8_avx2<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -
                     s = udot_acc_avx2(s, aw, sx);
                 }
                 let s = _mm256_cvtepi32_ps(s);
+                acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+            }
+        }
+        let mut out = [[0f32; X8]; N];
+        for t in 0..N {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
+/// 32 unsigned nibbles (0..16) of 16 bytes at `p`, in weight order (low nibbles are weights
+/// 0..16, high nibbles 16..32), with AVX2's 64-bit shift as in [`q4_0_nibbles`].
+#[inline(always)]
+unsafe fn nibbles_at(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    unsafe {
+        let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
+        let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// The 32 fifth bits of a Q5 block (a little-endian u32 at `p`) as bytes: 0x10 where set.
+#[inline(always)]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes at `p`.
+    unsafe {
+        let bits = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+        // Byte k of the result looks at byte k / 8 of the word, then tests bit k % 8 of it.
+        let spread = _mm256_shuffle_epi8(
+            bits,
+            _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// The 32 signed `kvalues_iq4nl` levels of the 16 code bytes at `p`, in weight order.
+#[inline(always)]
+unsafe fn iq4_levels(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`; the rest is register-only.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
+        _mm256_shuffle_epi8(table, nibbles_at(p))
+    }
+}
+
+/// One row of Q5_0, Q5_1 or IQ4_NL blocks . `N` tokens (`N` <= 4), each block unpacked once for
+/// all tokens. Q5_0 multiplies the unsigned 5-bit levels and starts each sum at
+/// `-16 * sum(x)`; Q5_1 adds `m * d_x * sum(x)`; IQ4_NL's signed levels use the sign split.
+macro_rules! q5_iq4_dots {
+    ($name:ident, $bytes:expr, $kind:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [f32; N] {
+            let nb = x
+                .iter()
+                .map(|v| v.len())
+                .min()
+                .unwrap_or(0)
+                .min(w.len() / $bytes);
+            let xp = x.map(|v| v.as_ptr());
+            // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point
+            // past the end (they never fault).
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut mins = [0f32; N];
+                for i in 0..nb {
+                    let b = std::slice::from_raw_parts(w.as_ptr().add(i * $bytes), $bytes);
+                    _mm_prefetch::<_MM_HINT_T0>(w.as_ptr().wrapping_add((i + 16) * $bytes).cast());
+                    let wv = match $kind {
+                        0 => _mm256_or_si256(
+                            nibbles_at(b.as_ptr().add(6)),
+                            fifth_bits(b.as_ptr().add(2)),
+                        ),
+                        1 => _mm256_or_si256(
+                            nibbles_at(b.as_ptr().add(8)),
+                            fifth_bits(b.as_ptr().add(4)),
+                        ),
+                        _ => iq4_levels(b.as_ptr().add(2)),
+                    };
+                    let dw = block_d(b);
+                    for t in 0..N {
+                        let xb = &*xp[t].add(i);
+                        let xv = _mm256_loadu_si256(xb.qs.as_ptr().cast());
+                        let p = match $kind {
+                            0 => _mm256_add_epi32(
+                                _mm256_castsi128_si256(_mm_cvtsi32_si128(-2 * xb.sum8)),
+                                udot_avx2(wv, xv),
+                            ),
+                            1 => udot_avx2(wv, xv),
+                            _ => {
+                                let (aw, sx) = sign_split(wv, xv);
+                                udot_avx2(aw, sx)
+                            }
+                        };
+                        acc[t] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_set1_ps(dw * xb.d),
+                            acc[t],
+                        );
+                        if $kind == 1 {
+                            mins[t] += block_m(b) * xb.s;
+                        }
+                    }
+                }
+                std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+            }
+        }
+    };
+}
+
+q5_iq4_dots!(
+    dot_q5_0_avx2,
+    Q5_0_BYTES,
+    0,
+    "Q5_0 row . `N` tokens (AVX2)."
+);
+q5_iq4_dots!(
+    dot_q5_1_avx2,
+    Q5_1_BYTES,
+    1,
+    "Q5_1 row . `N` tokens (AVX2)."
+);
+q5_iq4_dots!(
+    dot_iq4_nl_avx2,
+    IQ4_NL_BYTES,
+    2,
+    "IQ4_NL row . `N` tokens (AVX2)."
+);
+
+/// Bytes of one Q5_0x8 block: block `i` of 8 rows (8 f16 scales, then the rows' fifth-bit
+/// words, then 4 chunks of nibbles).
+const Q5_0X8_BYTES: usize = X8 * Q5_0_BYTES;
+
+/// The fifth bits `k..k + 4` and `k + 16..k + 20` of each 32-bit lane of `qh` (one row's
+/// word per lane) as bytes: 0x10 where set, for the 4 low and the 4 high nibbles of a chunk.
+#[inline(always)]
+unsafe fn q5_x8_fifth(qh: __m256i, k: i32) -> (__m256i, __m256i) {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        // Each byte of a lane takes the lane's low byte, then tests its own bit of it.
+        let spread = _mm256_set_epi64x(
+            0x0c0c0c0c08080808,
+            0x0404040400000000,
+            0x0c0c0c0c08080808,
+            0x0404040400000000,
+        );
+        let bit = _mm256_set1_epi32(0x08040201);
+        let sixteen = _mm256_set1_epi8(0x10);
+        let one = |shift: i32| {
+            let t = _mm256_srlv_epi32(qh, _mm256_set1_epi32(shift));
+            let t = _mm256_and_si256(_mm256_shuffle_epi8(t, spread), bit);
+            _mm256_and_si256(_mm256_cmpeq_epi8(t, bit), sixteen)
+        };
+        (one(k), one(k + 16))
+    }
+}
+
+/// Eight interleaved Q5_0 rows (`Format::Q5_0x8`) x `N` tokens (`N` <= 4), as
+/// [`tile8_q4_0x8_avx2`]: the nibbles get their fifth bits (0..32, unsigned) and each sum
+/// starts at `-16 * sum(x)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q5_0x8_avx2<const N: usize>(w: &[u8], x: [&[ActBlock]; N]) -> [[f32; X8]; N] {
+    let nb = x
+        .iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(w.len() / Q5_0X8_BYTES);
+    let xp = x.map(|v| v.as_ptr());
+    // SAFETY: i < nb keeps every block inside `w` and each `x[t]`; prefetches may point past
+    // the end (they never fault).
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        let low = _mm256_set1_epi8(0x0F);
+        for i in 0..nb {
+            let b = w.as_ptr().add(i * Q5_0X8_BYTES);
+            for line in [0, 64, 128] {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(6 * Q5_0X8_BYTES + line).cast());
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+            let qh = _mm256_loadu_si256(b.add(2 * X8).cast());
+            let mut lo = [_mm256_setzero_si256(); 4];
+            let mut hi = [_mm256_setzero_si256(); 4];
+            for j in 0..4 {
+                let c = _mm256_loadu_si256(b.add(2 * X8 + 32 * (1 + j)).cast());
+                let (fl, fh) = q5_x8_fifth(qh, 4 * j as i32);
+                lo[j] = _mm256_or_si256(_mm256_and_si256(c, low), fl);
+                hi[j] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(c), low), fh);
+            }
+            for t in 0..N {
+                let xb = &*xp[t].add(i);
+                let q = xb.qs.as_ptr();
+                let mut s0 = _mm256_set1_epi32(-2 * xb.sum8);
+                let mut s1 = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let x0 = _mm256_set1_epi32(q.add(4 * j).cast::<i32>().read_unaligned());
+                    let x1 = _mm256_set1_epi32(q.add(16 + 4 * j).cast::<i32>().read_unaligned());
+                    s0 = udot_acc_avx2(s0, lo[j], x0);
+                    s1 = udot_acc_avx2(s1, hi[j], x1);
+                }
+                let s = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
                 acc[t] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
             }
         }

@@ -376,7 +376,11 @@ impl Header {
             }
             raw.push((name, dims, ty, offset));
         }
-        let data_offset = c.pos.next_multiple_of(alignment);
+        // Files without tensors (llama.cpp's vocab-only files) may end before the padding.
+        let data_offset = match c.pos.next_multiple_of(alignment) {
+            end if raw.is_empty() => end.min(buf.len()),
+            end => end,
+        };
         let data_len = buf.len().checked_sub(data_offset).ok_or_else(|| {
             format!("the data section would start at byte {data_offset}, past the end of the file")
         })?;
@@ -522,14 +526,27 @@ impl GgufFile {
     }
 }
 
-/// A tensor waiting to be written: name, ggml dims, type, encoded bytes.
-type PendingTensor<'a> = (String, Vec<u64>, GgmlType, std::borrow::Cow<'a, [u8]>);
+/// Makes a tensor's bytes when the writer reaches it: its ggml type and encoded data.
+pub type Producer<'a> = Box<dyn FnOnce() -> Result<(GgmlType, Vec<u8>)> + 'a>;
 
-/// Builds a GGUF file: metadata and tensors in the order added, written in one pass.
+/// A tensor waiting to be written: its name, ggml dims and bytes (ready, or made on demand).
+struct Pending<'a> {
+    name: String,
+    dims: Vec<u64>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Ready(GgmlType, std::borrow::Cow<'a, [u8]>),
+    Lazy(Producer<'a>),
+}
+
+/// Builds a GGUF file: metadata and tensors in the order added. Tensors may be produced while
+/// the file is written, one at a time, so converting a model never holds it twice in memory.
 #[derive(Default)]
 pub struct Writer<'a> {
     metadata: Vec<(String, Value)>,
-    tensors: Vec<PendingTensor<'a>>,
+    tensors: Vec<Pending<'a>>,
 }
 
 impl<'a> Writer<'a> {
@@ -555,41 +572,49 @@ impl<'a> Writer<'a> {
         data: impl Into<std::borrow::Cow<'a, [u8]>>,
     ) -> Result<()> {
         let data = data.into();
-        let elems = dims.iter().product::<u64>();
-        if dims.is_empty()
-            || dims.len() > MAX_DIMS
-            || !dims[0].is_multiple_of(ty.block_size() as u64)
-            || ty.bytes_for(elems) != Some(data.len() as u64)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "GGUF tensor `{name}`: {} bytes do not fit dims {dims:?} of {ty}",
-                data.len()
-            )));
-        }
-        self.tensors
-            .push((name.to_string(), dims.to_vec(), ty, data));
+        check_tensor(name, dims, ty, data.len())?;
+        self.tensors.push(Pending {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data: Data::Ready(ty, data),
+        });
         Ok(())
     }
 
+    /// Adds a tensor whose type and bytes `produce` makes when the writer reaches it.
+    pub fn add_lazy(&mut self, name: &str, dims: &[u64], produce: Producer<'a>) {
+        self.tensors.push(Pending {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data: Data::Lazy(produce),
+        });
+    }
+
     /// Writes the file (version 3, alignment 32 unless `general.alignment` says otherwise).
-    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+    pub fn write(self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e| Error::io(path, e);
         let file = File::create(path).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        self.write_to(&mut w).map_err(io)?;
+        self.write_to(&mut w).map_err(|e| match e {
+            Error::Io { source, .. } => io(source),
+            e => e,
+        })?;
         w.into_inner()
             .map_err(|e| io(e.into_error()))?
             .sync_all()
             .map_err(io)
     }
 
-    /// Writes the file's bytes to `w`.
-    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+    /// Writes the file to `w`: the header with room for every tensor's type and offset, the
+    /// tensors as they are produced, then the header again with their final types and offsets.
+    pub fn write_to<W: Write + std::io::Seek>(self, w: &mut W) -> Result<()> {
+        let io = |e| Error::io("GGUF output", e);
         let alignment = match self.metadata.iter().find(|(k, _)| k == "general.alignment") {
             Some((_, Value::U32(a))) if a.is_power_of_two() => *a as usize,
             _ => DEFAULT_ALIGNMENT,
         };
+        let start = w.stream_position().map_err(io)?;
         let mut head = Vec::new();
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&3u32.to_le_bytes());
@@ -600,27 +625,57 @@ impl<'a> Writer<'a> {
             head.extend_from_slice(&v.type_id().to_le_bytes());
             put_value(&mut head, v);
         }
-        let mut offset = 0usize;
-        for (name, dims, ty, data) in &self.tensors {
-            put_string(&mut head, name);
-            head.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
+        // Where each tensor's type and offset go, filled in once its bytes are known.
+        let mut slots = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            put_string(&mut head, &t.name);
+            head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
                 head.extend_from_slice(&d.to_le_bytes());
             }
-            head.extend_from_slice(&ty.id().to_le_bytes());
-            head.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset = (offset + data.len()).next_multiple_of(alignment);
+            slots.push(head.len());
+            head.extend_from_slice(&[0u8; 12]);
         }
         head.resize(head.len().next_multiple_of(alignment), 0);
-        w.write_all(&head)?;
+        w.write_all(&head).map_err(io)?;
         let zeros = vec![0u8; alignment];
-        for (_, _, _, data) in &self.tensors {
-            w.write_all(data)?;
+        let mut offset = 0usize;
+        for (t, slot) in self.tensors.into_iter().zip(slots) {
+            let (ty, data): (GgmlType, std::borrow::Cow<'_, [u8]>) = match t.data {
+                Data::Ready(ty, d) => (ty, d),
+                Data::Lazy(produce) => {
+                    let (ty, d) = produce()?;
+                    check_tensor(&t.name, &t.dims, ty, d.len())?;
+                    (ty, std::borrow::Cow::Owned(d))
+                }
+            };
+            head[slot..slot + 4].copy_from_slice(&ty.id().to_le_bytes());
+            head[slot + 4..slot + 12].copy_from_slice(&(offset as u64).to_le_bytes());
+            w.write_all(&data).map_err(io)?;
             let pad = data.len().next_multiple_of(alignment) - data.len();
-            w.write_all(&zeros[..pad])?;
+            w.write_all(&zeros[..pad]).map_err(io)?;
+            offset += data.len() + pad;
         }
+        w.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
+        w.write_all(&head).map_err(io)?;
+        w.seek(std::io::SeekFrom::End(0)).map_err(io)?;
         Ok(())
     }
+}
+
+/// Checks that `len` bytes of `ty` fill ggml dims `dims` exactly.
+fn check_tensor(name: &str, dims: &[u64], ty: GgmlType, len: usize) -> Result<()> {
+    let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if dims.is_empty()
+        || dims.len() > MAX_DIMS
+        || !dims[0].is_multiple_of(ty.block_size() as u64)
+        || elems.and_then(|e| ty.bytes_for(e)) != Some(len as u64)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "GGUF tensor `{name}`: {len} bytes do not fit dims {dims:?} of {ty}"
+        )));
+    }
+    Ok(())
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
@@ -676,9 +731,9 @@ mod tests {
         w.add_tensor("a", &[3, 2], GgmlType::F32, f32s).unwrap();
         w.add_tensor("b", &[32], GgmlType::Q8_0, vec![7u8; 34])
             .unwrap();
-        let mut out = Vec::new();
+        let mut out = std::io::Cursor::new(Vec::new());
         w.write_to(&mut out).unwrap();
-        out
+        out.into_inner()
     }
 
     #[test]
@@ -697,6 +752,29 @@ mod tests {
         let b = &h.tensors[1];
         assert_eq!((b.size, b.offset - a.offset), (34, 32));
         assert!(buf[b.offset..b.offset + 34].iter().all(|&x| x == 7));
+    }
+
+    #[test]
+    fn lazy_tensors_are_written_with_the_type_they_turn_out_to_have() {
+        let mut w = Writer::new();
+        w.add_lazy("a", &[32], Box::new(|| Ok((GgmlType::Q8_0, vec![3u8; 34]))));
+        w.add_tensor("b", &[2], GgmlType::F32, vec![1u8; 8])
+            .unwrap();
+        w.add_lazy("c", &[4], Box::new(|| Ok((GgmlType::F16, vec![5u8; 8]))));
+        let mut out = std::io::Cursor::new(Vec::new());
+        w.write_to(&mut out).unwrap();
+        let out = out.into_inner();
+        let h = Header::parse(&out).unwrap();
+        let t: Vec<_> = h.tensors.iter().map(|t| (t.ty, t.size)).collect();
+        assert_eq!(
+            t,
+            [(GgmlType::Q8_0, 34), (GgmlType::F32, 8), (GgmlType::F16, 8)]
+        );
+        assert!(out[h.tensors[2].offset..][..8].iter().all(|&b| b == 5));
+        // A producer whose bytes do not fit its dims fails the write.
+        let mut w = Writer::new();
+        w.add_lazy("a", &[32], Box::new(|| Ok((GgmlType::Q8_0, vec![0u8; 33]))));
+        assert!(w.write_to(&mut std::io::Cursor::new(Vec::new())).is_err());
     }
 
     #[test]
@@ -731,22 +809,24 @@ mod tests {
 
     #[test]
     fn bad_tensors_are_refused() {
-        let ok = |w: &Writer| {
-            let mut out = Vec::new();
+        let bytes = |w: Writer| {
+            let mut out = std::io::Cursor::new(Vec::new());
             w.write_to(&mut out).unwrap();
-            Header::parse(&out)
+            out.into_inner()
         };
-        let mut w = Writer::new();
-        w.add_tensor("x", &[32, 2], GgmlType::Q4_0, vec![0u8; 36])
-            .unwrap();
-        assert!(ok(&w).is_ok());
+        let one = || {
+            let mut w = Writer::new();
+            w.add_tensor("x", &[32, 2], GgmlType::Q4_0, vec![0u8; 36])
+                .unwrap();
+            w
+        };
+        assert!(Header::parse(&bytes(one())).is_ok());
         // Q4_0 rows must be whole blocks.
         assert!(Writer::new()
             .add_tensor("x", &[31], GgmlType::Q4_0, vec![0u8; 18])
             .is_err());
         // Unknown type id and misaligned offset, patched in the bytes.
-        let mut out = Vec::new();
-        w.write_to(&mut out).unwrap();
+        let out = bytes(one());
         let at = out.windows(1).position(|b| b == b"x").unwrap() + 1 + 4 + 16;
         let mut bad = out.clone();
         bad[at..at + 4].copy_from_slice(&31u32.to_le_bytes());
@@ -759,6 +839,21 @@ mod tests {
         let mut bad = out;
         bad[at + 4..at + 12].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Header::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn files_without_tensors_need_no_trailing_padding() {
+        let mut w = Writer::new();
+        w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+        let mut out = std::io::Cursor::new(Vec::new());
+        w.write_to(&mut out).unwrap();
+        let out = out.into_inner();
+        // 24-byte header + key + type + value, then padding to 32 that llama.cpp omits.
+        let end = 24 + 8 + "tokenizer.ggml.model".len() + 4 + 8 + 4;
+        assert!(out.len() > end);
+        let h = Header::parse(&out[..end]).unwrap();
+        assert_eq!(h.metadata[0].1.as_str(), Some("gpt2"));
+        assert_eq!(h.data_offset, end);
     }
 
     #[test]

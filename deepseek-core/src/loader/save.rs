@@ -52,7 +52,18 @@ fn name(t: Tensor) -> String {
         .name
 }
 
-impl Out<'_> {
+/// `w` converted to `target` as ggml type and bytes (FP8, which ggml cannot store, as BF16).
+fn ggml_bytes(w: &Weight, target: WeightDtype, threads: usize) -> (GgmlType, Vec<u8>) {
+    let w = w.convert_with_threads(target, threads);
+    let w = match w.to_ggml() {
+        Some(_) => w,
+        None => w.convert_with_threads(WeightDtype::BF16, threads),
+    };
+    let (ty, bytes) = w.to_ggml().expect("BF16 has a ggml type");
+    (ty, bytes.into_owned())
+}
+
+impl<'a> Out<'a> {
     fn meta(&mut self, arch: &str, key: &str, v: Value) {
         self.w.set(&format!("{arch}.{key}"), v);
     }
@@ -66,21 +77,25 @@ impl Out<'_> {
         }
     }
 
-    /// `w` converted for `t`, as ggml type and bytes.
-    fn ggml(&self, t: Tensor, w: &Weight) -> (GgmlType, Vec<u8>) {
-        let w = w.convert_with_threads(self.target(t), self.threads);
-        let w = match w.to_ggml() {
-            Some(_) => w,
-            None => w.convert_with_threads(WeightDtype::BF16, self.threads),
-        };
-        let (ty, bytes) = w.to_ggml().expect("BF16 has a ggml type");
-        (ty, bytes.into_owned())
+    /// The matrix `make` gives, converted when the writer reaches it (so a whole model is never
+    /// held converted in memory). `rows x cols` are its dims.
+    fn matrix_with(
+        &mut self,
+        t: Tensor,
+        rows: usize,
+        cols: usize,
+        make: impl FnOnce() -> Result<Weight> + 'a,
+    ) {
+        let (target, threads) = (self.target(t), self.threads);
+        self.w.add_lazy(
+            &name(t),
+            &[cols as u64, rows as u64],
+            Box::new(move || Ok(ggml_bytes(&make()?, target, threads))),
+        );
     }
 
-    fn matrix(&mut self, t: Tensor, w: &Weight) -> Result<()> {
-        let (ty, bytes) = self.ggml(t, w);
-        self.w
-            .add_tensor(&name(t), &[w.cols() as u64, w.rows() as u64], ty, bytes)
+    fn matrix(&mut self, t: Tensor, w: &'a Weight) {
+        self.matrix_with(t, w.rows(), w.cols(), move || Ok(w.clone()));
     }
 
     fn vector(&mut self, t: Tensor, v: &[f32]) -> Result<()> {
@@ -89,35 +104,42 @@ impl Out<'_> {
             .add_tensor(&name(t), &[v.len() as u64], GgmlType::F32, bytes)
     }
 
-    /// Matrices stacked as one `[n, rows, cols]` tensor (GGUF's experts and split kv_b).
-    fn stacked(&mut self, t: Tensor, parts: &[Weight]) -> Result<()> {
-        let first = parts
-            .first()
-            .ok_or_else(|| Error::InvalidArgument(format!("{}: nothing to stack", name(t))))?;
-        let (mut ty, mut bytes) = (None, Vec::new());
-        for p in parts {
-            let (pt, b) = self.ggml(t, p);
-            if ty.is_some_and(|t| t != pt) {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: stacked parts have different formats",
-                    name(t)
-                )));
+    /// `n` matrices of `[rows, cols]` that `make` gives, stacked as one `[n, rows, cols]`
+    /// tensor (GGUF's experts and split kv_b).
+    fn stacked(
+        &mut self,
+        t: Tensor,
+        [n, rows, cols]: [usize; 3],
+        make: impl FnOnce() -> Result<Vec<Weight>> + 'a,
+    ) {
+        let (target, threads, label) = (self.target(t), self.threads, name(t));
+        let produce = move || {
+            let (mut ty, mut bytes) = (None, Vec::new());
+            for p in make()? {
+                let (pt, b) = ggml_bytes(&p, target, threads);
+                if ty.is_some_and(|t| t != pt) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{label}: stacked parts have different formats"
+                    )));
+                }
+                ty = Some(pt);
+                bytes.extend_from_slice(&b);
             }
-            ty = Some(pt);
-            bytes.extend_from_slice(&b);
-        }
-        self.w.add_tensor(
+            let ty =
+                ty.ok_or_else(|| Error::InvalidArgument(format!("{label}: nothing to stack")))?;
+            Ok((ty, bytes))
+        };
+        self.w.add_lazy(
             &name(t),
-            &[first.cols() as u64, first.rows() as u64, parts.len() as u64],
-            ty.expect("at least one part"),
-            bytes,
-        )
+            &[cols as u64, rows as u64, n as u64],
+            Box::new(produce),
+        );
     }
 
-    fn mlp(&mut self, [g, u, d]: [Tensor; 3], m: &Mlp) -> Result<()> {
-        self.matrix(g, &m.gate_proj.weight)?;
-        self.matrix(u, &m.up_proj.weight)?;
-        self.matrix(d, &m.down_proj.weight)
+    fn mlp(&mut self, [g, u, d]: [Tensor; 3], m: &'a Mlp) {
+        self.matrix(g, &m.gate_proj.weight);
+        self.matrix(u, &m.up_proj.weight);
+        self.matrix(d, &m.down_proj.weight);
     }
 
     fn common(&mut self, arch: &str, c: &Config) {
@@ -139,7 +161,7 @@ impl Out<'_> {
     }
 }
 
-fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
+fn deepseek<'a>(out: &mut Out<'a>, m: &'a Transformer) -> Result<()> {
     let c = &m.config;
     let d = c.deepseek().expect("a DeepSeek model");
     let arch = "deepseek2";
@@ -192,10 +214,13 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
             ScoringFunc::Sigmoid => 2,
         };
         out.meta(arch, "expert_gating_func", Value::U32(gating));
-        if moe.topk_method != TopkMethod::Greedy {
-            out.meta(arch, "expert_group_count", u(moe.n_group));
-            out.meta(arch, "expert_group_used_count", u(moe.topk_group));
-        }
+        // Greedy routing has one group (llama.cpp then selects over all experts).
+        let (groups, used) = match moe.topk_method {
+            TopkMethod::Greedy => (1, 1),
+            _ => (moe.n_group, moe.topk_group),
+        };
+        out.meta(arch, "expert_group_count", u(groups));
+        out.meta(arch, "expert_group_used_count", u(used));
     }
     if let Some(y) = &d.rope_scaling {
         if (y.mscale - y.mscale_all_dim).abs() > 1e-6 {
@@ -234,10 +259,10 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
         ));
     }
 
-    out.matrix(Tensor::TokenEmbd, &m.embed_tokens)?;
+    out.matrix(Tensor::TokenEmbd, &m.embed_tokens);
     out.vector(Tensor::OutputNorm, m.norm.weight())?;
     if !c.tie_word_embeddings {
-        out.matrix(Tensor::Output, &m.lm_head.weight)?;
+        out.matrix(Tensor::Output, &m.lm_head.weight);
     }
     let (nh, dn, dv, kv) = (
         c.num_attention_heads,
@@ -249,48 +274,65 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
         out.vector(Tensor::AttnNorm(l), layer.input_layernorm.weight())?;
         let a = &layer.self_attn;
         match &a.q {
-            QProj::Plain(q) => out.matrix(Tensor::AttnQ(l), &q.weight)?,
+            QProj::Plain(q) => out.matrix(Tensor::AttnQ(l), &q.weight),
             QProj::Lora {
                 q_a_proj,
                 q_a_layernorm,
                 q_b_proj,
             } => {
-                out.matrix(Tensor::AttnQA(l), &q_a_proj.weight)?;
+                out.matrix(Tensor::AttnQA(l), &q_a_proj.weight);
                 out.vector(Tensor::AttnQANorm(l), q_a_layernorm.weight())?;
-                out.matrix(Tensor::AttnQB(l), &q_b_proj.weight)?;
+                out.matrix(Tensor::AttnQB(l), &q_b_proj.weight);
             }
         }
-        out.matrix(Tensor::AttnKvAMqa(l), &a.kv_a_proj_with_mqa.weight)?;
+        out.matrix(Tensor::AttnKvAMqa(l), &a.kv_a_proj_with_mqa.weight);
         out.vector(Tensor::AttnKvANorm(l), a.kv_a_layernorm.weight())?;
-        let (k_b, v_b) = match &a.kv_up {
+        match &a.kv_up {
             KvUp::Split { k_b, v_b } => {
-                (split_heads(&k_b.weight, nh)?, split_heads(&v_b.weight, nh)?)
+                out.stacked(Tensor::AttnKB(l), [nh, kv, dn], move || {
+                    split_heads(&k_b.weight, nh)
+                });
+                out.stacked(Tensor::AttnVB(l), [nh, dv, kv], move || {
+                    split_heads(&v_b.weight, nh)
+                });
             }
-            KvUp::Fused(kvb) => split_kv_b(&kvb.weight, nh, dn, dv, kv)?,
-        };
-        out.stacked(Tensor::AttnKB(l), &k_b)?;
-        out.stacked(Tensor::AttnVB(l), &v_b)?;
-        out.matrix(Tensor::AttnOutput(l), &a.o_proj.weight)?;
+            KvUp::Fused(kvb) => {
+                out.stacked(Tensor::AttnKB(l), [nh, kv, dn], move || {
+                    Ok(kv_b_keys(&kvb.weight, nh, dn, dv, kv))
+                });
+                out.stacked(Tensor::AttnVB(l), [nh, dv, kv], move || {
+                    Ok(kv_b_values(&kvb.weight, nh, dn, dv, kv))
+                });
+            }
+        }
+        out.matrix(Tensor::AttnOutput(l), &a.o_proj.weight);
         out.vector(Tensor::FfnNorm(l), layer.post_attention_layernorm.weight())?;
         match &layer.mlp {
             FeedForward::Dense(mlp) => out.mlp(
                 [Tensor::FfnGate(l), Tensor::FfnUp(l), Tensor::FfnDown(l)],
                 mlp,
-            )?,
+            ),
             FeedForward::Moe(moe) => {
-                out.matrix(Tensor::FfnGateInp(l), &moe.gate.weight)?;
+                out.matrix(Tensor::FfnGateInp(l), &moe.gate.weight);
                 if let Some(b) = &moe.e_score_correction_bias {
                     out.vector(Tensor::ExpProbsB(l), b)?;
                 }
-                let pick = |f: fn(&Mlp) -> &Linear| {
-                    moe.experts
-                        .iter()
-                        .map(|e| f(e).weight.clone())
-                        .collect::<Vec<_>>()
+                let (e, inter) = (moe.experts.len(), moe.experts[0].intermediate_size());
+                let hs = c.hidden_size;
+                let pick = move |f: fn(&Mlp) -> &Linear| {
+                    move || Ok(moe.experts.iter().map(|e| f(e).weight.clone()).collect())
                 };
-                out.stacked(Tensor::FfnGateExp(l, 0), &pick(|e| &e.gate_proj))?;
-                out.stacked(Tensor::FfnUpExp(l, 0), &pick(|e| &e.up_proj))?;
-                out.stacked(Tensor::FfnDownExp(l, 0), &pick(|e| &e.down_proj))?;
+                out.stacked(
+                    Tensor::FfnGateExp(l, 0),
+                    [e, inter, hs],
+                    pick(|e| &e.gate_proj),
+                );
+                out.stacked(Tensor::FfnUpExp(l, 0), [e, inter, hs], pick(|e| &e.up_proj));
+                out.stacked(
+                    Tensor::FfnDownExp(l, 0),
+                    [e, hs, inter],
+                    pick(|e| &e.down_proj),
+                );
                 if let Some(sh) = &moe.shared_experts {
                     out.mlp(
                         [
@@ -299,7 +341,7 @@ fn deepseek(out: &mut Out<'_>, m: &Transformer) -> Result<()> {
                             Tensor::FfnDownShexp(l),
                         ],
                         sh,
-                    )?;
+                    );
                 }
             }
         }
@@ -323,35 +365,36 @@ fn split_heads(w: &Weight, heads: usize) -> Result<Vec<Weight>> {
         .collect()
 }
 
-/// Hugging Face's `kv_b_proj` split per head as llama.cpp's converter does: `k_b[h]` is head
-/// `h`'s K-nope rows transposed (`[kv_lora, nope]`), `v_b[h]` its V rows (`[v, kv_lora]`).
-/// Float formats keep their format exactly; block formats are re-encoded from float32.
-fn split_kv_b(
-    kvb: &Weight,
-    heads: usize,
-    nope: usize,
-    v: usize,
-    kv_lora: usize,
-) -> Result<(Vec<Weight>, Vec<Weight>)> {
-    let (mut k_b, mut v_b) = (Vec::new(), Vec::new());
+/// Hugging Face's `kv_b_proj` key half as llama.cpp's converter splits it: head `h`'s K-nope
+/// rows transposed (`[kv_lora, nope]`). Float formats keep their format exactly; block
+/// formats are re-encoded from float32.
+fn kv_b_keys(kvb: &Weight, heads: usize, nope: usize, v: usize, kv_lora: usize) -> Vec<Weight> {
     let mut row = vec![0f32; kv_lora];
-    for h in 0..heads {
-        let base = h * (nope + v);
-        let mut kt = vec![0f32; kv_lora * nope];
-        for i in 0..nope {
-            kvb.decode(base + i, 0, &mut row);
-            for (j, &x) in row.iter().enumerate() {
-                kt[j * nope + i] = x;
+    (0..heads)
+        .map(|h| {
+            let mut kt = vec![0f32; kv_lora * nope];
+            for i in 0..nope {
+                kvb.decode(h * (nope + v) + i, 0, &mut row);
+                for (j, &x) in row.iter().enumerate() {
+                    kt[j * nope + i] = x;
+                }
             }
-        }
-        let mut vv = vec![0f32; v * kv_lora];
-        for i in 0..v {
-            kvb.decode(base + nope + i, 0, &mut vv[i * kv_lora..][..kv_lora]);
-        }
-        k_b.push(Weight::from_f32(kv_lora, nope, &kt).convert(same_dtype(kvb)));
-        v_b.push(Weight::from_f32(v, kv_lora, &vv).convert(same_dtype(kvb)));
-    }
-    Ok((k_b, v_b))
+            Weight::from_f32(kv_lora, nope, &kt).convert(same_dtype(kvb))
+        })
+        .collect()
+}
+
+/// `kv_b_proj`'s value half per head (`[v, kv_lora]`), as [`kv_b_keys`].
+fn kv_b_values(kvb: &Weight, heads: usize, nope: usize, v: usize, kv_lora: usize) -> Vec<Weight> {
+    (0..heads)
+        .map(|h| {
+            let mut vv = vec![0f32; v * kv_lora];
+            for (i, out) in vv.chunks_exact_mut(kv_lora).enumerate() {
+                kvb.decode(h * (nope + v) + nope + i, 0, out);
+            }
+            Weight::from_f32(v, kv_lora, &vv).convert(same_dtype(kvb))
+        })
+        .collect()
 }
 
 /// The runtime dtype that re-encodes a matrix in `w`'s own format.
@@ -366,7 +409,7 @@ fn same_dtype(w: &Weight) -> WeightDtype {
     }
 }
 
-fn llama(out: &mut Out<'_>, m: &LlamaModel) -> Result<()> {
+fn llama<'a>(out: &mut Out<'a>, m: &'a LlamaModel) -> Result<()> {
     let c = &m.config;
     let l = c.llama().expect("a Llama-family model");
     let arch = match c.model_type {
@@ -412,10 +455,10 @@ fn llama(out: &mut Out<'_>, m: &LlamaModel) -> Result<()> {
     let permute = arch == "llama" && m.rope.layout() == RopeLayout::Halves;
     let (nh, kvh, hd) = (c.num_attention_heads, l.num_key_value_heads, l.head_dim);
 
-    out.matrix(Tensor::TokenEmbd, &m.embed_tokens)?;
+    out.matrix(Tensor::TokenEmbd, &m.embed_tokens);
     out.vector(Tensor::OutputNorm, m.norm.weight())?;
     if !c.tie_word_embeddings {
-        out.matrix(Tensor::Output, &m.lm_head.weight)?;
+        out.matrix(Tensor::Output, &m.lm_head.weight);
     }
     if arch == "llama" {
         // Llama 3 scaling travels as per-pair divisors of the base frequencies.
@@ -434,16 +477,17 @@ fn llama(out: &mut Out<'_>, m: &LlamaModel) -> Result<()> {
     for (i, layer) in m.layers.iter().enumerate() {
         out.vector(Tensor::AttnNorm(i), layer.input_layernorm.weight())?;
         let a = &layer.self_attn;
-        let proj = |out: &mut Out<'_>, p: &Projection, t: Tensor, b: Tensor, heads: usize| {
+        let proj = |out: &mut Out<'a>, p: &'a Projection, t: Tensor, b: Tensor, heads: usize| {
             if permute {
                 let order = interleave_order(heads, hd);
-                out.matrix(t, &permute_rows(&p.linear.weight, &order)?)?;
+                let (w, rows) = (&p.linear.weight, order.clone());
+                out.matrix_with(t, w.rows(), w.cols(), move || permute_rows(w, &rows));
                 if let Some(bias) = &p.bias {
                     let bias: Vec<f32> = order.iter().map(|&r| bias[r]).collect();
                     out.vector(b, &bias)?;
                 }
             } else {
-                out.matrix(t, &p.linear.weight)?;
+                out.matrix(t, &p.linear.weight);
                 if let Some(bias) = &p.bias {
                     out.vector(b, bias)?;
                 }
@@ -452,11 +496,11 @@ fn llama(out: &mut Out<'_>, m: &LlamaModel) -> Result<()> {
         };
         proj(out, &a.q_proj, Tensor::AttnQ(i), Tensor::AttnQBias(i), nh)?;
         proj(out, &a.k_proj, Tensor::AttnK(i), Tensor::AttnKBias(i), kvh)?;
-        out.matrix(Tensor::AttnV(i), &a.v_proj.linear.weight)?;
+        out.matrix(Tensor::AttnV(i), &a.v_proj.linear.weight);
         if let Some(b) = &a.v_proj.bias {
             out.vector(Tensor::AttnVBias(i), b)?;
         }
-        out.matrix(Tensor::AttnOutput(i), &a.o_proj.linear.weight)?;
+        out.matrix(Tensor::AttnOutput(i), &a.o_proj.linear.weight);
         if let Some(b) = &a.o_proj.bias {
             out.vector(Tensor::AttnOutputBias(i), b)?;
         }
@@ -468,7 +512,7 @@ fn llama(out: &mut Out<'_>, m: &LlamaModel) -> Result<()> {
         out.mlp(
             [Tensor::FfnGate(i), Tensor::FfnUp(i), Tensor::FfnDown(i)],
             &layer.mlp,
-        )?;
+        );
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
-//! ggml-compatible 32-weight blocks (Q8_0, Q4_0): byte layouts, and the scalar reference
-//! quantisation and dequantisation every kernel is tested against.
+//! ggml-compatible 32-weight blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): byte layouts, and
+//! the scalar reference quantisation and dequantisation every kernel is tested against.
 //!
-//! Layouts match ggml's `block_q8_0` / `block_q4_0` byte for byte, so GGUF tensors can be used
-//! without repacking: Q8_0 = f16 scale + 32 x i8; Q4_0 = f16 scale + 16 bytes whose low nibbles
-//! are weights 0..16 and high nibbles weights 16..32, each `(nibble - 8) * d`.
+//! Layouts match ggml's `block_q8_0` / `block_q4_0` / ... byte for byte, so GGUF tensors can be
+//! used without repacking: Q8_0 = f16 scale + 32 x i8; Q4_0 = f16 scale + 16 bytes whose low
+//! nibbles are weights 0..16 and high nibbles weights 16..32, each `(nibble - 8) * d`; Q5_0/Q5_1
+//! add a 32-bit word of fifth bits; IQ4_NL maps each nibble through `kvalues_iq4nl`.
 //!
 //! Matrices converted at load whose row count is a multiple of 8 are stored in the x8 forms
 //! instead: the same blocks, 8 rows interleaved (as llama.cpp repacks Q4_0 for its CPU GEMMs),
@@ -20,9 +21,23 @@ pub const Q4_0_BYTES: usize = 2 + QK / 2;
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 pub const Q4_1_BYTES: usize = 4 + QK / 2;
 
-const _: () = assert!(Q8_0_BYTES == 34 && Q4_0_BYTES == 18 && Q4_1_BYTES == 20);
+/// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of nibbles.
+pub const Q5_0_BYTES: usize = 2 + 4 + QK / 2;
+/// Bytes of one Q5_1 block: f16 scale and minimum, 32 fifth bits, 16 bytes of nibbles.
+pub const Q5_1_BYTES: usize = 4 + 4 + QK / 2;
+/// Bytes of one IQ4_NL block: f16 scale, 16 bytes of codebook indices.
+pub const IQ4_NL_BYTES: usize = 2 + QK / 2;
 
-/// Rows interleaved per group in the x8 layouts (Q4_0x8, Q8_0x8).
+const _: () = assert!(
+    Q8_0_BYTES == 34
+        && Q4_0_BYTES == 18
+        && Q4_1_BYTES == 20
+        && Q5_0_BYTES == 22
+        && Q5_1_BYTES == 24
+        && IQ4_NL_BYTES == 18
+);
+
+/// Rows interleaved per group in the x8 layouts (Q4_0x8, Q8_0x8, Q4_Kx8, Q6_Kx8).
 pub const X8: usize = 8;
 /// Bytes of one Q4_0x8 block: block `i` of 8 rows (8 f16 scales, then 4 chunks of 32 bytes).
 pub const Q4_0X8_BYTES: usize = X8 * Q4_0_BYTES;
@@ -40,32 +55,65 @@ pub fn x8_offset(r: usize, j: usize) -> usize {
     2 * X8 + (j / 4) * 4 * X8 + r * 4 + j % 4
 }
 
-/// Writes the x8 form of 8 ggml rows of `block_bytes`-byte blocks (f16 scale + quant bytes),
-/// every quant byte XORed with `xor`.
-pub fn interleave_x8(rows: &[&[u8]; X8], block_bytes: usize, xor: u8, out: &mut [u8]) {
+/// The byte range of a ggml block that is not its f16 fields (`f16_fields`, offsets in the
+/// block): the quants, plus K-quants' packed scales. The f16 fields are all at the start (Q4_0,
+/// Q4_K) or all at the end (Q6_K), so the rest is one range.
+pub fn x8_body(f16_fields: &[usize], block_bytes: usize) -> std::ops::Range<usize> {
+    let nf = f16_fields.len();
+    if f16_fields.first() == Some(&0) {
+        2 * nf..block_bytes
+    } else {
+        0..block_bytes - 2 * nf
+    }
+}
+
+/// Offset, inside an x8 block of rows with `nf` f16 fields, of body byte `j` of row `r`: the
+/// f16 fields come first, field by field, 8 rows each; then chunk `j / 4` holds body bytes
+/// `4 * (j / 4)..+4` of all 8 rows, row after row, as in [`x8_offset`].
+#[inline]
+pub fn x8_body_offset(nf: usize, r: usize, j: usize) -> usize {
+    2 * nf * X8 + (j / 4) * 4 * X8 + r * 4 + j % 4
+}
+
+/// Writes the x8 form of 8 ggml rows of `block_bytes`-byte blocks whose f16 fields are at
+/// `f16_fields` (offsets in the block), every body byte XORed with `xor`.
+pub fn interleave_x8(
+    rows: &[&[u8]; X8],
+    f16_fields: &[usize],
+    block_bytes: usize,
+    xor: u8,
+    out: &mut [u8],
+) {
     let nb = rows[0].len() / block_bytes;
     assert!(
         rows.iter().all(|r| r.len() == nb * block_bytes) && out.len() == nb * X8 * block_bytes,
         "interleave_x8: wrong lengths"
     );
+    let (nf, body) = (f16_fields.len(), x8_body(f16_fields, block_bytes));
     for (i, ob) in out.chunks_exact_mut(X8 * block_bytes).enumerate() {
         for (r, row) in rows.iter().enumerate() {
             let b = &row[i * block_bytes..][..block_bytes];
-            ob[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
-            for j in 0..block_bytes - 2 {
-                ob[x8_offset(r, j)] = b[2 + j] ^ xor;
+            for (f, &at) in f16_fields.iter().enumerate() {
+                ob[2 * (f * X8 + r)..][..2].copy_from_slice(&b[at..at + 2]);
+            }
+            for (j, &v) in b[body.clone()].iter().enumerate() {
+                ob[x8_body_offset(nf, r, j)] = v ^ xor;
             }
         }
     }
 }
 
-/// Row `r` of an x8 block, written to `out` as the ggml block it came from.
-pub fn x8_row_block(block: &[u8], r: usize, xor: u8, out: &mut [u8]) {
-    out[..2].copy_from_slice(&block[2 * r..2 * r + 2]);
+/// Row `r` of an x8 block, written to `out` as the ggml block it came from (`f16_fields` as
+/// in [`interleave_x8`]).
+pub fn x8_row_block(block: &[u8], r: usize, f16_fields: &[usize], xor: u8, out: &mut [u8]) {
+    let (nf, body) = (f16_fields.len(), x8_body(f16_fields, out.len()));
+    for (f, &at) in f16_fields.iter().enumerate() {
+        out[at..at + 2].copy_from_slice(&block[2 * (f * X8 + r)..][..2]);
+    }
     // Four bytes at a time: a row's bytes are contiguous within each chunk.
     let xor4 = u32::from_ne_bytes([xor; 4]);
-    for (j, o) in out[2..].chunks_exact_mut(4).enumerate() {
-        let at = x8_offset(r, 4 * j);
+    for (j, o) in out[body].chunks_exact_mut(4).enumerate() {
+        let at = x8_body_offset(nf, r, 4 * j);
         let v = u32::from_ne_bytes(block[at..at + 4].try_into().expect("4 bytes")) ^ xor4;
         o.copy_from_slice(&v.to_ne_bytes());
     }
@@ -206,6 +254,52 @@ pub fn q4_0_value(block: &[u8], i: usize) -> f32 {
     let b = block[2 + i % (QK / 2)];
     let q = if i < QK / 2 { b & 0xF } else { b >> 4 };
     block_scale(block) * (q as i32 - 8) as f32
+}
+
+/// The 5-bit level (0..32) of weight `i` (< 32) of a Q5_0/Q5_1 block whose fifth bits are at
+/// `qh` and nibbles at `qs`: ggml's `((qs[j] & 0xF) | ((qh >> j) << 4) & 0x10)` and
+/// `((qs[j] >> 4) | (qh >> (j + 12)) & 0x10)`.
+#[inline]
+fn q5_level(block: &[u8], qh: usize, qs: usize, i: usize) -> i32 {
+    let h = u32::from_le_bytes([block[qh], block[qh + 1], block[qh + 2], block[qh + 3]]);
+    let b = block[qs + i % (QK / 2)];
+    let low = if i < QK / 2 { b & 0xF } else { b >> 4 };
+    (low as u32 | (((h >> i) & 1) << 4)) as i32
+}
+
+/// The integer level of weight `i` (< 32) of a Q5_0, Q5_1 or IQ4_NL block, before its scale
+/// (and Q5_1's minimum): what the integer dot products multiply.
+#[inline]
+pub fn level(format_ggml: crate::quant::GgmlType, block: &[u8], i: usize) -> i32 {
+    use crate::quant::GgmlType as T;
+    match format_ggml {
+        T::Q5_0 => q5_level(block, 2, 6, i) - 16,
+        T::Q5_1 => q5_level(block, 4, 8, i),
+        T::IQ4_NL => {
+            let b = block[2 + i % (QK / 2)];
+            let q = if i < QK / 2 { b & 0xF } else { b >> 4 };
+            super::kblocks::KVALUES_IQ4NL[q as usize] as i32
+        }
+        other => panic!("blocks::level: {other} has no plain integer level"),
+    }
+}
+
+/// Weight `i` (< 32) of a Q5_0 block: `(q - 16) * d`.
+#[inline]
+pub fn q5_0_value(block: &[u8], i: usize) -> f32 {
+    level(crate::quant::GgmlType::Q5_0, block, i) as f32 * block_scale(block)
+}
+
+/// Weight `i` (< 32) of a Q5_1 block: `q * d + m`.
+#[inline]
+pub fn q5_1_value(block: &[u8], i: usize) -> f32 {
+    level(crate::quant::GgmlType::Q5_1, block, i) as f32 * block_scale(block) + block_min(block)
+}
+
+/// Weight `i` (< 32) of an IQ4_NL block: `d * kvalues_iq4nl[code]`.
+#[inline]
+pub fn iq4_nl_value(block: &[u8], i: usize) -> f32 {
+    block_scale(block) * level(crate::quant::GgmlType::IQ4_NL, block, i) as f32
 }
 
 /// Activations quantised to 8 bits per 32 values, with a float32 scale: the right-hand side of

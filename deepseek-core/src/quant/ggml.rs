@@ -6,7 +6,8 @@
 pub struct GgmlType(u32);
 
 /// ggml's `type_traits`: id, name, weights per block, bytes per block. Ids not listed (31-33,
-/// 36-38: repacked types removed from files) are unknown.
+/// 36-38: repacked types removed from files) are unknown. Checked against gguf-py's
+/// `GGML_QUANT_SIZES` (llama.cpp 0c1e570).
 const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
     (0, "F32", 1, 4),
     (1, "F16", 1, 2),
@@ -40,6 +41,9 @@ const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
     (34, "TQ1_0", 256, 54),
     (35, "TQ2_0", 256, 66),
     (39, "MXFP4", 32, 17),
+    (40, "NVFP4", 64, 36),
+    (41, "Q1_0", 128, 18),
+    (42, "Q2_0", 64, 18),
 ];
 
 impl GgmlType {
@@ -51,8 +55,26 @@ impl GgmlType {
     pub const Q4_0: GgmlType = GgmlType(2);
     /// 32-weight blocks: f16 scale and minimum + 16 bytes of nibbles.
     pub const Q4_1: GgmlType = GgmlType(3);
+    /// 32-weight blocks: f16 scale, 32 fifth bits, 16 bytes of nibbles.
+    pub const Q5_0: GgmlType = GgmlType(6);
+    /// 32-weight blocks: f16 scale and minimum, 32 fifth bits, 16 bytes of nibbles.
+    pub const Q5_1: GgmlType = GgmlType(7);
     /// 32-weight blocks: f16 scale + 32 x i8.
     pub const Q8_0: GgmlType = GgmlType(8);
+    /// 256-weight super-blocks of 2-bit quants, 4-bit scales and minimums.
+    pub const Q2_K: GgmlType = GgmlType(10);
+    /// 256-weight super-blocks of 3-bit quants and 6-bit scales.
+    pub const Q3_K: GgmlType = GgmlType(11);
+    /// 256-weight super-blocks of 4-bit quants, 6-bit scales and minimums.
+    pub const Q4_K: GgmlType = GgmlType(12);
+    /// 256-weight super-blocks of 5-bit quants, 6-bit scales and minimums.
+    pub const Q5_K: GgmlType = GgmlType(13);
+    /// 256-weight super-blocks of 6-bit quants and 8-bit scales.
+    pub const Q6_K: GgmlType = GgmlType(14);
+    /// 32-weight blocks of 4-bit codes into the `kvalues_iq4nl` codebook.
+    pub const IQ4_NL: GgmlType = GgmlType(20);
+    /// 256-weight super-blocks of 4-bit codes into `kvalues_iq4nl`, 6-bit scales.
+    pub const IQ4_XS: GgmlType = GgmlType(23);
     /// bfloat16.
     pub const BF16: GgmlType = GgmlType(30);
 

@@ -6,12 +6,14 @@
 
 pub mod blocks;
 mod ggml;
+pub mod kblocks;
 
 use crate::bytes::Bytes;
 use crate::error::{Error, Result};
 
 pub use blocks::{ActBlock, QK};
 pub use ggml::GgmlType;
+pub use kblocks::{ActBlockK, QK_K};
 
 /// FP8 e4m3fn -> f32 for all 256 bit patterns: sign, 4-bit exponent (bias 7), 3-bit mantissa;
 /// no infinities, 0x7F/0xFF are NaN, exponent 0 holds subnormals `m/8 * 2^-6`.
@@ -52,6 +54,8 @@ pub fn fp8_e4m3_to_f32(b: u8) -> f32 {
 }
 
 /// How a [`Weight`]'s bytes encode its values.
+// ggml's names (`Q4_K`, `IQ4_NL`) are what users and GGUF files call these formats.
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone)]
 pub enum Format {
     /// Little-endian float32.
@@ -82,6 +86,41 @@ pub enum Format {
     /// ggml Q4_1: 32-weight blocks of f16 scale and minimum + 16 bytes of nibbles (5 bits per
     /// weight); asymmetric, so more accurate than Q4_0.
     Q4_1,
+    /// ggml Q5_0: Q4_0 with a fifth bit per weight, `(q - 16) * d` (5.5 bits per weight).
+    Q5_0,
+    /// ggml Q5_1: Q4_1 with a fifth bit per weight, `q * d + m` (6 bits per weight).
+    Q5_1,
+    /// ggml IQ4_NL: 32-weight blocks of f16 scale + 4-bit codes into the non-uniform
+    /// `kvalues_iq4nl` levels (4.5 bits per weight).
+    IQ4_NL,
+    /// ggml Q2_K: 256-weight super-blocks of 2-bit quants with 4-bit scales and minimums per 16
+    /// (2.625 bits per weight).
+    Q2_K,
+    /// ggml Q3_K: 256-weight super-blocks of 3-bit quants with 6-bit scales per 16 (3.44 bits).
+    Q3_K,
+    /// ggml Q4_K: 256-weight super-blocks of 4-bit quants with 6-bit scales and minimums per 32
+    /// (4.5 bits per weight): the bulk of a Q4_K_M file.
+    Q4_K,
+    /// ggml Q5_K: Q4_K with a fifth bit per weight (5.5 bits per weight).
+    Q5_K,
+    /// ggml Q6_K: 256-weight super-blocks of 6-bit quants with 8-bit scales per 16 (6.56 bits):
+    /// the wider half of a Q4_K_M file.
+    Q6_K,
+    /// ggml IQ4_XS: 256-weight super-blocks of 4-bit `kvalues_iq4nl` codes with 6-bit scales per
+    /// 32 (4.25 bits per weight).
+    IQ4_XS,
+    /// Q4_K with every 8 rows interleaved super-block by super-block ([`blocks::interleave_x8`]:
+    /// the 8 rows' `d` and `dmin` first, then their packed scales and nibbles 4 bytes per row at
+    /// a time): the same bits, laid out at load so the kernels unpack scales and do the float
+    /// work once for 8 rows. Used for Q4_K matrices whose row count is a multiple of 8.
+    Q4_Kx8,
+    /// Q5_0 with every 8 rows interleaved block by block as [`Format::Q4_0x8`] (the rows'
+    /// fifth-bit words form the first chunk). Used for Q5_0 matrices whose row count is a
+    /// multiple of 8 (llama.cpp's Q4_K fallback for rows that are not whole super-blocks).
+    Q5_0x8,
+    /// Q6_K with every 8 rows interleaved as [`Format::Q4_Kx8`] (the rows' `d` first, then their
+    /// low nibbles, high bits and scales 4 bytes per row at a time).
+    Q6_Kx8,
 }
 
 /// What a kernel turns the activations into before multiplying them with a format's rows.
@@ -91,7 +130,13 @@ pub enum Activation {
     F32,
     /// 8-bit blocks of 32 ([`ActBlock`]) for integer dot products.
     Q8Blocks,
+    /// 8-bit super-blocks of 256 with per-16 sums ([`ActBlockK`], ggml's Q8_K) for the
+    /// K-quants' integer dot products.
+    Q8K,
 }
+
+/// A whole-block scalar decoder: one block's bytes -> its weights.
+pub type DecodeBlock = fn(&[u8], &mut [f32]);
 
 /// Facts about one storage format, one row per format: what loaders, kernels and the GGUF
 /// writer read instead of matching on the format themselves.
@@ -109,10 +154,16 @@ pub struct FormatInfo {
     pub activation: Activation,
     /// Scalar reference: weight `i` of one block (ggml block formats).
     pub block_value: Option<fn(&[u8], usize) -> f32>,
+    /// Scalar reference: a whole block at once, as ggml's `dequantize_row_*` does (formats whose
+    /// per-weight reader would unpack the block's scales again for every weight).
+    pub decode_block: Option<DecodeBlock>,
     /// The ggml type its rows are in a GGUF file (x8 formats: after de-interleaving).
     pub ggml: Option<GgmlType>,
     /// For an interleaved format: its rows' format and the XOR applied to their quant bytes.
     pub x8_of: Option<(Format, u8)>,
+    /// Offsets of a block's f16 fields (scales, minimums): an x8 form of these rows stores them
+    /// first, 8 rows per field ([`blocks::interleave_x8`]).
+    pub f16_fields: &'static [usize],
 }
 
 static F32_INFO: FormatInfo = FormatInfo {
@@ -122,8 +173,10 @@ static F32_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::F32,
     block_value: None,
+    decode_block: None,
     ggml: Some(GgmlType::F32),
     x8_of: None,
+    f16_fields: &[],
 };
 static BF16_INFO: FormatInfo = FormatInfo {
     name: "bf16",
@@ -132,8 +185,10 @@ static BF16_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::F32,
     block_value: None,
+    decode_block: None,
     ggml: Some(GgmlType::BF16),
     x8_of: None,
+    f16_fields: &[],
 };
 static F16_INFO: FormatInfo = FormatInfo {
     name: "f16",
@@ -142,8 +197,10 @@ static F16_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::F32,
     block_value: None,
+    decode_block: None,
     ggml: Some(GgmlType::F16),
     x8_of: None,
+    f16_fields: &[],
 };
 static FP8_INFO: FormatInfo = FormatInfo {
     name: "fp8_e4m3",
@@ -152,8 +209,10 @@ static FP8_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::F32,
     block_value: None,
+    decode_block: None,
     ggml: None,
     x8_of: None,
+    f16_fields: &[],
 };
 static Q8_0_INFO: FormatInfo = FormatInfo {
     name: "q8_0",
@@ -162,8 +221,10 @@ static Q8_0_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::Q8Blocks,
     block_value: Some(blocks::q8_0_value),
+    decode_block: None,
     ggml: Some(GgmlType::Q8_0),
     x8_of: None,
+    f16_fields: &[0],
 };
 static Q8_0X8_INFO: FormatInfo = FormatInfo {
     name: "q8_0x8",
@@ -172,8 +233,10 @@ static Q8_0X8_INFO: FormatInfo = FormatInfo {
     row_group: blocks::X8,
     activation: Activation::Q8Blocks,
     block_value: None,
+    decode_block: None,
     ggml: Some(GgmlType::Q8_0),
     x8_of: Some((Format::Q8_0, blocks::Q8_0X8_XOR)),
+    f16_fields: &[0],
 };
 static Q4_0_INFO: FormatInfo = FormatInfo {
     name: "q4_0",
@@ -182,8 +245,10 @@ static Q4_0_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::Q8Blocks,
     block_value: Some(blocks::q4_0_value),
+    decode_block: None,
     ggml: Some(GgmlType::Q4_0),
     x8_of: None,
+    f16_fields: &[0],
 };
 static Q4_0X8_INFO: FormatInfo = FormatInfo {
     name: "q4_0x8",
@@ -192,8 +257,10 @@ static Q4_0X8_INFO: FormatInfo = FormatInfo {
     row_group: blocks::X8,
     activation: Activation::Q8Blocks,
     block_value: None,
+    decode_block: None,
     ggml: Some(GgmlType::Q4_0),
     x8_of: Some((Format::Q4_0, 0)),
+    f16_fields: &[0],
 };
 static Q4_1_INFO: FormatInfo = FormatInfo {
     name: "q4_1",
@@ -202,9 +269,161 @@ static Q4_1_INFO: FormatInfo = FormatInfo {
     row_group: 1,
     activation: Activation::Q8Blocks,
     block_value: Some(blocks::q4_1_value),
+    decode_block: None,
     ggml: Some(GgmlType::Q4_1),
     x8_of: None,
+    f16_fields: &[0, 2],
 };
+
+/// A ggml block format stored row by row: one row of the format table.
+const fn ggml_rows(
+    name: &'static str,
+    ty: GgmlType,
+    activation: Activation,
+    block_value: fn(&[u8], usize) -> f32,
+    decode_block: Option<DecodeBlock>,
+    block_bytes: usize,
+    f16_fields: &'static [usize],
+) -> FormatInfo {
+    let block = match activation {
+        Activation::Q8K => QK_K,
+        _ => QK,
+    };
+    FormatInfo {
+        name,
+        block,
+        block_bytes,
+        row_group: 1,
+        activation,
+        block_value: Some(block_value),
+        decode_block,
+        ggml: Some(ty),
+        x8_of: None,
+        f16_fields,
+    }
+}
+
+static Q5_0_INFO: FormatInfo = ggml_rows(
+    "q5_0",
+    GgmlType::Q5_0,
+    Activation::Q8Blocks,
+    blocks::q5_0_value,
+    None,
+    blocks::Q5_0_BYTES,
+    &[0],
+);
+static Q5_1_INFO: FormatInfo = ggml_rows(
+    "q5_1",
+    GgmlType::Q5_1,
+    Activation::Q8Blocks,
+    blocks::q5_1_value,
+    None,
+    blocks::Q5_1_BYTES,
+    &[0, 2],
+);
+static IQ4_NL_INFO: FormatInfo = ggml_rows(
+    "iq4_nl",
+    GgmlType::IQ4_NL,
+    Activation::Q8Blocks,
+    blocks::iq4_nl_value,
+    None,
+    blocks::IQ4_NL_BYTES,
+    &[0],
+);
+static Q2_K_INFO: FormatInfo = ggml_rows(
+    "q2_k",
+    GgmlType::Q2_K,
+    Activation::Q8K,
+    kblocks::q2_k_value,
+    Some(kblocks::q2_k_decode),
+    kblocks::Q2_K_BYTES,
+    &[80, 82],
+);
+static Q3_K_INFO: FormatInfo = ggml_rows(
+    "q3_k",
+    GgmlType::Q3_K,
+    Activation::Q8K,
+    kblocks::q3_k_value,
+    Some(kblocks::q3_k_decode),
+    kblocks::Q3_K_BYTES,
+    &[108],
+);
+static Q4_K_INFO: FormatInfo = ggml_rows(
+    "q4_k",
+    GgmlType::Q4_K,
+    Activation::Q8K,
+    kblocks::q4_k_value,
+    Some(kblocks::q4_k_decode),
+    kblocks::Q4_K_BYTES,
+    &[0, 2],
+);
+static Q5_K_INFO: FormatInfo = ggml_rows(
+    "q5_k",
+    GgmlType::Q5_K,
+    Activation::Q8K,
+    kblocks::q5_k_value,
+    Some(kblocks::q5_k_decode),
+    kblocks::Q5_K_BYTES,
+    &[0, 2],
+);
+static Q6_K_INFO: FormatInfo = ggml_rows(
+    "q6_k",
+    GgmlType::Q6_K,
+    Activation::Q8K,
+    kblocks::q6_k_value,
+    Some(kblocks::q6_k_decode),
+    kblocks::Q6_K_BYTES,
+    &[208],
+);
+static IQ4_XS_INFO: FormatInfo = ggml_rows(
+    "iq4_xs",
+    GgmlType::IQ4_XS,
+    Activation::Q8K,
+    kblocks::iq4_xs_value,
+    Some(kblocks::iq4_xs_decode),
+    kblocks::IQ4_XS_BYTES,
+    &[0],
+);
+
+static Q4_KX8_INFO: FormatInfo = FormatInfo {
+    name: "q4_kx8",
+    block: QK_K,
+    block_bytes: kblocks::Q4_K_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8K,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q4_K),
+    x8_of: Some((Format::Q4_K, 0)),
+    f16_fields: &[],
+};
+static Q5_0X8_INFO: FormatInfo = FormatInfo {
+    name: "q5_0x8",
+    block: QK,
+    block_bytes: blocks::Q5_0_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8Blocks,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q5_0),
+    x8_of: Some((Format::Q5_0, 0)),
+    f16_fields: &[],
+};
+static Q6_KX8_INFO: FormatInfo = FormatInfo {
+    name: "q6_kx8",
+    block: QK_K,
+    block_bytes: kblocks::Q6_K_BYTES,
+    row_group: blocks::X8,
+    activation: Activation::Q8K,
+    block_value: None,
+    decode_block: None,
+    ggml: Some(GgmlType::Q6_K),
+    x8_of: Some((Format::Q6_K, 0)),
+    f16_fields: &[],
+};
+
+/// Bytes of the largest ggml block we read (Q6_K), for stack buffers.
+const MAX_BLOCK_BYTES: usize = kblocks::Q6_K_BYTES;
 
 impl Format {
     /// This format's row of the format table.
@@ -219,7 +438,36 @@ impl Format {
             Format::Q4_0 => &Q4_0_INFO,
             Format::Q4_0x8 => &Q4_0X8_INFO,
             Format::Q4_1 => &Q4_1_INFO,
+            Format::Q5_0 => &Q5_0_INFO,
+            Format::Q5_1 => &Q5_1_INFO,
+            Format::IQ4_NL => &IQ4_NL_INFO,
+            Format::Q2_K => &Q2_K_INFO,
+            Format::Q3_K => &Q3_K_INFO,
+            Format::Q4_K => &Q4_K_INFO,
+            Format::Q5_K => &Q5_K_INFO,
+            Format::Q6_K => &Q6_K_INFO,
+            Format::IQ4_XS => &IQ4_XS_INFO,
+            Format::Q4_Kx8 => &Q4_KX8_INFO,
+            Format::Q5_0x8 => &Q5_0X8_INFO,
+            Format::Q6_Kx8 => &Q6_KX8_INFO,
         }
+    }
+
+    /// The interleaved form the kernels prefer for a matrix of these rows whose row count is a
+    /// multiple of 8, if there is one.
+    pub fn x8_form(&self) -> Option<Format> {
+        [
+            Format::Q8_0x8,
+            Format::Q4_0x8,
+            Format::Q5_0x8,
+            Format::Q4_Kx8,
+            Format::Q6_Kx8,
+        ]
+        .into_iter()
+        .find(|f| {
+            f.x8_rows()
+                .is_some_and(|(r, _)| std::mem::discriminant(&r) == std::mem::discriminant(self))
+        })
     }
 
     /// The format that stores ggml type `t` row by row as a GGUF file does, if we run it.
@@ -231,14 +479,24 @@ impl Format {
             Format::Q8_0,
             Format::Q4_0,
             Format::Q4_1,
+            Format::Q5_0,
+            Format::Q5_1,
+            Format::IQ4_NL,
+            Format::Q2_K,
+            Format::Q3_K,
+            Format::Q4_K,
+            Format::Q5_K,
+            Format::Q6_K,
+            Format::IQ4_XS,
         ]
         .into_iter()
         .find(|f| f.info().ggml == Some(t))
     }
 
-    /// Whether this is a 32-weight block format multiplied by integer dot products.
+    /// Whether this is a ggml block format multiplied by integer dot products (32-weight
+    /// blocks or 256-weight super-blocks).
     pub fn is_block(&self) -> bool {
-        self.info().activation == Activation::Q8Blocks
+        self.info().activation != Activation::F32
     }
 
     /// Rows stored together: kernels split work in whole groups.
@@ -251,12 +509,12 @@ impl Format {
         self.info().x8_of.clone()
     }
 
-    /// The scalar reader of weight `i` of one ggml block (Q8_0, Q4_0, Q4_1).
+    /// The scalar reader of weight `i` of one ggml block (plain ggml block formats).
     pub fn block_value(&self) -> Option<fn(&[u8], usize) -> f32> {
         self.info().block_value
     }
 
-    /// Bytes of one block of one row (block formats: 32 weights; element formats: one).
+    /// Bytes of one block of one row (block formats: 32 or 256 weights; element formats: one).
     pub fn block_bytes(&self) -> usize {
         self.info().block_bytes
     }
@@ -328,9 +586,7 @@ fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
         Format::Q8_0 => blocks::quantize_row_q8_0(row, out),
         Format::Q4_0 => blocks::quantize_row_q4_0(row, out),
         Format::Q4_1 => blocks::quantize_row_q4_1(row, out),
-        Format::Fp8E4M3 { .. } | Format::Q4_0x8 | Format::Q8_0x8 => {
-            unreachable!("FP8 is a checkpoint format and x8 formats are written from ggml rows")
-        }
+        other => unreachable!("{} is only ever read as stored", other.info().name),
     }
 }
 
@@ -482,28 +738,49 @@ impl Weight {
                     j += seg;
                 }
             }
-            Format::Q8_0 | Format::Q4_0 | Format::Q4_1 => {
-                let (bytes, value) = (self.format.block_bytes(), self.format.block_value());
-                let value = value.expect("a block format");
-                let row_bytes = &d[row * (self.cols / QK) * bytes..];
-                for (j, o) in out.iter_mut().enumerate() {
-                    let c = col0 + j;
-                    *o = value(&row_bytes[c / QK * bytes..], c % QK);
+            _ => self.decode_blocks(row, col0, out),
+        }
+    }
+
+    /// [`decode`](Self::decode) for the ggml block formats, stored row by row or 8 rows
+    /// interleaved: whole blocks go through the format's block decoder where it has one,
+    /// partial blocks through a buffer; an interleaved row's block is gathered first.
+    fn decode_blocks(&self, row: usize, col0: usize, out: &mut [f32]) {
+        let x8 = self.format.x8_rows();
+        let info = x8.as_ref().map_or(&self.format, |(f, _)| f).info();
+        let (block, bytes) = (info.block, info.block_bytes);
+        let value = info.block_value.expect("a ggml block format");
+        let nb = self.cols / block;
+        let mut gathered = [0u8; MAX_BLOCK_BYTES];
+        let mut buf = [0f32; QK_K];
+        let mut j = 0;
+        while j < out.len() {
+            let c = col0 + j;
+            let (bi, off) = (c / block, c % block);
+            let n = (block - off).min(out.len() - j);
+            let b: &[u8] = match &x8 {
+                None => &self.data[(row * nb + bi) * bytes..][..bytes],
+                Some((_, xor)) => {
+                    let group = self.group_bytes(row / blocks::X8);
+                    let xb = &group[bi * blocks::X8 * bytes..][..blocks::X8 * bytes];
+                    let g = &mut gathered[..bytes];
+                    blocks::x8_row_block(xb, row % blocks::X8, info.f16_fields, *xor, g);
+                    g
+                }
+            };
+            match info.decode_block {
+                Some(decode) if n == block => decode(b, &mut out[j..j + block]),
+                Some(decode) => {
+                    decode(b, &mut buf[..block]);
+                    out[j..j + n].copy_from_slice(&buf[off..off + n]);
+                }
+                None => {
+                    for (k, o) in out[j..j + n].iter_mut().enumerate() {
+                        *o = value(b, off + k);
+                    }
                 }
             }
-            Format::Q4_0x8 | Format::Q8_0x8 => {
-                let (rows, xor) = self.format.x8_rows().expect("an x8 format");
-                let (bytes, value) = (rows.block_bytes(), rows.block_value());
-                let value = value.expect("x8 rows are ggml blocks");
-                let group = self.group_bytes(row / blocks::X8);
-                let mut b = [0u8; blocks::Q8_0_BYTES];
-                for (j, o) in out.iter_mut().enumerate() {
-                    let c = col0 + j;
-                    let block = &group[c / QK * blocks::X8 * bytes..][..blocks::X8 * bytes];
-                    blocks::x8_row_block(block, row % blocks::X8, xor, &mut b[..bytes]);
-                    *o = value(&b[..bytes], c % QK);
-                }
-            }
+            j += n;
         }
     }
 
@@ -546,13 +823,11 @@ impl Weight {
     /// [`convert`](Self::convert) on up to `threads` threads.
     pub fn convert_with_threads(&self, target: WeightDtype, threads: usize) -> Weight {
         // Stored ggml rows keep their bits but take the interleaved layout the kernels want.
-        let target = match (target, &self.format) {
-            (WeightDtype::Auto, Format::Q8_0) => WeightDtype::Q8_0,
-            (WeightDtype::Auto, Format::Q4_0) => WeightDtype::Q4_0,
-            (t, _) => t,
-        };
         let (format, per_row): (Format, usize) = match target {
-            WeightDtype::Auto => return self.clone(),
+            WeightDtype::Auto => match self.format.x8_form() {
+                Some(x8) if self.rows.is_multiple_of(blocks::X8) => (x8, self.bytes_per_row()),
+                _ => return self.clone(),
+            },
             WeightDtype::F32 => (Format::F32, self.cols * 4),
             WeightDtype::BF16 => (Format::BF16, self.cols * 2),
             WeightDtype::F16 => (Format::F16, self.cols * 2),
@@ -619,7 +894,14 @@ impl Weight {
                                 Some((f, xor)) => {
                                     let r =
                                         std::array::from_fn(|r| &rows[r * per_row..][..per_row]);
-                                    blocks::interleave_x8(&r, f.block_bytes(), *xor, o);
+                                    let info = f.info();
+                                    blocks::interleave_x8(
+                                        &r,
+                                        info.f16_fields,
+                                        info.block_bytes,
+                                        *xor,
+                                        o,
+                                    );
                                 }
                                 None => o.copy_from_slice(&rows),
                             }
@@ -656,7 +938,8 @@ impl Weight {
             let group = self.group_bytes(r / blocks::X8);
             for (b, ob) in row.chunks_exact_mut(bytes).enumerate() {
                 let block = &group[b * blocks::X8 * bytes..][..blocks::X8 * bytes];
-                blocks::x8_row_block(block, r % blocks::X8, *xor, ob);
+                let fields = rows_format.info().f16_fields;
+                blocks::x8_row_block(block, r % blocks::X8, fields, *xor, ob);
             }
         }
         Some((ty, std::borrow::Cow::Owned(out)))

@@ -5,18 +5,27 @@ Load a Hugging Face checkpoint folder with ``Model(path)``; generate text with
 apart from the answer), hold a multi-turn conversation that reuses its KV cache with
 ``ChatSession(model)``, get logits with ``model.logits(ids)`` or evaluate incrementally with
 ``model.new_session().eval(ids)``. ``Tokenizer.from_pretrained(dir)`` works without a model.
-Errors are ``DeepseekError`` subclasses that are also ``ValueError`` (bad arguments, token
-ids, sampling parameters, messages, context overflow, config values) or ``FileNotFoundError``
-(missing model files).
+Errors are ``DeepseekError`` subclasses, most also a builtin class: ``ValueError`` (bad
+arguments, token ids, sampling parameters, messages, context overflow, model files, tokenizers,
+templates), ``OSError`` / ``FileNotFoundError`` (unreadable or missing files), ``RuntimeError``
+(a session busy in another thread), ``ArithmeticError`` (NaN/inf logits). The README's bad-input
+table lists which input gives which class.
 """
 
 from ._deepseek_rs import (
     ChatCompletionStream,
     ChatSession,
     Chunk,
+    DeepseekBusyError,
+    DeepseekCancelledError,
+    DeepseekContextOverflowError,
     DeepseekError,
     DeepseekFileNotFoundError,
+    DeepseekModelFileError,
+    DeepseekNumericalError,
     DeepseekOSError,
+    DeepseekTemplateError,
+    DeepseekTokenizerError,
     DeepseekValueError,
     GenerationResult,
     GenerationStream,
@@ -31,9 +40,16 @@ __all__ = [
     "ChatCompletionStream",
     "ChatSession",
     "Chunk",
+    "DeepseekBusyError",
+    "DeepseekCancelledError",
+    "DeepseekContextOverflowError",
     "DeepseekError",
     "DeepseekFileNotFoundError",
+    "DeepseekModelFileError",
+    "DeepseekNumericalError",
     "DeepseekOSError",
+    "DeepseekTemplateError",
+    "DeepseekTokenizerError",
     "DeepseekValueError",
     "GenerationResult",
     "GenerationStream",

@@ -24,20 +24,41 @@ class _Message(TypedDict, total=False):
 
 # A conversation: [{"role": "user", "content": "..."}, ...].
 _Messages = Sequence[Union[_Message, Mapping[str, Any]]]
-# logit_bias: {token_id: bias}; ids may be ints or decimal strings (OpenAI's JSON form).
+# logit_bias: {token_id: bias}; ids may be ints or decimal strings (OpenAI's JSON form, e.g. "7").
 _LogitBias = Mapping[Union[int, str], float]
 
 class DeepseekError(Exception):
     """Base class of every error deepseek_rs raises; the message is the Rust library's."""
 
 class DeepseekValueError(DeepseekError, ValueError):
-    """A bad argument, token id, sampling parameter, message list, context overflow or config.json value (a DeepseekError and a ValueError)."""
+    """A bad argument, token id or sampling parameter (a DeepseekError and a ValueError); the base of the errors about model files, tokenizers, templates and context overflow."""
+
+class DeepseekContextOverflowError(DeepseekValueError):
+    """The tokens would exceed the session's context length; the session is unchanged (a DeepseekValueError)."""
+
+class DeepseekModelFileError(DeepseekValueError):
+    """A checkpoint file is malformed or unsupported: JSON, config field, architecture, safetensors data, a missing or wrong-shaped tensor (a DeepseekValueError)."""
+
+class DeepseekTokenizerError(DeepseekValueError):
+    """tokenizer.json or tokenizer_config.json is malformed, or the tokenizer failed on an input (a DeepseekValueError)."""
+
+class DeepseekTemplateError(DeepseekValueError):
+    """The chat template failed to compile or render, or needed more than its budget (a DeepseekValueError)."""
 
 class DeepseekOSError(DeepseekError, OSError):
     """A model file could not be read (a DeepseekError and an OSError)."""
 
 class DeepseekFileNotFoundError(DeepseekOSError, FileNotFoundError):
     """A model folder or file does not exist (a DeepseekOSError and a FileNotFoundError)."""
+
+class DeepseekNumericalError(DeepseekError, ArithmeticError):
+    """The model produced NaN or infinite logits (non-finite weights or an overflow); the session is unchanged (a DeepseekError and an ArithmeticError)."""
+
+class DeepseekBusyError(DeepseekError, RuntimeError):
+    """A Session or ChatSession is in use by another call (another thread, or an open stream); nothing was done (a DeepseekError and a RuntimeError)."""
+
+class DeepseekCancelledError(DeepseekError):
+    """The call was cancelled before generation started (Ctrl-C raises KeyboardInterrupt instead)."""
 
 class Model:
     """A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
@@ -203,7 +224,8 @@ class Session:
     """An evaluation context over a Model: the latent KV cache of the tokens fed so far.
 
     Open one with `Model.new_session()`. Each `eval` appends to the cache. A session is used
-    by one thread at a time (a concurrent call raises RuntimeError); open one per thread.
+    by one thread at a time (a call while another runs raises DeepseekBusyError); open one per
+    thread.
     """
 
     def eval(self, ids: _TokenIds) -> npt.NDArray[np.float32]:
@@ -281,7 +303,8 @@ class ChatSession:
     `system` is an optional system prompt (kept by `reset()`); `context_length` and `threads`
     default to the model's. Replies join `messages` with the answer as `content` and the
     reasoning as `reasoning_content` (R1's template drops earlier turns' reasoning). One reply
-    at a time: while a streamed reply is open, other calls raise RuntimeError.
+    at a time: while a streamed reply is open, other calls raise DeepseekBusyError (a
+    RuntimeError).
     """
 
     def __init__(
