@@ -130,6 +130,9 @@ fn quantized_files_give_llama_cpps_logits_and_tokens() {
         "v3_quant-Q4_0-pure",
         "v3_quant-Q4_1-pure",
         "v2_quant-Q8_0-pure",
+        // llama-quantize's default Q4_0 mix: lm_head in Q6_K.
+        "v3_quant-Q4_0",
+        "v2_quant-Q4_0",
     ] {
         let g = LlamaGolden::load(&format!("{name}.golden.safetensors"));
         let m = load(&format!("{name}.gguf")).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -194,18 +197,32 @@ fn legacy_layout_gives_the_split_layouts_logits() {
     }
 }
 
-/// A file with a tensor in a ggml type we do not run yet names the tensor and the type.
+/// A tensor in a ggml type we do not run (here I32, patched over an F32 tensor of the same
+/// size) is a typed error naming the tensor and the type, never a guess.
 #[test]
 fn an_unsupported_ggml_type_is_named() {
-    // llama-quantize's default Q4_0 mix keeps output.weight in Q6_K.
-    match load("v3_quant-Q4_0.gguf") {
-        Err(Error::Dtype { name, dtype }) => {
-            assert!(
-                name == "output.weight" && dtype.contains("Q6_K"),
-                "{name}: {dtype}"
-            )
+    use deepseek_core::loader::gguf::Header;
+    let mut bytes = std::fs::read(gguf("v3_tiny-F32.gguf")).unwrap();
+    let h = Header::parse(&bytes).unwrap();
+    let name = "blk.0.attn_q_a.weight";
+    assert!(h.tensors.iter().any(|t| t.name == name));
+    // The tensor entry: name, n_dims, dims, then the type id (F32 = 0 -> I32 = 26).
+    let key = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let ty = at + 4 + 8 * n_dims;
+    assert_eq!(&bytes[ty..ty + 4], &0u32.to_le_bytes());
+    bytes[ty..ty + 4].copy_from_slice(&26u32.to_le_bytes());
+    let path = std::env::temp_dir().join(format!("deepseek-i32-{}.gguf", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let r = Model::load(&path, LoadOptions::default());
+    std::fs::remove_file(&path).unwrap();
+    match r {
+        Err(Error::Dtype { name: n, dtype }) => {
+            assert!(n == name && dtype.contains("I32"), "{n}: {dtype}")
         }
-        other => panic!("{other:?}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an I32 weight loaded"),
     }
 }
 
