@@ -283,7 +283,7 @@ def test_a_model_without_tokenizer_files_still_evaluates() -> None:
         lambda: m.chat([{"role": "user", "content": "hi"}]),
     ]
     for call in calls:
-        with pytest.raises(deepseek_rs.DeepseekValueError, match="no tokenizer.json.*tokenizer=DIR"):
+        with pytest.raises(deepseek_rs.DeepseekValueError, match="has no tokenizer .tokenizer.json.*tokenizer=DIR"):
             call()
 
 

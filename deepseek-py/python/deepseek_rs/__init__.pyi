@@ -61,15 +61,18 @@ class DeepseekCancelledError(DeepseekError):
     """The call was cancelled before generation started (Ctrl-C raises KeyboardInterrupt instead)."""
 
 class Model:
-    """A DeepSeek V2/V3/R1 checkpoint loaded from a Hugging Face folder.
+    """A DeepSeek V2/V3/R1 (or R1-Distill) checkpoint loaded from a Hugging Face folder or a GGUF
+    file.
 
-    `path` is the folder with `config.json` and the safetensors (single or sharded). `dtype`
-    is the weight format: "auto" (each tensor as the checkpoint stores it, memory-mapped),
-    "f32", "bf16", "f16", "q8_0", "q4_0" or "q4_1" (converted while loading).
+    `path` is the folder with `config.json` and the safetensors (single or sharded), or a
+    `.gguf` file (the first part of a split file). `dtype` is the weight format: "auto" (each
+    tensor as the checkpoint stores it, memory-mapped), "f32", "bf16", "f16", "q8_0", "q4_0"
+    or "q4_1" (converted while loading).
     `threads` sizes the default worker pool (default: all cores); `context_length` is the
     default limit of the sessions it opens and of `logits` (default: the model's maximum).
-    `tokenizer` is the folder with `tokenizer.json` (default: `path`); without one the model
-    still evaluates ids, and only the text methods raise. `generation_config.json` in `path`
+    `tokenizer` is the folder with `tokenizer.json` or a GGUF file with tokenizer metadata
+    (default: `path`); without one the model still evaluates ids, and only the text methods
+    raise. `generation_config.json` in the folder (or `general.sampling.*` in a GGUF file)
     sets the sampling defaults.
 
     Weights are memory-mapped and never change: one Model serves many sessions and threads.
