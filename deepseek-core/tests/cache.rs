@@ -75,12 +75,20 @@ fn every_cache_format_meets_its_bar_on_every_fixture() {
             &[AttentionPath::Auto]
         };
         for &path in paths {
+            // The f32 cache's logits: what the smaller formats are measured against as well.
+            let exact = session(&m, path, CacheDtype::F32)
+                .eval_all(&ids)
+                .unwrap()
+                .to_vec();
             for dtype in CacheDtype::ALL {
                 let prefill = session(&m, path, dtype).eval_all(&ids).unwrap().to_vec();
                 let step = token_by_token(&mut session(&m, path, dtype), &ids);
                 let err = max_abs_diff(&prefill, &g.logits).max(max_abs_diff(&step, &g.logits));
                 let cos = min_cosine(&prefill, &g.logits, g.vocab)
                     .min(min_cosine(&step, &g.logits, g.vocab));
+                let vs_f32 = max_abs_diff(&prefill, &exact).max(max_abs_diff(&step, &exact));
+                let cos_f32 =
+                    min_cosine(&prefill, &exact, g.vocab).min(min_cosine(&step, &exact, g.vocab));
                 let run = greedy(
                     &mut session(&m, path, dtype),
                     &g.input_ids,
@@ -88,8 +96,9 @@ fn every_cache_format_meets_its_bar_on_every_fixture() {
                 );
                 let same = run == g.greedy_ids;
                 println!(
-                    "{name} {path:?} cache {dtype}: max logit error {err:.2e}, min cosine \
-                     {cos:.6}, greedy {}",
+                    "{name} {path:?} cache {dtype}: vs transformers max logit error {err:.2e}, \
+                     min cosine {cos:.6}; vs the f32 cache max logit difference {vs_f32:.2e}, \
+                     min cosine {cos_f32:.6}; greedy {}",
                     if same { "identical" } else { "DIFFERS" }
                 );
                 match dtype {
