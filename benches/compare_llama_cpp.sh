@@ -13,7 +13,9 @@
 # (the same bytes per value) and q8_0 against q8_0 (llama.cpp needs flash attention for a q8_0
 # V cache; both of its cache types run with -fa 1). It also prints each engine's decode at
 # every depth as a fraction of its depth-0 speed: the slope is the point. LLAMA_BENCH=path uses
-# an existing llama-bench instead of building one.
+# an existing llama-bench instead of building one. CACHE_PAIRS (default "bf16/f16 q8_0/q8_0",
+# ours/llama.cpp) and PREFILL (default 4096; empty skips the prefill row) shorten a run on a
+# busy machine.
 #
 # Everything it fetches or builds goes to $DEEPSEEK_BENCH_DIR (default ~/.cache/deepseek-bench):
 # llama-cpp-python's sdist from PyPI (its vendored llama.cpp builds llama-bench and
@@ -163,8 +165,9 @@ if [ "$sections" = depth ] || [ "$sections" = all ]; then
   printf '\nlong context, model shape %s, q8_0 weights (%s), 2 threads, medians of %s interleaved runs\n' "$shape" "$q8" "$reps"
   printf '\n| cache (ours / llama.cpp) | test | ours tok/s | llama.cpp tok/s | ratio | ours vs depth 0 | llama.cpp vs depth 0 | ours cache bytes/token (measured) |\n'
   printf '|---|---|---|---|---|---|---|---|\n'
-  for pair in "bf16 f16" "q8_0 q8_0"; do
-    set -- $pair; oc=$1; lc=$2
+  pp="${PREFILL-4096}"
+  for pair in ${CACHE_PAIRS:-bf16/f16 q8_0/q8_0}; do
+    oc=${pair%/*}; lc=${pair#*/}
     o0=""; l0=""
     for d in $depths; do
       : >"$work/o.txt"; : >"$work/l.txt"
@@ -172,6 +175,7 @@ if [ "$sections" = depth ] || [ "$sections" = all ]; then
         r=$(ours_depth "$q8" 0 32 "$d" "$oc"); need "$r" "deepseek-rs decode at depth $d ($oc)"; echo "$r" >>"$work/o.txt"
         r=$(llama_depth "$q8" 0 32 "$d" "$lc"); need "$r" "llama-bench -n 32 -d $d -ctk $lc"; echo "$r" >>"$work/l.txt"
       done
+      say "decode at depth $d, $oc / $lc, samples: ours $(cut -d' ' -f2 "$work/o.txt" | tr '\n' ' ')llama.cpp $(tr '\n' ' ' <"$work/l.txt")"
       od=$(cut -d' ' -f2 "$work/o.txt" | median); ld=$(median <"$work/l.txt")
       mb=$(cut -d' ' -f3 "$work/o.txt" | median)
       [ -z "$o0" ] && { o0=$od; l0=$ld; }
@@ -179,14 +183,16 @@ if [ "$sections" = depth ] || [ "$sections" = all ]; then
         printf "| %s | tg32 @ d%d | %.1f | %.1f | %.2fx | %.2f | %.2f | %s |\n", c, d, od, ld, od / ld, od / o0, ld / l0, (d > 0 ? mb : "-")
       }'
     done
+    [ -z "$pp" ] && continue
     : >"$work/o.txt"; : >"$work/l.txt"
     for ((i = 0; i < reps; i++)); do
-      r=$(ours_depth "$q8" 4096 0 0 "$oc"); need "$r" "deepseek-rs prefill of 4096 ($oc)"; echo "$r" >>"$work/o.txt"
-      r=$(llama_depth "$q8" 4096 0 0 "$lc"); need "$r" "llama-bench -p 4096 -ctk $lc"; echo "$r" >>"$work/l.txt"
+      r=$(ours_depth "$q8" "$pp" 0 0 "$oc"); need "$r" "deepseek-rs prefill of $pp ($oc)"; echo "$r" >>"$work/o.txt"
+      r=$(llama_depth "$q8" "$pp" 0 0 "$lc"); need "$r" "llama-bench -p $pp -ctk $lc"; echo "$r" >>"$work/l.txt"
     done
+    say "prefill of $pp, $oc / $lc, samples: ours $(cut -d' ' -f1 "$work/o.txt" | tr '\n' ' ')llama.cpp $(tr '\n' ' ' <"$work/l.txt")"
     op=$(cut -d' ' -f1 "$work/o.txt" | median); lp=$(median <"$work/l.txt")
-    awk -v c="$oc / $lc" -v op="$op" -v lp="$lp" 'BEGIN {
-      printf "| %s | pp4096 | %.1f | %.1f | %.2fx | | | |\n", c, op, lp, op / lp
+    awk -v c="$oc / $lc" -v pp="$pp" -v op="$op" -v lp="$lp" 'BEGIN {
+      printf "| %s | pp%d | %.1f | %.1f | %.2fx | | | |\n", c, pp, op, lp, op / lp
     }'
   done
   echo
