@@ -197,5 +197,5 @@ if [ "$sections" = depth ] || [ "$sections" = all ]; then
   done
   echo
   echo "ratio = ours / llama.cpp; 'vs depth 0' = that engine's decode at this depth over its own at depth 0."
-  echo "Measured bytes/token: resident memory the cache added while filling, over the tokens (bench.rs)."
+  echo "Measured bytes/token: resident anonymous memory the cache added while filling, over the tokens (bench.rs)."
 fi

@@ -8,8 +8,8 @@
 //! the greedy choice back. `--depth N` first fills the cache with N tokens (in 512-token
 //! batches, as llama.cpp's ubatch), then measures the prompt and the decode each after those N
 //! tokens, like `llama-bench -d N`; the cache's memory per token is measured from the process's
-//! resident memory while it fills. Prints medians over `--reps` runs and a `RESULT` line for
-//! scripts.
+//! resident anonymous memory while it fills. Prints medians over `--reps` runs and a `RESULT`
+//! line for scripts.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,11 +28,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Resident memory of this process in bytes (Linux), for measuring what the cache really costs.
+/// Resident anonymous memory of this process in bytes (Linux), for measuring what the cache
+/// really costs. Anonymous only: the memory-mapped weights are file pages that a busy machine
+/// evicts and reads back at will, which made the total resident size shrink while the cache grew.
 fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
