@@ -256,3 +256,20 @@ fn cache_formats_save_restore_and_fork() {
         );
     }
 }
+
+/// The version in the workspace manifest, which every front door must report.
+fn workspace_version() -> String {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));
+    let manifest = manifest.unwrap();
+    let package = &manifest[manifest.find("[workspace.package]").unwrap()..];
+    let line = package.lines().find(|l| l.starts_with("version")).unwrap();
+    line.split('"').nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn ds_version_is_the_crates_version() {
+    // SAFETY: ds_version returns a static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(ds_version()) }.to_str().unwrap();
+    assert_eq!(v, workspace_version());
+    assert_eq!(v, deepseek_core::VERSION);
+}

@@ -31,6 +31,14 @@ mod state;
 pub mod template;
 pub mod tokenizer;
 
+/// README.md's Rust examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
+/// This library's version (the workspace's; the C and Python front doors report the same).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{

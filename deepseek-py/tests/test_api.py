@@ -19,7 +19,15 @@ STUB = PACKAGE / "__init__.pyi"
 
 
 def test_version() -> None:
-    assert deepseek_rs.__version__.count(".") == 2
+    # The same version as the Rust crates (the workspace manifest) and the installed wheel.
+    import importlib.metadata
+    import re
+
+    manifest = (Path(__file__).parents[2] / "Cargo.toml").read_text()
+    package = manifest[manifest.index("[workspace.package]") :]
+    want = re.search(r'^version = "([^"]+)"', package, re.M).group(1)
+    assert deepseek_rs.__version__ == want
+    assert importlib.metadata.version("deepseek-rs") == want
 
 
 def test_properties() -> None:

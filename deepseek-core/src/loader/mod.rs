@@ -2,7 +2,7 @@
 //!
 //! Owns everything about files: safetensors folders (single or sharded) and GGUF files behind
 //! one [`TensorSource`] trait, the one table of tensor names per family ([`names`]), the dtype
-//! policy ([`weights`]: what stays exact, what lm_head takes, FP8 scale pairing), reading the
+//! policy (`weights`: what stays exact, what lm_head takes, FP8 scale pairing), reading the
 //! config from `config.json` or GGUF metadata, and assembling the `model/` types. Nothing is
 //! read from a tensor until a kernel touches it, except where the policy converts it.
 

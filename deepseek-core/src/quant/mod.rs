@@ -79,7 +79,7 @@ pub enum Format {
     Q8_0x8,
     /// ggml Q4_0: 32-weight blocks of f16 scale + 16 bytes of nibbles (4.5 bits per weight).
     Q4_0,
-    /// Q4_0 with every 8 rows interleaved block by block ([`blocks::interleave_q4_0`]): the
+    /// Q4_0 with every 8 rows interleaved block by block ([`blocks::interleave_x8`]): the
     /// same bits, laid out at load so one 32-byte load feeds 8 rows of an integer dot product.
     /// Used for Q4_0 matrices whose row count is a multiple of 8.
     Q4_0x8,
