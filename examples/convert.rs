@@ -9,7 +9,8 @@ use std::time::Instant;
 use deepseek_core::loader::convert_to_gguf;
 use deepseek_core::WeightDtype;
 
-const USAGE: &str = "usage: convert SRC DST.gguf [--dtype auto|f32|bf16|f16|q8_0|q4_0|q4_1] \
+const USAGE: &str =
+    "usage: convert SRC DST.gguf [--dtype auto|f32|bf16|f16|q8_0|q4_0|q4_1|q4_k|q6_k|q4_k_m] \
                      [--tokenizer DIR|FILE.gguf] [--threads N]";
 
 fn main() {

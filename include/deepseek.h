@@ -469,6 +469,24 @@ typedef struct ds_message {
 #define DS_WEIGHT_DTYPE_Q4_1 6
 
 /**
+ * Quantise the matrices to ggml's Q4_K at load, exactly as llama.cpp's llama-quantize does
+ * (256-weight super-blocks, 4.5 bits per weight; rows that are not whole super-blocks: Q5_0).
+ */
+#define DS_WEIGHT_DTYPE_Q4_K 7
+
+/**
+ * Quantise the matrices to ggml's Q6_K at load, exactly as llama-quantize does (6.56 bits per
+ * weight; rows that are not whole super-blocks: Q8_0).
+ */
+#define DS_WEIGHT_DTYPE_Q6_K 8
+
+/**
+ * llama.cpp's Q4_K_M mix at load: Q4_K, with Q6_K for lm_head and for ffn_down (and GQA
+ * attn_v) in the layers llama.cpp's rule picks.
+ */
+#define DS_WEIGHT_DTYPE_Q4_K_M 9
+
+/**
  * Not a token: what ds_model_bos_token returns when the model has no BOS token.
  */
 #define DS_TOKEN_NONE UINT32_MAX

@@ -26,8 +26,27 @@ Stage `model` (a GGUF mixing formats per tensor, as llama.cpp's K-quant mixtures
   8. llama.cpp runs that very file (llama-cpp-python, F32 KV cache, 2 threads) over the
      fixture's golden prompt + greedy ids: `v3_quant-kmix.llama.f32`, [T, vocab] logits.
 
+Stage `quantize` (goldens for our quantizers, issue 14 item 3):
+  9. `quantize.f32`: QROWS x QCOLS float32 rows of many distributions (Gaussian at several scales,
+     all-positive, all-negative, heavy tails, outliers, zero sub-blocks, constant rows, integers
+     that land on rounding ties, f16-subnormal and huge magnitudes), and `crafted.f32`: the 8
+     crafted rows of stage `rows` (so our quantizers also meet llama-quantize's own bytes,
+     q4_k.bin / q6_k.bin / q5_0.bin);
+ 10. `quantize.<type>.bin`: ggml's `quantize_<type>(src, dst, nrow, n_per_row, NULL)` from
+     libggml-base.so, the function llama-quantize calls without an imatrix (Q4_K and Q6_K go to
+     `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref`), for Q4_K, Q6_K and their fallbacks Q5_0
+     and Q8_0; the stage first checks that ggml's function reproduces llama-quantize's bytes
+     of the crafted rows.
+
+Stage `q4km` (Q4_K_M against llama.cpp's, issue 14 item 3), for fixtures v3_quant and v2_quant:
+ 11. the fixture is written as an F32 GGUF by our writer, and llama-quantize makes it Q4_K_M
+     with llama.cpp's own rule (no --pure, no imatrix): `<fixture>-q4_k_m.gguf`; llama.cpp runs
+     it over the golden prompt + greedy ids: `<fixture>-q4_k_m.llama.f32`;
+ 12. our writer also converts the fixture with `dtype = q4_k_m` (`<fixture>-ours-q4_k_m.gguf`,
+     not kept) and llama.cpp runs that file too: `<fixture>-ours-q4_k_m.llama.f32`.
+
 Run by hand from the repository root (see tools/make_gguf_fixtures.py for the reference setup):
-    /work/ref/venv/bin/python tools/make_kquant_fixtures.py [rows] [model]
+    /work/ref/venv/bin/python tools/make_kquant_fixtures.py [rows] [model] [quantize] [q4km]
 Paths: LLAMA_CPP_DIR (vendored llama.cpp source), LLAMA_BIN_DIR (llama-quantize and libggml-base.so).
 """
 
@@ -210,14 +229,139 @@ def model_stage():
     }
 
 
+QROWS, QCOLS = 64, 512
+QTYPES = ["Q4_K", "Q6_K", "Q5_0", "Q8_0"]
+
+
+def quantize_rows(rng):
+    """QROWS rows that reach the quantizers' corners (search ties, clamps, zero scales)."""
+    n = QCOLS
+    g = lambda s=1.0: s * rng.standard_normal(n)
+    rows = [g(), g(0.02), g(1e-3), g(30.0), rng.uniform(0.5, 1.5, n), rng.uniform(-3.0, -1.0, n),
+            rng.standard_t(3, n), rng.standard_t(1.5, n) * 0.05,
+            np.where(rng.random(n) < 0.03, 40.0, 1.0) * g(),
+            np.repeat(rng.random(n // 16) < 0.5, 16) * g(),
+            np.repeat(rng.random(n // 32) < 0.5, 32) * g(),
+            np.eye(1, n, 77).ravel() * -5.0, np.eye(1, n, 300).ravel() * 3.0,
+            np.zeros(n), np.full(n, 0.75), np.full(n, -2.0),
+            rng.integers(-8, 9, n).astype(np.float64), rng.integers(0, 16, n).astype(np.float64) * 0.5,
+            rng.integers(-32, 32, n).astype(np.float64), g(1e-6), g(1e-9), g(6e4),
+            np.abs(g()), -np.abs(g(0.1)), np.linspace(-1.0, 1.0, n), np.linspace(0.0, 3.0, n),
+            g() + 4.0, g(0.01) - 0.05]
+    while len(rows) < QROWS:
+        rows.append(g(float(np.exp(rng.uniform(-6, 1)))) + rng.uniform(-0.5, 0.5) * (rng.random() < 0.3))
+    return np.stack(rows).astype(np.float32)
+
+
+def crafted_rows_of_rows_stage():
+    """The crafted rows stage `rows` put in blk.0.attn_q.weight (same seed, same draws)."""
+    rng = np.random.default_rng(14)
+    rng.standard_normal((HIDDEN, HIDDEN))  # q = mat(HIDDEN, HIDDEN) comes first
+    return crafted_rows(rng)
+
+
+def ggml_quantize(lib, type_name, x):
+    fn = getattr(lib, f"quantize_{c_type_name(type_name)}")
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    fn.restype = ctypes.c_size_t
+    block, block_bytes = gguf.GGML_QUANT_SIZES[T[type_name]]
+    rows, cols = x.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.zeros(rows * cols // block * block_bytes, dtype=np.uint8)
+    n = fn(x.ctypes.data, out.ctypes.data, rows, cols, None)
+    assert n == out.size, (type_name, n, out.size)
+    return out.tobytes()
+
+
+def quantize_stage():
+    lib = ctypes.CDLL(str(LLAMA_BIN / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+    crafted = crafted_rows_of_rows_stage()
+    for name in ["Q4_K", "Q6_K", "Q5_0"]:
+        if ggml_quantize(lib, name, crafted) != (OUT / f"{name.lower()}.bin").read_bytes():
+            raise SystemExit(f"{name}: ggml's quantize_ differs from llama-quantize's bytes (or the "
+                             "crafted rows were not reproduced)")
+    x = quantize_rows(np.random.default_rng(16))
+    (OUT / "crafted.f32").write_bytes(crafted.astype("<f4").tobytes())
+    (OUT / "quantize.f32").write_bytes(x.astype("<f4").tobytes())
+    entry = {"source": "ggml quantize_<type>(..., imatrix NULL) from libggml-base.so",
+             "rows": QROWS, "cols": QCOLS, "llama_cpp": llama_cpp_commit(),
+             "crafted_equals_llama_quantize": ["Q4_K", "Q6_K", "Q5_0"],
+             "f32_sha256": hashlib.sha256(x.astype("<f4").tobytes()).hexdigest(), "types": {}}
+    for name in QTYPES:
+        raw = ggml_quantize(lib, name, x)
+        (OUT / f"quantize.{name.lower()}.bin").write_bytes(raw)
+        entry["types"][name] = hashlib.sha256(raw).hexdigest()
+        print(f"quantize {name}: {len(raw)} bytes", flush=True)
+    return entry
+
+
+Q4KM_FIXTURES = ["v3_quant", "v2_quant"]
+
+
+def write_fixture_gguf(name, dtype, path):
+    subprocess.run(["cargo", "test", "-q", "-p", "deepseek-core", "--test", "kquants", "--",
+                    "--ignored", "--exact", "write_fixture_gguf"], cwd=ROOT, check=True,
+                   env={**os.environ, "KQUANT_FIXTURE": name, "KQUANT_DTYPE": dtype, "KQUANT_GGUF": str(path)})
+
+
+def llama_logits(path, ids):
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(path), n_ctx=128, n_batch=128, n_ubatch=128, n_threads=2,
+                n_threads_batch=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def q4km_stage():
+    from safetensors.numpy import load_file
+    import collections
+    if "LLAMA_CPP_LIB_PATH" not in os.environ:
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(LLAMA_BIN)
+    entry = {}
+    for name in Q4KM_FIXTURES:
+        golden = load_file(str(ROOT / "deepseek-core" / "tests" / "fixtures" / name / "golden.safetensors"))
+        ids = [int(i) for i in np.concatenate([golden["input_ids"].ravel(), golden["greedy_ids"].ravel()])]
+        with tempfile.TemporaryDirectory() as tmp:
+            f32 = Path(tmp) / f"{name}-F32.gguf"
+            write_fixture_gguf(name, "f32", f32)
+            out = OUT / f"{name}-q4_k_m.gguf"
+            subprocess.run([str(LLAMA_BIN / "llama-quantize"),
+                            "--override-kv", "tokenizer.ggml.model=str:none",
+                            "--override-kv", "deepseek2.vocab_size=int:512",
+                            str(f32), str(out), "Q4_K_M", "1"], check=True, capture_output=True)
+            ours = Path(tmp) / f"{name}-ours-q4_k_m.gguf"
+            write_fixture_gguf(name, "q4_k_m", ours)
+            ours_logits = llama_logits(ours, ids)
+        logits = llama_logits(out, ids)
+        (OUT / f"{name}-q4_k_m.llama.f32").write_bytes(logits.astype("<f4").tobytes())
+        (OUT / f"{name}-ours-q4_k_m.llama.f32").write_bytes(ours_logits.astype("<f4").tobytes())
+        reader = gguf.GGUFReader(str(out))
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        print(f"{name} Q4_K_M: {dict(collections.Counter(types.values()))}", flush=True)
+        entry[name] = {"file": out.name, "from": f"{name} (our save_gguf at F32) -> llama-quantize Q4_K_M",
+                       "tensor_types": types, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+                       "llama_logits": f"{name}-q4_k_m.llama.f32",
+                       "ours_llama_logits": f"{name}-ours-q4_k_m.llama.f32",
+                       "logits_shape": list(logits.shape), "ids": ids}
+    return entry
+
+
 def main():
-    stages = set(sys.argv[1:]) or {"rows", "model"}
+    stages = set(sys.argv[1:]) or {"rows", "model", "quantize", "q4km"}
     manifest_path = OUT / "manifest.json"
     if "rows" in stages:
         rows_stage()
     if "model" in stages:
         manifest = json.loads(manifest_path.read_text())
         manifest["kmix"] = model_stage()
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    if "quantize" in stages:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["quantize"] = quantize_stage()
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    if "q4km" in stages:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["q4_k_m"] = q4km_stage()
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -280,8 +424,9 @@ def rows_stage():
             print(f"{name}: {len(raw)} bytes, {ROWS * HIDDEN} values, ggml C == gguf-py; "
                   f"dots {dots[:3]}..., x86 vs generic {simd_vs_generic:.2e}", flush=True)
     path = OUT / "manifest.json"
-    if path.exists() and "kmix" in json.loads(path.read_text()):
-        manifest["kmix"] = json.loads(path.read_text())["kmix"]  # stage `model` keeps its entry
+    for kept in ["kmix", "quantize", "q4_k_m"]:  # the other stages keep their entries
+        if path.exists() and kept in json.loads(path.read_text()):
+            manifest[kept] = json.loads(path.read_text())[kept]
     path.write_text(json.dumps(manifest, indent=1) + "\n")
 
 

@@ -79,6 +79,15 @@ pub const DS_WEIGHT_DTYPE_Q4_0: ds_weight_dtype = 5;
 /// Quantise the matrices to ggml's Q4_1 at load (4-bit blocks of 32 with a minimum: more
 /// accurate than Q4_0).
 pub const DS_WEIGHT_DTYPE_Q4_1: ds_weight_dtype = 6;
+/// Quantise the matrices to ggml's Q4_K at load, exactly as llama.cpp's llama-quantize does
+/// (256-weight super-blocks, 4.5 bits per weight; rows that are not whole super-blocks: Q5_0).
+pub const DS_WEIGHT_DTYPE_Q4_K: ds_weight_dtype = 7;
+/// Quantise the matrices to ggml's Q6_K at load, exactly as llama-quantize does (6.56 bits per
+/// weight; rows that are not whole super-blocks: Q8_0).
+pub const DS_WEIGHT_DTYPE_Q6_K: ds_weight_dtype = 8;
+/// llama.cpp's Q4_K_M mix at load: Q4_K, with Q6_K for lm_head and for ffn_down (and GQA
+/// attn_v) in the layers llama.cpp's rule picks.
+pub const DS_WEIGHT_DTYPE_Q4_K_M: ds_weight_dtype = 9;
 
 /// How to load a model. Get one from ds_model_default_params() and change what you need.
 #[repr(C)]
@@ -134,6 +143,9 @@ pub unsafe extern "C" fn ds_model_load(
             DS_WEIGHT_DTYPE_Q8_0 => WeightDtype::Q8_0,
             DS_WEIGHT_DTYPE_Q4_0 => WeightDtype::Q4_0,
             DS_WEIGHT_DTYPE_Q4_1 => WeightDtype::Q4_1,
+            DS_WEIGHT_DTYPE_Q4_K => WeightDtype::Q4_K,
+            DS_WEIGHT_DTYPE_Q6_K => WeightDtype::Q6_K,
+            DS_WEIGHT_DTYPE_Q4_K_M => WeightDtype::Q4_K_M,
             other => {
                 return Err(Failure::invalid(format!(
                     "params.dtype {other} is not a DS_WEIGHT_DTYPE_* value"

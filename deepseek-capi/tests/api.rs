@@ -132,6 +132,9 @@ fn every_weight_dtype_loads_and_f32_is_exact() {
         DS_WEIGHT_DTYPE_Q8_0,
         DS_WEIGHT_DTYPE_Q4_0,
         DS_WEIGHT_DTYPE_Q4_1,
+        DS_WEIGHT_DTYPE_Q4_K,
+        DS_WEIGHT_DTYPE_Q6_K,
+        DS_WEIGHT_DTYPE_Q4_K_M,
     ] {
         let model = load_as("v3_tiny", 1, dtype);
         assert_eq!(greedy(&model, &prompt, 4, DS_ATTENTION_AUTO).len(), 4);

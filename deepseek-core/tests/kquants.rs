@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{argmax, cosine, Golden};
-use deepseek_core::loader::{save_gguf, Opened};
-use deepseek_core::quant::Format;
+use deepseek_core::loader::{save_gguf, DType, Opened};
+use deepseek_core::quant::{Format, GgmlType};
 use deepseek_core::{LoadOptions, Model, Session, SessionOptions, WeightDtype};
 
 /// A file of `tests/fixtures/kquants/` (see tools/make_kquant_fixtures.py).
@@ -96,4 +96,84 @@ fn write_v3_quant_f32_gguf() {
     let opened = Opened::open(common::fixture("v3_quant")).unwrap();
     let net = opened.build(WeightDtype::Auto, 1).unwrap();
     save_gguf(&net, WeightDtype::F32, Vec::new(), 1, &PathBuf::from(path)).unwrap();
+}
+
+/// Not a test: writes fixture `$KQUANT_FIXTURE` as a GGUF at `$KQUANT_DTYPE` to
+/// `$KQUANT_GGUF` (our writer and quantizers), for tools/make_kquant_fixtures.py stage `q4km`:
+/// the F32 input of llama-quantize, and our own Q4_K_M file for llama.cpp to run.
+#[test]
+#[ignore]
+fn write_fixture_gguf() {
+    let (Ok(name), Ok(dtype), Ok(path)) = (
+        std::env::var("KQUANT_FIXTURE"),
+        std::env::var("KQUANT_DTYPE"),
+        std::env::var("KQUANT_GGUF"),
+    ) else {
+        return;
+    };
+    let opened = Opened::open(common::fixture(&name)).unwrap();
+    let net = opened.build(WeightDtype::Auto, 1).unwrap();
+    let dtype: WeightDtype = dtype.parse().unwrap();
+    // No vocabulary: llama.cpp loads the file without one when told so.
+    let vocab = vec![(
+        "tokenizer.ggml.model".to_string(),
+        deepseek_core::loader::gguf::Value::String("none".into()),
+    )];
+    save_gguf(&net, dtype, vocab, 1, &PathBuf::from(path)).unwrap();
+}
+
+/// Our q4_k_m GGUF (dtype policy, writer and quantizers) against llama-quantize's Q4_K_M of the
+/// same F32 file (tools/make_kquant_fixtures.py stage `q4km`): every tensor has llama.cpp's
+/// ggml type and bytes, except `token_embd`, which our policy keeps exact (llama.cpp: Q4_K).
+#[test]
+fn q4_k_m_gguf_equals_llama_quantize_byte_for_byte() {
+    for name in ["v3_quant", "v2_quant"] {
+        let path = std::env::temp_dir().join(format!(
+            "deepseek-kquants-{name}-{}.gguf",
+            std::process::id()
+        ));
+        let net = Opened::open(common::fixture(name))
+            .unwrap()
+            .build(WeightDtype::Auto, 2)
+            .unwrap();
+        save_gguf(&net, WeightDtype::Q4_K_M, Vec::new(), 2, &path).unwrap();
+        let ours = Opened::open(&path).unwrap();
+        let llama = Opened::open(kquants(&format!("{name}-q4_k_m.gguf"))).unwrap();
+        let (ours, llama) = (ours.source(), llama.source());
+        let (mut a, mut b) = (ours.names(), llama.names());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: tensor names");
+        let mut same = 0;
+        for t in &b {
+            let (o, l) = (
+                ours.get(t).unwrap().unwrap(),
+                llama.get(t).unwrap().unwrap(),
+            );
+            assert_eq!(o.shape, l.shape, "{name} {t}");
+            if t == "token_embd.weight" {
+                let exact = matches!(o.dtype, DType::F32 | DType::BF16 | DType::F16);
+                assert!(exact, "{name}: our policy keeps the embedding as stored");
+                continue;
+            }
+            if t.ends_with("attn_output.weight") {
+                // llama.cpp's Mixtral rule: a model with exactly 8 experts (these fixtures; no
+                // DeepSeek model) gets Q5_K attn_output, here its Q5_1 fallback. We do not
+                // follow it: ours stays Q4_K (here its Q5_0 fallback).
+                assert_eq!(
+                    (o.dtype, l.dtype),
+                    (DType::Ggml(GgmlType::Q5_0), DType::Ggml(GgmlType::Q5_1)),
+                    "{name} {t}"
+                );
+                continue;
+            }
+            assert_eq!(o.dtype, l.dtype, "{name} {t}: ggml type");
+            if let Some(i) = (0..o.bytes.len()).find(|&i| o.bytes[i] != l.bytes[i]) {
+                panic!("{name} {t} ({:?}): first differing byte {i}", o.dtype);
+            }
+            same += 1;
+        }
+        println!("{name}: {same} tensors byte-identical to llama-quantize's Q4_K_M");
+        std::fs::remove_file(&path).unwrap();
+    }
 }

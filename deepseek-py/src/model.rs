@@ -24,8 +24,9 @@ use crate::tokenizer::PyTokenizer;
 ///
 /// `path` is the folder with `config.json` and the safetensors (single or sharded), or a
 /// `.gguf` file (the first part of a split file). `dtype` is the weight format: "auto" (each
-/// tensor as the checkpoint stores it, memory-mapped), "f32", "bf16", "f16", "q8_0", "q4_0"
-/// or "q4_1" (converted while loading).
+/// tensor as the checkpoint stores it, memory-mapped), "f32", "bf16", "f16", "q8_0", "q4_0",
+/// "q4_1", "q4_k", "q6_k" or "q4_k_m" (converted while loading; the K-quants are quantised as
+/// llama.cpp's llama-quantize does, and "q4_k_m" is its Q4_K_M mix).
 /// `threads` sizes the default worker pool (default: all cores); `context_length` is the
 /// default limit of the sessions it opens and of `logits` (default: the model's maximum).
 /// `cache_dtype` is how those sessions store the KV cache: "f32" (exact, the default),

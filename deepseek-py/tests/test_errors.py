@@ -115,7 +115,7 @@ def test_bad_dtype(dtype: str) -> None:
         deepseek_rs.Model(TINY, dtype=dtype)
 
 
-@pytest.mark.parametrize("dtype", ["auto", "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "Q8_0"])
+@pytest.mark.parametrize("dtype", ["auto", "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q4_k_m", "Q8_0"])
 def test_every_dtype_loads_and_runs(dtype: str) -> None:
     m = deepseek_rs.Model(TINY, dtype=dtype)
     assert m.vocab_size == 512

@@ -2,7 +2,7 @@
 //! table, metadata as llama.cpp's converter writes it, weights in ggml's byte layouts.
 //!
 //! Matrices are written at a target format through the same dtype policy loading uses
-//! (embeddings and the router as stored, lm_head 8-bit under Q4_0, norms in f32), so loading the
+//! (embeddings and the router as stored, lm_head wider under 4-bit formats, norms in f32), so loading the
 //! written file gives the model a folder load at that format gives, without converting again.
 
 use std::path::Path;
@@ -24,10 +24,15 @@ pub fn save_gguf(
     threads: usize,
     path: &Path,
 ) -> Result<()> {
+    let layers = match network {
+        Network::Deepseek(m) => m.config.num_hidden_layers,
+        Network::Llama(m) => m.config.num_hidden_layers,
+    };
     let mut out = Out {
         w: Writer::new(),
         dtype,
         threads,
+        layers,
     };
     match network {
         Network::Deepseek(m) => deepseek(&mut out, m)?,
@@ -44,6 +49,8 @@ struct Out<'a> {
     w: Writer<'a>,
     dtype: WeightDtype,
     threads: usize,
+    /// Decoder layers (the Q4_K_M rule picks layers by position).
+    layers: usize,
 }
 
 fn name(t: Tensor) -> String {
@@ -68,13 +75,10 @@ impl<'a> Out<'a> {
         self.w.set(&format!("{arch}.{key}"), v);
     }
 
-    /// The policy's target for tensor `t` (as in loading).
+    /// The policy's target for tensor `t` (as in loading; the file is always in GGUF's split
+    /// MLA layout).
     fn target(&self, t: Tensor) -> WeightDtype {
-        match t {
-            Tensor::TokenEmbd | Tensor::FfnGateInp(_) => WeightDtype::Auto,
-            Tensor::Output if self.dtype == WeightDtype::Q4_0 => WeightDtype::Q8_0,
-            _ => self.dtype,
-        }
+        super::weights::target(self.dtype, t, self.layers, Naming::Gguf)
     }
 
     /// The matrix `make` gives, converted when the writer reaches it (so a whole model is never
@@ -405,6 +409,8 @@ fn same_dtype(w: &Weight) -> WeightDtype {
         Some(GgmlType::Q8_0) => WeightDtype::Q8_0,
         Some(GgmlType::Q4_0) => WeightDtype::Q4_0,
         Some(GgmlType::Q4_1) => WeightDtype::Q4_1,
+        Some(GgmlType::Q4_K) => WeightDtype::Q4_K,
+        Some(GgmlType::Q6_K) => WeightDtype::Q6_K,
         _ => WeightDtype::BF16,
     }
 }

@@ -14,6 +14,41 @@ use crate::error::{Error, Result};
 use crate::model::{Linear, Mlp, RmsNorm};
 use crate::quant::{Format, Weight, WeightDtype};
 
+/// What the dtype policy stores tensor `t` as when a model of `layers` decoder layers, named by
+/// `naming`, loads (or is written) at `dtype`: loading and the GGUF writer both ask here.
+pub(crate) fn target(dtype: WeightDtype, t: Tensor, layers: usize, naming: Naming) -> WeightDtype {
+    use WeightDtype::{Q4_K, Q4_K_M, Q6_K};
+    match (t, dtype) {
+        // Read one row per token (never streamed) or deciding routing: keep them exact.
+        (Tensor::TokenEmbd | Tensor::FfnGateInp(_), _) => WeightDtype::Auto,
+        // Under 4-bit formats the head takes more bits, as llama.cpp keeps it wider too (its
+        // K-quant mixes give it Q6_K, or Q8_0 when its rows are not whole super-blocks).
+        (Tensor::Output, WeightDtype::Q4_0) => WeightDtype::Q8_0,
+        (Tensor::Output, Q4_K | Q4_K_M) => Q6_K,
+        (_, Q4_K_M) if more_bits_in_q4_k_m(t, layers, naming) => Q6_K,
+        (_, Q4_K_M) => Q4_K,
+        _ => dtype,
+    }
+}
+
+/// llama.cpp's Q4_K_M rule (`llama-quant.cpp`): `ffn_down` (dense, shared and every routed
+/// expert) and the "attn_v" tensors take Q6_K in the layers `use_more_bits` picks. For GQA
+/// "attn_v" is `v_proj`. For MLA the values come from the value half of `kv_b_proj`: llama.cpp
+/// counts a legacy GGUF's single `attn_kv_b` as attn_v, but the split `attn_k_b`/`attn_v_b`
+/// its converter writes today match none of its attn_v names, so a deepseek2 Q4_K_M made by
+/// current llama.cpp keeps all of MLA at Q4_K. We follow that: only a legacy GGUF's
+/// `attn_kv_b` is bumped, never Hugging Face's `kv_b_proj` (which llama.cpp would split).
+fn more_bits_in_q4_k_m(t: Tensor, layers: usize, naming: Naming) -> bool {
+    let layer = match t {
+        Tensor::AttnV(l) | Tensor::FfnDown(l) | Tensor::FfnDownShexp(l) => l,
+        Tensor::FfnDownExp(l, _) => l,
+        Tensor::AttnKvB(l) if naming == Naming::Gguf => l,
+        _ => return false,
+    };
+    let n = layers;
+    layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2
+}
+
 /// Hands out a checkpoint's tensors by role, checked and converted by the policy.
 pub(crate) struct Weights<'a> {
     src: &'a dyn TensorSource,
@@ -22,6 +57,7 @@ pub(crate) struct Weights<'a> {
     fp8_block: Option<[usize; 2]>,
     dtype: WeightDtype,
     threads: usize,
+    layers: usize,
 }
 
 impl<'a> Weights<'a> {
@@ -39,6 +75,7 @@ impl<'a> Weights<'a> {
             fp8_block: config.quantization.map(|q| q.weight_block_size),
             dtype,
             threads,
+            layers: config.num_hidden_layers,
         }
     }
 
@@ -101,13 +138,7 @@ impl<'a> Weights<'a> {
 
     /// What the policy stores tensor `t` as.
     fn target(&self, t: Tensor) -> WeightDtype {
-        match t {
-            // Read one row per token (never streamed) or deciding routing: keep them exact.
-            Tensor::TokenEmbd | Tensor::FfnGateInp(_) => WeightDtype::Auto,
-            // Under 4-bit formats the head takes 8 bits, as llama.cpp keeps it wider too.
-            Tensor::Output if self.dtype == WeightDtype::Q4_0 => WeightDtype::Q8_0,
-            _ => self.dtype,
-        }
+        target(self.dtype, t, self.layers, self.naming)
     }
 
     /// The matrix `t`, checked to be `shape` (a 2-D `[rows, cols]`, or a 3-D `[a, b, cols]` read

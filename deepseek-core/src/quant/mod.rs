@@ -7,6 +7,7 @@
 pub mod blocks;
 mod ggml;
 pub mod kblocks;
+pub mod kquantize;
 
 use crate::bytes::Bytes;
 use crate::error::{Error, Result};
@@ -529,6 +530,8 @@ impl Format {
 }
 
 /// The storage format a model's matrices are converted to at load.
+// ggml's names (`Q4_K`, `Q4_K_M`) are what users and llama.cpp call these formats.
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {
     /// Keep each tensor as the checkpoint stores it (zero-copy from the memory map).
@@ -546,6 +549,18 @@ pub enum WeightDtype {
     Q4_0,
     /// ggml Q4_1 (the more accurate 4-bit format: per-block minimum as well as scale).
     Q4_1,
+    /// ggml Q4_K (256-weight super-blocks with 6-bit scales and minimums per 32, 4.5 bits per
+    /// weight), quantised exactly as llama.cpp's `llama-quantize` does without an imatrix; rows
+    /// that are not whole super-blocks take Q5_0, as llama.cpp's fallback does.
+    Q4_K,
+    /// ggml Q6_K (6.56 bits per weight), as llama.cpp quantises it; rows that are not whole
+    /// super-blocks take Q8_0, as llama.cpp's fallback does.
+    Q6_K,
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for lm_head and for the `ffn_down` matrices (and
+    /// GQA's `attn_v`) of the layers llama.cpp's `use_more_bits` picks (the first and last
+    /// eighth and every third layer between). The per-tensor choice is the loader's dtype
+    /// policy; a single matrix converted to it takes Q4_K.
+    Q4_K_M,
 }
 
 impl std::str::FromStr for WeightDtype {
@@ -559,9 +574,13 @@ impl std::str::FromStr for WeightDtype {
             "q8_0" => WeightDtype::Q8_0,
             "q4_0" => WeightDtype::Q4_0,
             "q4_1" => WeightDtype::Q4_1,
+            "q4_k" => WeightDtype::Q4_K,
+            "q6_k" => WeightDtype::Q6_K,
+            "q4_k_m" => WeightDtype::Q4_K_M,
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown dtype {other:?} (supported: auto, f32, bf16, f16, q8_0, q4_0, q4_1)"
+                    "unknown dtype {other:?} (supported: auto, f32, bf16, f16, q8_0, q4_0, q4_1, \
+                     q4_k, q6_k, q4_k_m)"
                 )))
             }
         })
@@ -586,6 +605,9 @@ fn encode_row(format: &Format, row: &[f32], out: &mut [u8]) {
         Format::Q8_0 => blocks::quantize_row_q8_0(row, out),
         Format::Q4_0 => blocks::quantize_row_q4_0(row, out),
         Format::Q4_1 => blocks::quantize_row_q4_1(row, out),
+        Format::Q5_0 => kquantize::quantize_row_q5_0(row, out),
+        Format::Q4_K => kquantize::quantize_row_q4_k(row, out),
+        Format::Q6_K => kquantize::quantize_row_q6_k(row, out),
         other => unreachable!("{} is only ever read as stored", other.info().name),
     }
 }
@@ -850,7 +872,33 @@ impl Weight {
             WeightDtype::Q4_1 if self.cols.is_multiple_of(QK) => {
                 (Format::Q4_1, self.cols / QK * blocks::Q4_1_BYTES)
             }
-            WeightDtype::Q8_0 | WeightDtype::Q4_0 | WeightDtype::Q4_1 => return self.clone(),
+            WeightDtype::Q4_K | WeightDtype::Q4_K_M if self.cols.is_multiple_of(QK_K) => {
+                let x8 = self.rows.is_multiple_of(blocks::X8);
+                let format = if x8 { Format::Q4_Kx8 } else { Format::Q4_K };
+                (format, self.cols / QK_K * kblocks::Q4_K_BYTES)
+            }
+            WeightDtype::Q6_K if self.cols.is_multiple_of(QK_K) => {
+                let x8 = self.rows.is_multiple_of(blocks::X8);
+                let format = if x8 { Format::Q6_Kx8 } else { Format::Q6_K };
+                (format, self.cols / QK_K * kblocks::Q6_K_BYTES)
+            }
+            // llama.cpp's fallbacks for rows that are not whole super-blocks.
+            WeightDtype::Q4_K | WeightDtype::Q4_K_M if self.cols.is_multiple_of(QK) => {
+                let x8 = self.rows.is_multiple_of(blocks::X8);
+                let format = if x8 { Format::Q5_0x8 } else { Format::Q5_0 };
+                (format, self.cols / QK * blocks::Q5_0_BYTES)
+            }
+            WeightDtype::Q6_K if self.cols.is_multiple_of(QK) => {
+                let x8 = self.rows.is_multiple_of(blocks::X8);
+                let format = if x8 { Format::Q8_0x8 } else { Format::Q8_0 };
+                (format, self.cols / QK * blocks::Q8_0_BYTES)
+            }
+            WeightDtype::Q8_0
+            | WeightDtype::Q4_0
+            | WeightDtype::Q4_1
+            | WeightDtype::Q4_K
+            | WeightDtype::Q6_K
+            | WeightDtype::Q4_K_M => return self.clone(),
         };
         if std::mem::discriminant(&format) == std::mem::discriminant(&self.format)
             && !matches!(format, Format::Fp8E4M3 { .. })
@@ -1014,6 +1062,8 @@ mod tests {
             WeightDtype::Q8_0,
             WeightDtype::Q4_0,
             WeightDtype::Q4_1,
+            WeightDtype::Q4_K,
+            WeightDtype::Q6_K,
         ] {
             let (a, b) = (w.convert(target), w.convert_with_threads(target, 3));
             assert_eq!(a.data(), b.data(), "{target:?}");
