@@ -17,7 +17,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 
 rm -rf "$venv"
 python3 -m venv "$venv"
-"${pip[@]}" install -q pytest numpy safetensors
+"${pip[@]}" install -q pytest numpy safetensors jsonschema
 echo "building deepseek_rs (dev profile)..."
 MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install -q ./deepseek-py
 

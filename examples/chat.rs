@@ -271,6 +271,8 @@ impl Printer {
                 (EventKind::Content, true) if shown_reasoning => write!(stdout, "\x1b[0m\n\n"),
                 (EventKind::Content, false) if shown_reasoning => write!(stdout, "\n\n[answer]\n"),
                 (EventKind::Content, _) => Ok(()),
+                // The chat example passes no tools, so no calls are parsed.
+                (EventKind::ToolCall, _) => Ok(()),
             }
             .ok();
             self.last = Some(e.kind);

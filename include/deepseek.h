@@ -191,6 +191,14 @@ typedef enum ds_event_kind {
    * Reasoning: the text inside <think> ... </think> (R1 and its distills), tags left out.
    */
   DS_EVENT_REASONING = 1,
+  /**
+   * A complete tool call (when params.tools_json is set), as OpenAI's JSON object
+   * `{"id": "call_...", "type": "function", "function": {"name": ..., "arguments": "..."}}`
+   * (arguments: JSON text). Delivered once each, in order, when the reply has ended; the
+   * markup never reaches DS_EVENT_CONTENT. Pass the calls back (ds_message.tool_calls_json)
+   * with the assistant turn, and each result as a "tool" message naming its id.
+   */
+  DS_EVENT_TOOL_CALL = 2,
 } ds_event_kind;
 
 /**
@@ -213,6 +221,10 @@ typedef enum ds_finish_reason {
    * The callback returned false.
    */
   DS_FINISH_CANCELLED = 3,
+  /**
+   * The model called tools (DS_EVENT_TOOL_CALL events): run them and send the results.
+   */
+  DS_FINISH_TOOL_CALLS = 4,
 } ds_finish_reason;
 
 /**
@@ -291,6 +303,19 @@ typedef struct ds_session_params {
 typedef bool (*ds_abort_cb)(void *user_data);
 
 /**
+ * A step of the sampler chain (see ds_generate_params.logits_processor): called before each
+ * token is chosen with the `n_generated` ids generated so far in this request and the
+ * `n_vocab` logits, which it may edit in place (`-INFINITY` bans a token; NaN or +INFINITY is
+ * an error). Return true to go on; false fails the call with DS_ERR_INVALID_ARGUMENT. Runs on
+ * the calling thread; must not unwind or longjmp out.
+ */
+typedef bool (*ds_logits_cb)(void *user_data,
+                             const ds_token *generated,
+                             size_t n_generated,
+                             float *logits,
+                             size_t n_vocab);
+
+/**
  * How to generate. Get one from ds_generate_default_params() and change what you need.
  * A negative sampling value means the checkpoint's default: generation_config.json's value
  * (R1: temperature 0.6, top_p 0.95), or the neutral one if it sets none (temperature 1, no
@@ -364,6 +389,44 @@ typedef struct ds_generate_params {
    * Passed to abort_callback.
    */
   void *abort_callback_data;
+  /**
+   * The tools the model may call (ds_chat): OpenAI's `tools` list as JSON text,
+   * `[{"type": "function", "function": {"name", "description", "parameters"}}, ...]`,
+   * rendered by the chat template; its calls come back as DS_EVENT_TOOL_CALL events. NULL:
+   * no tools. Read during the call only.
+   */
+  const char *tools_json;
+  /**
+   * OpenAI's `tool_choice` as JSON text: `"auto"`, `"none"`, `"required"` or
+   * `{"type": "function", "function": {"name": ...}}` (forced by a grammar). NULL: auto.
+   */
+  const char *tool_choice_json;
+  /**
+   * OpenAI's `response_format` as JSON text: `{"type": "json_object"}`,
+   * `{"type": "json_schema", "json_schema": {"schema": {...}}}`, `{"type": "regex",
+   * "regex": ...}` or `{"type": "lark", "grammar": ...}`, enforced on the answer at every
+   * token (the reasoning stays free). NULL: free text.
+   */
+  const char *response_format_json;
+  /**
+   * Extra chat-template variables as a JSON object, e.g. `{"thinking": false}` for V3.1.
+   * NULL: none.
+   */
+  const char *chat_template_kwargs_json;
+  /**
+   * Most tokens of reasoning: past them `</think>` is forced and the answer follows (0: no
+   * reasoning; negative: no limit).
+   */
+  int64_t max_reasoning_tokens;
+  /**
+   * Runs before each token is chosen, after logit bias and penalties and before a
+   * constraint's mask (see ds_logits_cb). NULL: none.
+   */
+  ds_logits_cb logits_processor;
+  /**
+   * Passed to logits_processor.
+   */
+  void *logits_processor_data;
 } ds_generate_params;
 
 /**
@@ -419,7 +482,8 @@ typedef struct ds_generate_result {
 /**
  * One message of a conversation: role ("system", "user", "assistant" or "tool") and content,
  * both NUL-terminated UTF-8. For earlier assistant turns, pass the answer (the content
- * deltas); R1's template drops their reasoning anyway.
+ * deltas); R1's template drops their reasoning anyway. The last two fields may be NULL (a
+ * `{role, content}` initializer leaves them so).
  */
 typedef struct ds_message {
   /**
@@ -427,9 +491,18 @@ typedef struct ds_message {
    */
   const char *role;
   /**
-   * The text.
+   * The text (may be "" for an assistant turn that only calls tools).
    */
   const char *content;
+  /**
+   * An assistant turn's tool calls: a JSON list of the DS_EVENT_TOOL_CALL objects it
+   * received. NULL: none.
+   */
+  const char *tool_calls_json;
+  /**
+   * A "tool" turn: the id of the call it answers. NULL: none.
+   */
+  const char *tool_call_id;
 } ds_message;
 
 /**

@@ -21,6 +21,14 @@ It writes
   and routing decision has a clear margin). The tokenizer is not copied next to it: tests and the
   chat example point at `tests/fixtures/tokenizers/deepseek-r1`.
 
+* `deepseek-core/tests/fixtures/templates/tool_cases.json` - tools, tool calls, tool results and
+  template kwargs (V3.1's `thinking`) rendered by `apply_chat_template(messages, tools=...,
+  **kwargs)` with five templates: R1's, R1-0528's and V3.1's official ones (from
+  `tools/fetch_tokenizers.py`), and llama.cpp's `llama-cpp-deepseek-r1.jinja` and its reformatted
+  V3.1 copy (copied with llama.cpp's licence into `templates/llama.cpp/`). Each case is rendered
+  by transformers 5 and, where `--tf4 DIR` points at a transformers 4 install, checked to render
+  the same there. `--tools-only` writes just this file.
+
 Versions it was run with: python 3.11.7, torch 2.15.0+cu132, transformers 5.24.0,
 tokenizers 0.23.3. Note transformers 5 loads these `LlamaTokenizerFast` configs as
 `TokenizersBackend`, which follows tokenizer.json's post-processor and so adds no BOS for
@@ -237,11 +245,202 @@ def r1tok_model():
     print(f"v3_r1tok: seed {seed}, gap {r['logit_gap']:.3f}, greedy {r['greedy'].tolist()}")
 
 
+LLAMA_CPP = Path("/work/ref/llama_cpp_python-0.3.36/vendor/llama.cpp")
+TEMPLATES = FIXTURES / "templates"
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city. Use it for \"now\" questions <only>.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name, e.g. 東京 or Paris"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+            },
+            "required": ["city"],
+        },
+    },
+}
+CALC = {
+    "type": "function",
+    "function": {
+        "name": "calculate",
+        "description": "Evaluate an arithmetic expression.\nReturns a number.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "expression": {"type": "string"},
+                "precision": {"type": "integer", "minimum": 0, "maximum": 12},
+                "scale": {"type": "number", "exclusiveMinimum": 0, "default": 1.5, "examples": [1e-05, 2.0, 1e+16]},
+                "flags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3},
+                "meta": {"type": "object", "properties": {}, "additionalProperties": False},
+                "note": {"type": ["string", "null"]},
+            },
+            "required": ["expression"],
+        },
+    },
+}
+TOOLS = [WEATHER, CALC]
+
+
+def call(cid, name, args):
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+PARIS = call("call_0", "get_weather", '{"city": "Paris"}')
+TOKYO = call("call_1", "get_weather", '{"city": "東京", "unit": "celsius"}')
+SUM = call("call_2", "calculate", '{"expression": "17 * 23", "precision": 0}')
+
+# (name, add_generation_prompt, tools, kwargs, messages). Assistant turns that only call tools
+# have content "" (OpenAI's null: transformers 5 drops null keys and the official templates
+# then fail; transformers 4 renders null and "" alike).
+TOOL_CASES = [
+    ("tools_in_prompt", True, TOOLS, {}, [
+        m("system", "You are a helpful assistant."), m("user", "Weather in Paris?")]),
+    ("no_tools_given", True, None, {}, [m("user", "Weather in Paris?")]),
+    ("empty_tools", True, [], {}, [m("user", "hi")]),
+    ("call_and_result", True, TOOLS, {}, [
+        m("user", "Weather in Paris?"),
+        m("assistant", "", tool_calls=[PARIS]),
+        m("tool", '{"temp": 21, "sky": "sunny"}', tool_call_id="call_0"),
+    ]),
+    ("parallel_calls_then_answer", True, TOOLS, {}, [
+        m("system", "Be brief."),
+        m("user", "Weather in Paris and Tokyo, and 17*23?"),
+        m("assistant", "", tool_calls=[PARIS, TOKYO, SUM]),
+        m("tool", "sunny, 21C", tool_call_id="call_0"),
+        m("tool", "雨, 18C", tool_call_id="call_1"),
+        m("tool", "391", tool_call_id="call_2"),
+        m("assistant", "<think>\nAll results in.\n</think>\n\nParis: sunny. Tokyo: rain. 391."),
+        m("user", "Thanks! And tomorrow?"),
+    ]),
+    ("call_with_text", True, TOOLS, {}, [
+        m("user", "Weather in Paris?"),
+        m("assistant", "Let me check.", tool_calls=[PARIS]),
+        m("tool", "sunny", tool_call_id="call_0"),
+        m("assistant", "It is sunny."),
+    ]),
+    ("result_without_prompt", False, TOOLS, {}, [
+        m("user", "17*23?"),
+        m("assistant", "", tool_calls=[SUM]),
+        m("tool", "391", tool_call_id="call_2"),
+    ]),
+    ("reasoning_field_and_call", True, TOOLS, {}, [
+        m("user", "Weather?"),
+        m("assistant", "", reasoning_content="Need the city. Assume Paris.", tool_calls=[PARIS]),
+        m("tool", "sunny", tool_call_id="call_0"),
+        m("user", "ok"),
+    ]),
+    ("thinking_on", True, TOOLS, {"thinking": True}, [
+        m("user", "Weather in Paris?")]),
+    ("thinking_off", True, TOOLS, {"thinking": False}, [
+        m("system", "S"), m("user", "Hi"), m("assistant", "<think>x</think>Hello"), m("user", "2+2?")]),
+    ("enable_thinking_kwarg", True, None, {"enable_thinking": True}, [m("user", "2+2?")]),
+    ("thinking_on_multi_turn", True, TOOLS, {"thinking": True}, [
+        m("user", "Weather in Paris?"),
+        m("assistant", "", tool_calls=[PARIS]),
+        m("tool", "sunny", tool_call_id="call_0"),
+        m("assistant", "Sunny."),
+        m("user", "And Tokyo?"),
+    ]),
+]
+
+
+def tool_templates():
+    """name -> template source: the official ones from the fetched tokenizer configs, llama.cpp's
+    copied next to them (with llama.cpp's licence)."""
+    out = {"deepseek-r1": json.loads(
+        (FIXTURES / "tokenizers" / "deepseek-r1" / "tokenizer_config.json").read_text())["chat_template"]}
+    for name in ["deepseek-r1-0528-qwen3-8b", "deepseek-v3.1"]:
+        out[name] = json.loads((TEMPLATES / name / "tokenizer_config.json").read_text())["chat_template"]
+    dest = TEMPLATES / "llama.cpp"
+    dest.mkdir(parents=True, exist_ok=True)
+    if LLAMA_CPP.is_dir():
+        (dest / "LICENSE").write_bytes((LLAMA_CPP / "LICENSE").read_bytes())
+        for f in ["llama-cpp-deepseek-r1.jinja", "deepseek-ai-DeepSeek-V3.1.jinja"]:
+            (dest / f).write_bytes((LLAMA_CPP / "models" / "templates" / f).read_bytes())
+    out["llama.cpp/llama-cpp-deepseek-r1.jinja"] = (dest / "llama-cpp-deepseek-r1.jinja").read_text()
+    out["llama.cpp/deepseek-ai-DeepSeek-V3.1.jinja"] = (dest / "deepseek-ai-DeepSeek-V3.1.jinja").read_text()
+    return out
+
+
+def render_all(tok, templates):
+    """{(template, case): text or {"error": message}} under the transformers imported here."""
+    res = {}
+    for tname, source in templates.items():
+        for case, agp, tools, kwargs, messages in TOOL_CASES:
+            try:
+                text = tok.apply_chat_template(messages, tools=tools, tokenize=False,
+                                               add_generation_prompt=agp, chat_template=source,
+                                               **kwargs)
+                res[(tname, case)] = text
+            except Exception as e:  # noqa: BLE001 - the error is the expected result
+                res[(tname, case)] = {"error": f"{type(e).__name__}: {e}"}
+                if "generator" in str(e):
+                    # Jinja2's `map` is lazy and json.dumps refuses the generator; MiniJinja's
+                    # (and llama.cpp's engine's) `map` gives a list. Record the text the
+                    # template means, with the map made a list, as the reference for engines
+                    # whose map is eager.
+                    patched = source.replace("| tojson(indent=2)", "| list | tojson(indent=2)")
+                    res[(tname, case)]["text_with_eager_map"] = tok.apply_chat_template(
+                        messages, tools=tools, tokenize=False, add_generation_prompt=agp,
+                        chat_template=patched, **kwargs)
+    return res
+
+
+def tool_template_cases(tf4):
+    tok = AutoTokenizer.from_pretrained(FIXTURES / "tokenizers" / "deepseek-r1")
+    templates = tool_templates()
+    got = render_all(tok, templates)
+    agree_tf4 = None
+    if tf4:
+        # The same renders under transformers 4, in a subprocess (two transformers cannot share one).
+        import subprocess
+        code = ("import json,sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2]);"
+                "import make_template_fixtures as t;"
+                "from transformers import AutoTokenizer, __version__ as v;"
+                "tok = AutoTokenizer.from_pretrained(t.FIXTURES / 'tokenizers' / 'deepseek-r1');"
+                "r = t.render_all(tok, t.tool_templates());"
+                "print(json.dumps({'v': v, 'r': [[a, b, x] for (a, b), x in r.items()]}))")
+        out = subprocess.run([sys.executable, "-c", code, tf4, str(Path(__file__).parent)],
+                             check=True, capture_output=True, text=True).stdout
+        other = json.loads(out.strip().splitlines()[-1])
+        agree_tf4 = other["v"]
+        for a, b, x in other["r"]:
+            if isinstance(x, str) and isinstance(got[(a, b)], str):
+                assert x == got[(a, b)], f"transformers 4 and 5 differ on {a} / {b}"
+    cases = []
+    for (tname, case), text in got.items():
+        _, agp, tools, kwargs, messages = next(c for c in TOOL_CASES if c[0] == case)
+        entry = {"template": tname, "name": case, "add_generation_prompt": agp, "tools": tools,
+                 "kwargs": kwargs, "messages": messages}
+        if isinstance(text, str):
+            entry["text"] = text
+            entry["ids"] = tok(text, add_special_tokens=False).input_ids
+        else:
+            entry.update(text)
+        cases.append(entry)
+    versions = dict(VERSIONS)
+    if agree_tf4:
+        versions["transformers_4_agrees"] = agree_tf4
+    write_json(TEMPLATES / "tool_cases.json", {"versions": versions, "cases": cases})
+    print(f"tool_cases.json: {len(cases)} cases, "
+          f"{sum('error' in c for c in cases)} expected errors")
+
+
 def main():
     print(VERSIONS)
+    args = sys.argv[1:]
+    tf4 = args[args.index("--tf4") + 1] if "--tf4" in args else None
+    if "--tools-only" in args:
+        tool_template_cases(tf4)
+        return
     tokenizer_corpus()
     template_cases()
-    if "--tokenizers-only" not in sys.argv[1:]:
+    tool_template_cases(tf4)
+    if "--tokenizers-only" not in args:
         r1tok_model()
 
 

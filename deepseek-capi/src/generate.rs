@@ -7,10 +7,12 @@ use std::ffi::{c_char, c_void};
 use std::sync::atomic::Ordering;
 
 use deepseek_core::{
-    CancelCheck, EventKind, FinishReason, GenerateParams, GenerationResult, Generator, Message,
-    Session, Stream,
+    CancelCheck, EventKind, FinishReason, GenerateParams, GenerationResult, Generator, LogitsHook,
+    LogitsProcessor, Message, ResponseFormat, Session, Stream, ToolCall, ToolChoice,
 };
+use serde_json::Value;
 
+use crate::ds_token;
 use crate::session::{ds_session, Cache};
 use crate::status::{arg_ref, arg_str, ds_status, guard, Failure};
 
@@ -18,6 +20,21 @@ use crate::status::{arg_ref, arg_str, ds_status, guard, Failure};
 /// stop. It runs on the thread that called ds_generate / ds_chat, often (keep it cheap: read
 /// a flag set by another thread or a signal handler), and must not unwind or longjmp out.
 pub type ds_abort_cb = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
+
+/// A step of the sampler chain (see ds_generate_params.logits_processor): called before each
+/// token is chosen with the `n_generated` ids generated so far in this request and the
+/// `n_vocab` logits, which it may edit in place (`-INFINITY` bans a token; NaN or +INFINITY is
+/// an error). Return true to go on; false fails the call with DS_ERR_INVALID_ARGUMENT. Runs on
+/// the calling thread; must not unwind or longjmp out.
+pub type ds_logits_cb = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        generated: *const ds_token,
+        n_generated: usize,
+        logits: *mut f32,
+        n_vocab: usize,
+    ) -> bool,
+>;
 
 /// How to generate. Get one from ds_generate_default_params() and change what you need.
 /// A negative sampling value means the checkpoint's default: generation_config.json's value
@@ -65,6 +82,30 @@ pub struct ds_generate_params {
     pub abort_callback: ds_abort_cb,
     /// Passed to abort_callback.
     pub abort_callback_data: *mut c_void,
+    /// The tools the model may call (ds_chat): OpenAI's `tools` list as JSON text,
+    /// `[{"type": "function", "function": {"name", "description", "parameters"}}, ...]`,
+    /// rendered by the chat template; its calls come back as DS_EVENT_TOOL_CALL events. NULL:
+    /// no tools. Read during the call only.
+    pub tools_json: *const c_char,
+    /// OpenAI's `tool_choice` as JSON text: `"auto"`, `"none"`, `"required"` or
+    /// `{"type": "function", "function": {"name": ...}}` (forced by a grammar). NULL: auto.
+    pub tool_choice_json: *const c_char,
+    /// OpenAI's `response_format` as JSON text: `{"type": "json_object"}`,
+    /// `{"type": "json_schema", "json_schema": {"schema": {...}}}`, `{"type": "regex",
+    /// "regex": ...}` or `{"type": "lark", "grammar": ...}`, enforced on the answer at every
+    /// token (the reasoning stays free). NULL: free text.
+    pub response_format_json: *const c_char,
+    /// Extra chat-template variables as a JSON object, e.g. `{"thinking": false}` for V3.1.
+    /// NULL: none.
+    pub chat_template_kwargs_json: *const c_char,
+    /// Most tokens of reasoning: past them `</think>` is forced and the answer follows (0: no
+    /// reasoning; negative: no limit).
+    pub max_reasoning_tokens: i64,
+    /// Runs before each token is chosen, after logit bias and penalties and before a
+    /// constraint's mask (see ds_logits_cb). NULL: none.
+    pub logits_processor: ds_logits_cb,
+    /// Passed to logits_processor.
+    pub logits_processor_data: *mut c_void,
 }
 
 /// The defaults: the checkpoint's sampling (negative values), no token limit, no seed, no stop
@@ -86,6 +127,13 @@ pub extern "C" fn ds_generate_default_params() -> ds_generate_params {
         n_stop: 0,
         abort_callback: None,
         abort_callback_data: std::ptr::null_mut(),
+        tools_json: std::ptr::null(),
+        tool_choice_json: std::ptr::null(),
+        response_format_json: std::ptr::null(),
+        chat_template_kwargs_json: std::ptr::null(),
+        max_reasoning_tokens: -1,
+        logits_processor: None,
+        logits_processor_data: std::ptr::null_mut(),
     }
 }
 
@@ -102,6 +150,38 @@ unsafe impl Send for Abort {}
 // SAFETY: as above: never shared with another thread while in use.
 unsafe impl Sync for Abort {}
 
+/// A C logits callback and its data, as a core logits processor.
+struct CLogits {
+    callback: unsafe extern "C" fn(*mut c_void, *const ds_token, usize, *mut f32, usize) -> bool,
+    data: *mut c_void,
+}
+
+// SAFETY: as for Abort: called only on the thread inside ds_generate / ds_chat, and dropped
+// with the params before the call returns.
+unsafe impl Send for CLogits {}
+
+impl LogitsProcessor for CLogits {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> deepseek_core::Result<()> {
+        // SAFETY: a valid callback by contract; both buffers live and are sized as passed.
+        let ok = unsafe {
+            (self.callback)(
+                self.data,
+                generated.as_ptr(),
+                generated.len(),
+                logits.as_mut_ptr(),
+                logits.len(),
+            )
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(deepseek_core::Error::InvalidArgument(
+                "the logits processor returned false".into(),
+            ))
+        }
+    }
+}
+
 impl Abort {
     fn check(&self) -> bool {
         // SAFETY: a valid callback by contract, called with the caller's own data.
@@ -117,6 +197,12 @@ pub enum ds_event_kind {
     DS_EVENT_CONTENT = 0,
     /// Reasoning: the text inside <think> ... </think> (R1 and its distills), tags left out.
     DS_EVENT_REASONING = 1,
+    /// A complete tool call (when params.tools_json is set), as OpenAI's JSON object
+    /// `{"id": "call_...", "type": "function", "function": {"name": ..., "arguments": "..."}}`
+    /// (arguments: JSON text). Delivered once each, in order, when the reply has ended; the
+    /// markup never reaches DS_EVENT_CONTENT. Pass the calls back (ds_message.tool_calls_json)
+    /// with the assistant turn, and each result as a "tool" message naming its id.
+    DS_EVENT_TOOL_CALL = 2,
 }
 
 /// Why a generation ended.
@@ -131,6 +217,8 @@ pub enum ds_finish_reason {
     DS_FINISH_LENGTH = 2,
     /// The callback returned false.
     DS_FINISH_CANCELLED = 3,
+    /// The model called tools (DS_EVENT_TOOL_CALL events): run them and send the results.
+    DS_FINISH_TOOL_CALLS = 4,
 }
 
 /// What a generation did (written by ds_generate and ds_chat, also when they fail).
@@ -158,14 +246,20 @@ pub struct ds_generate_result {
 
 /// One message of a conversation: role ("system", "user", "assistant" or "tool") and content,
 /// both NUL-terminated UTF-8. For earlier assistant turns, pass the answer (the content
-/// deltas); R1's template drops their reasoning anyway.
+/// deltas); R1's template drops their reasoning anyway. The last two fields may be NULL (a
+/// `{role, content}` initializer leaves them so).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ds_message {
     /// The speaker.
     pub role: *const c_char,
-    /// The text.
+    /// The text (may be "" for an assistant turn that only calls tools).
     pub content: *const c_char,
+    /// An assistant turn's tool calls: a JSON list of the DS_EVENT_TOOL_CALL objects it
+    /// received. NULL: none.
+    pub tool_calls_json: *const c_char,
+    /// A "tool" turn: the id of the call it answers. NULL: none.
+    pub tool_call_id: *const c_char,
 }
 
 /// Receives each piece of generated text: `len` bytes of UTF-8 at `text` (whole characters,
@@ -205,6 +299,7 @@ impl ds_generate_result {
                 FinishReason::Stop => ds_finish_reason::DS_FINISH_STOP,
                 FinishReason::Length => ds_finish_reason::DS_FINISH_LENGTH,
                 FinishReason::Cancelled => ds_finish_reason::DS_FINISH_CANCELLED,
+                FinishReason::ToolCalls => ds_finish_reason::DS_FINISH_TOOL_CALLS,
             },
             prompt_tokens: u.prompt_tokens,
             cached_tokens: u.cached_tokens,
@@ -215,6 +310,21 @@ impl ds_generate_result {
             decode_tok_s: u.decode_tok_s,
         }
     }
+}
+
+/// An optional JSON-text argument, parsed.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string.
+unsafe fn json_arg(ptr: *const c_char, what: &str) -> Result<Option<Value>, Failure> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: a NUL-terminated string by contract.
+    let text = unsafe { arg_str(ptr, what) }?;
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| Failure::invalid(format!("{what} is not JSON: {e}")))
 }
 
 /// The core's params: `p`'s values, the generator's defaults where `p` asks for them.
@@ -258,14 +368,60 @@ unsafe fn core_params(p: &ds_generate_params, gen: &Generator) -> Result<Generat
         };
         CancelCheck::new(move || abort.check())
     });
-    Ok(GenerateParams {
+    // SAFETY (the four below): each NULL or a NUL-terminated string by contract.
+    let tools = match unsafe { json_arg(p.tools_json, "params.tools_json") }? {
+        None => None,
+        Some(Value::Array(list)) => Some(list),
+        Some(_) => return Err(Failure::invalid("params.tools_json must be a JSON list")),
+    };
+    let tool_choice = match unsafe { json_arg(p.tool_choice_json, "params.tool_choice_json") }? {
+        None => ToolChoice::Auto,
+        Some(v) => ToolChoice::from_json(&v)?,
+    };
+    let response_format =
+        match unsafe { json_arg(p.response_format_json, "params.response_format_json") }? {
+            None => ResponseFormat::Text,
+            Some(v) => ResponseFormat::from_json(&v)?,
+        };
+    let chat_template_kwargs = match unsafe {
+        json_arg(
+            p.chat_template_kwargs_json,
+            "params.chat_template_kwargs_json",
+        )
+    }? {
+        None => serde_json::Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(Failure::invalid(
+                "params.chat_template_kwargs_json must be a JSON object",
+            ))
+        }
+    };
+    let params = GenerateParams {
         max_tokens: (p.max_tokens != 0)
             .then_some(p.max_tokens)
             .or(defaults.max_tokens),
         stop,
         sampling,
         cancel,
-    })
+        tools,
+        tool_choice,
+        response_format,
+        chat_template_kwargs,
+        max_reasoning_tokens: usize::try_from(p.max_reasoning_tokens).ok(),
+        logits_processors: p
+            .logits_processor
+            .map(|callback| {
+                LogitsHook::new(CLogits {
+                    callback,
+                    data: p.logits_processor_data,
+                })
+            })
+            .into_iter()
+            .collect(),
+    };
+    params.validate()?;
+    Ok(params)
 }
 
 /// The body of ds_generate and ds_chat: takes the session, starts a stream with `start` and
@@ -299,19 +455,29 @@ unsafe fn generate(
     let Cache { session, tokens } = &mut *cache;
     let result = start(&gen, session, tokens, &params).and_then(|stream| {
         let mut text = Vec::new();
-        stream.run(|event| {
+        let mut send = |kind: ds_event_kind, piece: &str| {
             let Some(cb) = cb else { return true };
             // NUL-terminated for C callers that print with %s.
             text.clear();
-            text.extend_from_slice(event.text.as_bytes());
+            text.extend_from_slice(piece.as_bytes());
             text.push(0);
-            let kind = match event.kind {
-                EventKind::Content => ds_event_kind::DS_EVENT_CONTENT,
-                EventKind::Reasoning => ds_event_kind::DS_EVENT_REASONING,
-            };
             // SAFETY: a valid callback by contract; the text lives until it returns.
-            unsafe { cb(user_data, kind, text.as_ptr().cast(), event.text.len()) }
-        })
+            unsafe { cb(user_data, kind, text.as_ptr().cast(), piece.len()) }
+        };
+        let result = stream.run(|event| match event.kind {
+            EventKind::Content => send(ds_event_kind::DS_EVENT_CONTENT, &event.text),
+            EventKind::Reasoning => send(ds_event_kind::DS_EVENT_REASONING, &event.text),
+            // Whole calls are delivered below, from the final parse.
+            EventKind::ToolCall => true,
+        })?;
+        for call in &result.tool_calls {
+            // The reply has ended: what the callback returns changes nothing.
+            send(
+                ds_event_kind::DS_EVENT_TOOL_CALL,
+                &call.to_json().to_string(),
+            );
+        }
+        Ok(result)
     });
     s.len.store(cache.session.len(), Ordering::Release);
     let result = result?;
@@ -320,6 +486,32 @@ unsafe fn generate(
         unsafe { out.write(ds_generate_result::from_core(&result)) };
     }
     Ok(())
+}
+
+/// OpenAI's `tool_calls` list (`[{"id", "type": "function", "function": {"name",
+/// "arguments"}}]`, as DS_EVENT_TOOL_CALL delivers them) as typed calls.
+fn tool_calls(v: &Value, what: &str) -> Result<Vec<ToolCall>, Failure> {
+    let shape =
+        r#"[{"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}]"#;
+    let list = v
+        .as_array()
+        .ok_or_else(|| Failure::invalid(format!("{what} must be a JSON list like {shape}")))?;
+    list.iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let bad = || Failure::invalid(format!("{what}[{j}] must look like {shape}"));
+            let f = c.get("function").ok_or_else(bad)?;
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(bad)?;
+            let arguments = match f.get("arguments") {
+                Some(Value::String(a)) => a.clone(),
+                Some(o @ Value::Object(_)) => o.to_string(),
+                None => "{}".into(),
+                Some(_) => return Err(bad()),
+            };
+            let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
+            Ok(ToolCall::new(id, name, arguments))
+        })
+        .collect()
 }
 
 /// Writes an empty result to `out` (if not NULL) so a failed call leaves no stale values.
@@ -419,7 +611,18 @@ pub unsafe extern "C" fn ds_chat(
                 let role = unsafe { arg_str(m.role, &format!("messages[{i}].role")) }?;
                 // SAFETY: as above.
                 let content = unsafe { arg_str(m.content, &format!("messages[{i}].content")) }?;
-                Ok(Message::new(role, content))
+                let mut message = Message::new(role, content);
+                let what = format!("messages[{i}].tool_calls_json");
+                // SAFETY: NULL or a NUL-terminated string by contract.
+                if let Some(calls) = unsafe { json_arg(m.tool_calls_json, &what) }? {
+                    message.tool_calls = tool_calls(&calls, &what)?;
+                }
+                if !m.tool_call_id.is_null() {
+                    let what = format!("messages[{i}].tool_call_id");
+                    // SAFETY: a NUL-terminated string by contract.
+                    message.tool_call_id = Some(unsafe { arg_str(m.tool_call_id, &what) }?.into());
+                }
+                Ok(message)
             })
             .collect::<Result<Vec<_>, Failure>>()?;
         // SAFETY: forwarded contract.

@@ -277,6 +277,8 @@ fn chat(
         .map(|(r, t)| ds_message {
             role: r.as_ptr(),
             content: t.as_ptr(),
+            tool_calls_json: std::ptr::null(),
+            tool_call_id: std::ptr::null(),
         })
         .collect();
     // SAFETY: zeroes are a valid result (DS_FINISH_NONE).
@@ -598,6 +600,8 @@ fn a_tokenizer_in_the_model_folder_loads_with_it() {
     let msgs = [ds_message {
         role: c"user".as_ptr(),
         content: c"hi".as_ptr(),
+        tool_calls_json: std::ptr::null(),
+        tool_call_id: std::ptr::null(),
     }];
     // SAFETY: a live session, one valid message; NULL params, callback and result.
     let st = unsafe {
@@ -693,6 +697,8 @@ fn the_abort_callback_stops_rendering_and_prefill() {
     let msg = ds_message {
         role: role.as_ptr(),
         content: content.as_ptr(),
+        tool_calls_json: std::ptr::null(),
+        tool_call_id: std::ptr::null(),
     };
     // SAFETY: zeroes are a valid result (DS_FINISH_NONE).
     let mut result: ds_generate_result = unsafe { std::mem::zeroed() };
@@ -711,4 +717,277 @@ fn the_abort_callback_stops_rendering_and_prefill() {
     expect(status, ds_status::DS_ERR_TEMPLATE, "budget");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+const WEATHER_TOOLS: &CStr = cr#"[{"type": "function", "function": {"name": "get_weather",
+  "description": "Current weather in a city",
+  "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                 "required": ["city"], "additionalProperties": false}}}]"#;
+
+/// ds_chat on raw messages, returning the status (for the error paths).
+fn chat_status(s: &Session, msgs: &[ds_message], params: &ds_generate_params) -> ds_status {
+    // SAFETY: a live session; messages and params valid for the call; no callback.
+    unsafe {
+        ds_chat(
+            s.0,
+            msgs.as_ptr(),
+            msgs.len(),
+            params,
+            None,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    }
+}
+
+#[test]
+fn forced_tool_call_round_trips_through_openai_json() {
+    let model = r1();
+    let s = session(&model, 0);
+    let params = ds_generate_params {
+        tools_json: WEATHER_TOOLS.as_ptr(),
+        tool_choice_json: cr#""required""#.as_ptr(),
+        // The random fixture would reason forever: no reasoning, the call at once.
+        max_reasoning_tokens: 0,
+        ..greedy(80)
+    };
+    let mut c = Collected::default();
+    let r = chat(&s, &[("user", "Weather in Paris?")], &params, &mut c);
+    assert_eq!(
+        r.finish_reason,
+        ds_finish_reason::DS_FINISH_TOOL_CALLS,
+        "{:?}",
+        c.events
+    );
+    let calls: Vec<&String> = c
+        .events
+        .iter()
+        .filter(|e| e.0 == ds_event_kind::DS_EVENT_TOOL_CALL)
+        .map(|e| &e.1)
+        .collect();
+    assert_eq!(calls.len(), 1, "{:?}", c.events);
+    let call: Value = serde_json::from_str(calls[0]).unwrap();
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    // Arguments: JSON text holding an object valid against the tool's schema.
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let obj = args.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["city"]);
+    assert!(obj["city"].as_str().unwrap().chars().count() <= 8);
+    // No markup in the answer.
+    assert!(!c.text(ds_event_kind::DS_EVENT_CONTENT).contains('｜'));
+
+    // The call goes back with the assistant turn, its result as a tool turn naming its id.
+    let calls_json = CString::new(format!("[{}]", calls[0])).unwrap();
+    let id = CString::new(call["id"].as_str().unwrap()).unwrap();
+    let msg = |role: &CStr, content: &CStr| ds_message {
+        role: role.as_ptr(),
+        content: content.as_ptr(),
+        tool_calls_json: ptr::null(),
+        tool_call_id: ptr::null(),
+    };
+    let msgs = [
+        msg(c"user", c"Weather in Paris?"),
+        ds_message {
+            tool_calls_json: calls_json.as_ptr(),
+            ..msg(c"assistant", c"")
+        },
+        ds_message {
+            tool_call_id: id.as_ptr(),
+            ..msg(c"tool", c"{\"temp_c\": 21}")
+        },
+    ];
+    let mut c2 = Collected::default();
+    let auto = ds_generate_params {
+        tools_json: WEATHER_TOOLS.as_ptr(),
+        ..greedy(4)
+    };
+    // SAFETY: zeroes are a valid result.
+    let mut r2: ds_generate_result = unsafe { std::mem::zeroed() };
+    // SAFETY: as in `chat`.
+    check(unsafe {
+        ds_chat(
+            s.0,
+            msgs.as_ptr(),
+            msgs.len(),
+            &auto,
+            Some(collect),
+            (&mut c2 as *mut Collected).cast(),
+            &mut r2,
+        )
+    });
+    // The first turn's prompt is reused: the call rendered as the model wrote it.
+    assert!(
+        r2.cached_tokens >= r.prompt_tokens - 2,
+        "{r2:?} after {r:?}"
+    );
+    assert_ne!(r2.finish_reason, ds_finish_reason::DS_FINISH_NONE);
+}
+
+#[test]
+fn bad_tools_and_formats_are_typed_errors() {
+    let model = r1();
+    let s = session(&model, 0);
+    let user = [ds_message {
+        role: c"user".as_ptr(),
+        content: c"hi".as_ptr(),
+        tool_calls_json: ptr::null(),
+        tool_call_id: ptr::null(),
+    }];
+    let with = |tools: &CStr, choice: Option<&CStr>, format: Option<&CStr>| ds_generate_params {
+        tools_json: tools.as_ptr(),
+        tool_choice_json: choice.map_or(ptr::null(), CStr::as_ptr),
+        response_format_json: format.map_or(ptr::null(), CStr::as_ptr),
+        ..greedy(2)
+    };
+    use ds_status::*;
+    let cases: [(ds_generate_params, ds_status, &str); 7] = [
+        (
+            with(c"[{", None, None),
+            DS_ERR_INVALID_ARGUMENT,
+            "params.tools_json is not JSON",
+        ),
+        (
+            with(c"{}", None, None),
+            DS_ERR_INVALID_ARGUMENT,
+            "must be a JSON list",
+        ),
+        (
+            with(cr#"[{"type": "function"}]"#, None, None),
+            DS_ERR_INVALID_PARAMETER,
+            "tools[0]",
+        ),
+        (
+            with(
+                cr#"[{"type": "function", "function": {"name": "a b"}}]"#,
+                None,
+                None,
+            ),
+            DS_ERR_INVALID_PARAMETER,
+            "whitespace",
+        ),
+        (
+            with(
+                WEATHER_TOOLS,
+                Some(cr#"{"type": "function", "function": {"name": "nope"}}"#),
+                None,
+            ),
+            DS_ERR_INVALID_PARAMETER,
+            "no tool named \"nope\"",
+        ),
+        (
+            with(WEATHER_TOOLS, Some(cr#""sometimes""#), None),
+            DS_ERR_INVALID_PARAMETER,
+            "tool_choice",
+        ),
+        (
+            with(
+                WEATHER_TOOLS,
+                None,
+                Some(
+                    cr#"{"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}"#,
+                ),
+            ),
+            DS_ERR_INVALID_PARAMETER,
+            "response_format",
+        ),
+    ];
+    for (params, want, needle) in cases {
+        expect(chat_status(&s, &user, &params), want, needle);
+    }
+    // Malformed tool calls in a message name the message.
+    let bad_call = [ds_message {
+        role: c"assistant".as_ptr(),
+        content: c"".as_ptr(),
+        tool_calls_json: cr#"[{"function": {}}]"#.as_ptr(),
+        tool_call_id: ptr::null(),
+    }];
+    expect(
+        chat_status(&s, &bad_call, &greedy(2)),
+        DS_ERR_INVALID_ARGUMENT,
+        "messages[0].tool_calls_json[0]",
+    );
+    assert_eq!(
+        ds_session_len_of(&s),
+        0,
+        "a refused request leaves the session unchanged"
+    );
+}
+
+fn ds_session_len_of(s: &Session) -> usize {
+    // SAFETY: a live session.
+    unsafe { ds_session_len(s.0) }
+}
+
+/// Allows only the token in `*user_data` (a `(ds_token, Vec<usize>)`: the token, and the
+/// number of generated ids seen at each call).
+unsafe extern "C" fn allow_only(
+    user_data: *mut c_void,
+    _generated: *const ds_token,
+    n_generated: usize,
+    logits: *mut f32,
+    n_vocab: usize,
+) -> bool {
+    // SAFETY: the test's state; `logits` holds `n_vocab` floats during this call.
+    unsafe {
+        let (only, seen) = &mut *user_data.cast::<(ds_token, Vec<usize>)>();
+        seen.push(n_generated);
+        let logits = std::slice::from_raw_parts_mut(logits, n_vocab);
+        for (id, l) in logits.iter_mut().enumerate() {
+            if id as ds_token != *only {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+    true
+}
+
+unsafe extern "C" fn refuse(
+    _: *mut c_void,
+    _: *const ds_token,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+) -> bool {
+    false
+}
+
+#[test]
+fn a_logits_callback_decides_the_token_and_can_fail_the_call() {
+    let model = r1();
+    let s = session(&model, 0);
+    let only = tokenize(&model, " yes", false)[0];
+    let mut state: (ds_token, Vec<usize>) = (only, Vec::new());
+    let params = ds_generate_params {
+        logits_processor: Some(allow_only),
+        logits_processor_data: (&mut state as *mut (ds_token, Vec<usize>)).cast(),
+        ..greedy(3)
+    };
+    let (text, r) = generate(&s, "Hello", &params);
+    assert_eq!(text, " yes yes yes");
+    assert_eq!(r.completion_tokens, 3);
+    assert_eq!(state.1, [0, 1, 2]);
+    let params = ds_generate_params {
+        logits_processor: Some(refuse),
+        ..greedy(3)
+    };
+    let prompt = c"Hello";
+    // SAFETY: a live session, valid prompt and params; no callback or result.
+    let status = unsafe {
+        ds_generate(
+            s.0,
+            prompt.as_ptr(),
+            &params,
+            None,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    expect(
+        status,
+        ds_status::DS_ERR_INVALID_ARGUMENT,
+        "logits processor returned false",
+    );
 }

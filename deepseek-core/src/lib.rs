@@ -19,6 +19,7 @@
 
 pub mod bytes;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod kernels;
@@ -40,6 +41,7 @@ struct ReadmeDoctests;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub use config::Config;
+pub use constraint::{ResponseFormat, ToolCallFormat, ToolChoice};
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
     CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
@@ -48,7 +50,9 @@ pub use generate::{
 pub use kernels::attention::CacheDtype;
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
-pub use sampling::{GenerationConfig, Sampler, SamplingParams};
+pub use sampling::{
+    GenerationConfig, LogitsHook, LogitsProcessor, Sampler, SamplerStep, SamplingParams,
+};
 pub use session::{LoadOptions, Model, Session, SessionOptions, Trace};
-pub use template::{ChatTemplate, Message};
+pub use template::{ChatTemplate, Message, TemplateOptions, ToolCall};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -1,8 +1,11 @@
-//! Choosing the next token from a logits slice: greedy or seeded sampling with temperature,
-//! top-k, top-p, min-p, repetition / frequency / presence penalties and logit bias; plus the
-//! defaults of a checkpoint's `generation_config.json`. Never sees the model.
+//! Choosing the next token from a logits slice through a chain of steps, as llama.cpp's sampler
+//! chain: logit bias, repetition / frequency / presence penalties, caller-supplied
+//! [`LogitsProcessor`]s, a constraint's mask (structured output), then greedy or seeded sampling
+//! with temperature, top-k, top-p and min-p; plus the defaults of a checkpoint's
+//! `generation_config.json`. Never sees the model.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 
@@ -275,11 +278,89 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// Picks tokens from logits with [`SamplingParams`]. Keeps the token history the penalties need
-/// and reuses its buffers, so sampling allocates nothing once warmed up.
+/// A caller's step in the sampler chain: edits the logits of every token before one is chosen
+/// (after logit bias and penalties, before a constraint's mask and the truncations). Setting a
+/// logit to `-inf` bans its token; NaN or `+inf` is an error.
+pub trait LogitsProcessor: Send {
+    /// Edits `logits` (one per token id of the tokenizer), given the ids generated so far in
+    /// this request. An error stops the generation with that error.
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> Result<()>;
+}
+
+impl<F> LogitsProcessor for F
+where
+    F: FnMut(&[u32], &mut [f32]) -> Result<()> + Send,
+{
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> Result<()> {
+        self(generated, logits)
+    }
+}
+
+/// A [`LogitsProcessor`] shared by the requests it is given to (a [`GenerateParams`](crate::GenerateParams)
+/// can be cloned and reused); requests running at once take turns.
+#[derive(Clone)]
+pub struct LogitsHook(Arc<Mutex<dyn LogitsProcessor>>);
+
+impl LogitsHook {
+    /// Wraps `processor`.
+    pub fn new(processor: impl LogitsProcessor + 'static) -> Self {
+        LogitsHook(Arc::new(Mutex::new(processor)))
+    }
+
+    fn process(&self, generated: &[u32], logits: &mut [f32]) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .process(generated, logits)
+    }
+}
+
+impl std::fmt::Debug for LogitsHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogitsHook")
+    }
+}
+
+impl PartialEq for LogitsHook {
+    /// The same processor (a closure has no other equality).
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// One step of the sampler chain, in the order they run (only enabled steps are in a chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerStep {
+    /// Adds `logit_bias` (and bans padding ids).
+    LogitBias,
+    /// Repetition, frequency and presence penalties.
+    Penalties,
+    /// The caller's [`LogitsProcessor`] number `n` (in the order given).
+    Processor(usize),
+    /// A constraint's mask (structured output), when the caller passes one.
+    Constraint,
+    /// Picks the most likely token (temperature 0).
+    Greedy,
+    /// Softmax with the temperature.
+    Temperature,
+    /// Keeps the `top_k` most likely tokens.
+    TopK,
+    /// Keeps the smallest set of most likely tokens reaching `top_p`.
+    TopP,
+    /// Drops tokens less likely than `min_p` times the most likely.
+    MinP,
+    /// Draws a token from what is left with the seeded random stream.
+    Distribution,
+}
+
+/// Picks tokens from logits with [`SamplingParams`] and optional [`LogitsProcessor`]s, through
+/// a chain of [`SamplerStep`]s. Keeps the token history the penalties and processors need and
+/// reuses its buffers, so sampling allocates nothing once warmed up.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
+    chain: Vec<SamplerStep>,
+    processors: Vec<LogitsHook>,
     rng: Rng,
     /// Times each id was generated (indexed by id; grown on demand).
     counts: Vec<u32>,
@@ -287,6 +368,8 @@ pub struct Sampler {
     seen: Vec<bool>,
     /// Ids with `seen` set, to apply penalties in O(history) and reset cheaply.
     touched: Vec<u32>,
+    /// The generated ids, for the processors.
+    generated: Vec<u32>,
     logits: Vec<f32>,
     candidates: Vec<(f32, u32)>,
 }
@@ -294,17 +377,62 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler for `params` (validated).
     pub fn new(params: SamplingParams) -> Result<Self> {
+        Self::with_processors(params, Vec::new())
+    }
+
+    /// A sampler for `params` that runs `processors` after the penalties.
+    pub fn with_processors(params: SamplingParams, processors: Vec<LogitsHook>) -> Result<Self> {
         params.validate()?;
         let seed = params.seed.unwrap_or_else(random_seed);
-        Ok(Sampler {
-            params,
+        let mut sampler = Sampler {
+            chain: Vec::new(),
+            processors,
             rng: Rng::new(seed),
             counts: Vec::new(),
             seen: Vec::new(),
             touched: Vec::new(),
+            generated: Vec::new(),
             logits: Vec::new(),
             candidates: Vec::new(),
-        })
+            params,
+        };
+        sampler.chain = sampler.build_chain();
+        Ok(sampler)
+    }
+
+    fn build_chain(&self) -> Vec<SamplerStep> {
+        use SamplerStep::*;
+        let p = &self.params;
+        let mut chain = Vec::new();
+        if !p.logit_bias.is_empty() {
+            chain.push(LogitBias);
+        }
+        if p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            chain.push(Penalties);
+        }
+        chain.extend((0..self.processors.len()).map(Processor));
+        chain.push(Constraint);
+        if p.is_greedy() {
+            chain.push(Greedy);
+            return chain;
+        }
+        chain.push(Temperature);
+        if p.top_k > 0 {
+            chain.push(TopK);
+        }
+        if p.top_p < 1.0 {
+            chain.push(TopP);
+        }
+        if p.min_p > 0.0 {
+            chain.push(MinP);
+        }
+        chain.push(Distribution);
+        chain
+    }
+
+    /// The steps each token goes through, in order.
+    pub fn chain(&self) -> &[SamplerStep] {
+        &self.chain
     }
 
     /// The parameters.
@@ -319,6 +447,7 @@ impl Sampler {
             self.seen[id as usize] = false;
         }
         self.touched.clear();
+        self.generated.clear();
     }
 
     fn see(&mut self, id: u32) {
@@ -342,15 +471,26 @@ impl Sampler {
         }
     }
 
-    /// Records a generated token (it counts for every penalty).
+    /// Records a generated token (it counts for every penalty and is shown to processors).
     pub fn accept(&mut self, id: u32) {
         self.see(id);
         self.counts[id as usize] += 1;
+        self.generated.push(id);
     }
 
     /// Picks the next token from `logits` (one per id). Does not record it: call
     /// [`accept`](Self::accept) with the token you keep.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
+        self.sample_with(logits, &mut |_| Ok(()))
+    }
+
+    /// [`sample`](Self::sample) with `constraint` as the chain's [`SamplerStep::Constraint`]:
+    /// it may set logits to `-inf` (a grammar's mask) after the processors ran.
+    pub fn sample_with(
+        &mut self,
+        logits: &[f32],
+        constraint: &mut dyn FnMut(&mut [f32]) -> Result<()>,
+    ) -> Result<u32> {
         let n = logits.len();
         if n == 0 {
             return Err(Error::InvalidArgument("empty logits".into()));
@@ -364,12 +504,50 @@ impl Sampler {
                 logits[i]
             )));
         }
-        let p = &self.params;
         self.logits.clear();
         self.logits.extend_from_slice(logits);
-        let work = &mut self.logits;
-        for &(id, bias) in &p.logit_bias {
-            match work.get_mut(id as usize) {
+        let mut max = f32::NEG_INFINITY;
+        let mut best = 0;
+        for i in 0..self.chain.len() {
+            match self.chain[i] {
+                SamplerStep::LogitBias => self.bias(n)?,
+                SamplerStep::Penalties => self.penalties(),
+                SamplerStep::Processor(k) => {
+                    let work = &mut self.logits;
+                    self.processors[k].process(&self.generated, work)?;
+                    if let Some(j) = work.iter().position(|l| l.is_nan() || *l == f32::INFINITY) {
+                        return Err(Error::InvalidArgument(format!(
+                            "logits processor {k} set logit {j} to {} (only finite or -inf)",
+                            work[j]
+                        )));
+                    }
+                }
+                SamplerStep::Constraint => {
+                    constraint(&mut self.logits)?;
+                    (best, max) = argmax(&self.logits);
+                    if max == f32::NEG_INFINITY {
+                        return Err(Error::InvalidArgument(
+                            "every token has probability zero (all logits -inf or NaN)".into(),
+                        ));
+                    }
+                }
+                SamplerStep::Greedy => return Ok(best as u32),
+                SamplerStep::Temperature => self.softmax(max),
+                SamplerStep::TopK => self.top_k(),
+                SamplerStep::TopP => self.top_p(),
+                SamplerStep::MinP => {
+                    let m = self.params.min_p;
+                    self.candidates.retain(|c| c.0 >= m);
+                }
+                SamplerStep::Distribution => return Ok(self.draw(best as u32)),
+            }
+        }
+        Ok(best as u32)
+    }
+
+    fn bias(&mut self, n: usize) -> Result<()> {
+        for &(id, bias) in &self.params.logit_bias {
+            match self.logits.get_mut(id as usize) {
                 Some(l) => *l += bias,
                 None => {
                     return Err(invalid(
@@ -379,8 +557,13 @@ impl Sampler {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn penalties(&mut self) {
+        let p = &self.params;
         for &id in &self.touched {
-            let Some(l) = work.get_mut(id as usize) else {
+            let Some(l) = self.logits.get_mut(id as usize) else {
                 continue;
             };
             let r = p.repetition_penalty;
@@ -392,81 +575,90 @@ impl Sampler {
                 *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
             }
         }
-        let (best, max) =
-            work.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bm), (i, &l)| {
-                    if l > bm {
-                        (i, l)
-                    } else {
-                        (bi, bm)
-                    }
-                });
-        if max == f32::NEG_INFINITY {
-            return Err(Error::InvalidArgument(
-                "every token has probability zero (all logits -inf or NaN)".into(),
-            ));
-        }
-        if p.is_greedy() {
-            return Ok(best as u32);
-        }
+    }
 
-        // Candidates as (unnormalised probability, id), the largest being exp(0) = 1. Where
-        // truncation needs an order it is descending probability, ties by id, so the walk
-        // below is deterministic.
-        let inv_t = 1.0 / p.temperature;
-        let cand = &mut self.candidates;
-        cand.clear();
-        cand.extend(
-            work.iter()
+    /// Candidates as (unnormalised probability, id), the largest being exp(0) = 1. Where
+    /// truncation needs an order it is descending probability, ties by id, so the walk is
+    /// deterministic.
+    fn softmax(&mut self, max: f32) {
+        let inv_t = 1.0 / self.params.temperature;
+        self.candidates.clear();
+        self.candidates.extend(
+            self.logits
+                .iter()
                 .enumerate()
                 .filter(|(_, l)| **l > f32::NEG_INFINITY)
                 .map(|(i, &l)| (((l - max) * inv_t).exp(), i as u32)),
         );
-        let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, order);
-            cand.truncate(p.top_k);
+    }
+
+    fn top_k(&mut self) {
+        let (k, cand) = (self.params.top_k, &mut self.candidates);
+        if k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, order);
+            cand.truncate(k);
             cand.sort_unstable_by(order);
         }
-        if p.top_p < 1.0 {
-            let target = p.top_p as f64 * cand.iter().map(|c| c.0 as f64).sum::<f64>();
-            // Sort only as much of the head as the nucleus needs: real models' nuclei are
-            // small, so this is usually one O(n) selection instead of an O(n log n) sort.
-            let mut k = 64.min(cand.len());
-            loop {
-                if k < cand.len() {
-                    cand.select_nth_unstable_by(k - 1, order);
-                }
-                cand[..k].sort_unstable_by(order);
-                let mut cum = 0.0;
-                let reached = cand[..k].iter().position(|c| {
-                    cum += c.0 as f64;
-                    cum >= target
-                });
-                if let Some(i) = reached {
-                    cand.truncate(i + 1);
-                    break;
-                }
-                if k == cand.len() {
-                    break;
-                }
-                k = (k * 4).min(cand.len());
+    }
+
+    fn top_p(&mut self) {
+        let cand = &mut self.candidates;
+        let target = self.params.top_p as f64 * cand.iter().map(|c| c.0 as f64).sum::<f64>();
+        // Sort only as much of the head as the nucleus needs: real models' nuclei are small,
+        // so this is usually one O(n) selection instead of an O(n log n) sort.
+        let mut k = 64.min(cand.len());
+        loop {
+            if k < cand.len() {
+                cand.select_nth_unstable_by(k - 1, order);
             }
+            cand[..k].sort_unstable_by(order);
+            let mut cum = 0.0;
+            let reached = cand[..k].iter().position(|c| {
+                cum += c.0 as f64;
+                cum >= target
+            });
+            if let Some(i) = reached {
+                cand.truncate(i + 1);
+                break;
+            }
+            if k == cand.len() {
+                break;
+            }
+            k = (k * 4).min(cand.len());
         }
-        if p.min_p > 0.0 {
-            cand.retain(|c| c.0 >= p.min_p);
-        }
+    }
+
+    fn draw(&mut self, best: u32) -> u32 {
+        let cand = &self.candidates;
         let total: f64 = cand.iter().map(|c| c.0 as f64).sum();
         let mut u = self.rng.next_f64() * total;
         for c in cand.iter() {
             u -= c.0 as f64;
             if u < 0.0 {
-                return Ok(c.1);
+                return c.1;
             }
         }
-        Ok(cand.last().map_or(best as u32, |c| c.1))
+        cand.last().map_or(best, |c| c.1)
     }
+}
+
+/// Descending probability, ties by id.
+fn order(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// The first largest logit and its value.
+fn argmax(logits: &[f32]) -> (usize, f32) {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bm), (i, &l)| {
+            if l > bm {
+                (i, l)
+            } else {
+                (bi, bm)
+            }
+        })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! cap, both proportional to the conversation) and polls the caller's cancel check. Never sees
 //! the model.
 
+mod pyjson;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -51,15 +53,84 @@ pub const DEEPSEEK_R1_TEMPLATE: &str = concat!(
     r#"{% endif %}"#,
 );
 
+/// A call of a function tool: OpenAI's `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, as an assistant turn carries it and as the output parser returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolCall {
+    /// The call's id (`call_...`); a tool result names it in `tool_call_id`. Empty: none.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as JSON text (OpenAI's form: a string holding a JSON object).
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call of `name` with `arguments` (JSON text) and `id`.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    /// The arguments parsed as JSON (`None` if they are not valid JSON).
+    pub fn arguments_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.arguments).ok()
+    }
+
+    /// OpenAI's form: `{"id", "type": "function", "function": {"name", "arguments"}}` (no
+    /// `id` key when the id is empty).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut call = serde_json::Map::new();
+        if !self.id.is_empty() {
+            call.insert("id".into(), self.id.clone().into());
+        }
+        call.insert("type".into(), "function".into());
+        let mut function = serde_json::Map::new();
+        function.insert("name".into(), self.name.clone().into());
+        function.insert("arguments".into(), self.arguments.clone().into());
+        call.insert("function".into(), function.into());
+        call.into()
+    }
+
+    fn to_value(&self) -> Value {
+        let function = Value::from_pairs([
+            ("name", Value::from(self.name.as_str())),
+            ("arguments", Value::from(self.arguments.as_str())),
+        ]);
+        let mut pairs = Vec::with_capacity(3);
+        if !self.id.is_empty() {
+            pairs.push(("id", Value::from(self.id.as_str())));
+        }
+        pairs.push(("type", Value::from("function")));
+        pairs.push(("function", function));
+        Value::from_pairs(pairs)
+    }
+}
+
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// The text of the turn (for an assistant turn, may include a `<think>` block).
+    /// The text of the turn (for an assistant turn, may include a `<think>` block). An
+    /// assistant turn that only calls tools has empty content (OpenAI's `null`; see
+    /// [`ChatTemplate::render_with`]).
     pub content: String,
     /// An assistant turn's reasoning, passed to templates that use it (R1's ignores it).
     pub reasoning_content: Option<String>,
+    /// The tools an assistant turn calls (rendered by the template as `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` turn: the id of the call it answers.
+    pub tool_call_id: Option<String>,
+    /// An optional name of the speaker (OpenAI's `name`; for a `tool` turn, the function).
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -68,7 +139,7 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
-            reasoning_content: None,
+            ..Default::default()
         }
     }
 
@@ -87,15 +158,130 @@ impl Message {
         Self::new("assistant", content)
     }
 
-    fn to_value(&self) -> Value {
-        let mut m = BTreeMap::new();
-        m.insert("role".to_string(), Value::from(self.role.as_str()));
-        m.insert("content".to_string(), Value::from(self.content.as_str()));
-        // Absent, not None, when unset: templates test `'reasoning_content' in message`.
-        if let Some(r) = &self.reasoning_content {
-            m.insert("reasoning_content".to_string(), Value::from(r.as_str()));
+    /// An assistant turn calling tools (`content` may be empty).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Message {
+            tool_calls: calls,
+            ..Self::new("assistant", content)
         }
-        Value::from(m)
+    }
+
+    /// A tool's result, answering the call with id `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            tool_call_id: Some(tool_call_id.into()),
+            ..Self::new("tool", content)
+        }
+    }
+
+    /// Bytes of text the message brings to a render (for its budget).
+    fn input_bytes(&self) -> usize {
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+            .fold(0, usize::saturating_add);
+        [
+            self.role.len(),
+            self.content.len(),
+            self.reasoning_content.as_ref().map_or(0, String::len),
+            self.tool_call_id.as_ref().map_or(0, String::len),
+            self.name.as_ref().map_or(0, String::len),
+            calls,
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    }
+
+    /// The message as transformers hands it to a template: keys in the order a Python dict
+    /// built from OpenAI's fields has them, unset fields absent (templates test `'key' in
+    /// message`), and reasoning also under `thinking`, as transformers 5 aliases it.
+    fn to_value(&self) -> Value {
+        let mut pairs: Vec<(&str, Value)> = Vec::with_capacity(7);
+        if let Some(r) = &self.reasoning_content {
+            pairs.push(("thinking", Value::from(r.as_str())));
+        }
+        pairs.push(("role", Value::from(self.role.as_str())));
+        pairs.push(("content", Value::from(self.content.as_str())));
+        if let Some(r) = &self.reasoning_content {
+            pairs.push(("reasoning_content", Value::from(r.as_str())));
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self.tool_calls.iter().map(ToolCall::to_value).collect();
+            pairs.push(("tool_calls", Value::from(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            pairs.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(name) = &self.name {
+            pairs.push(("name", Value::from(name.as_str())));
+        }
+        Value::from_pairs(pairs)
+    }
+}
+
+/// What a render passes to the template besides the messages: the `tools` list and extra
+/// variables (`chat_template_kwargs`, e.g. V3.1's `thinking`), as transformers'
+/// `apply_chat_template(messages, tools=..., **kwargs)` does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TemplateOptions {
+    /// OpenAI `tools` entries (`{"type": "function", "function": {"name", "description",
+    /// "parameters"}}`), passed as they are; `None` renders `tools` as `none`, as
+    /// transformers does when no tools are given.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// Extra template variables; they may override the special-token strings (`bos_token`)
+    /// but not `messages`, `tools`, `documents` or `add_generation_prompt`.
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Template variables [`TemplateOptions::kwargs`] may not set (transformers passes them itself).
+const RESERVED_KWARGS: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
+
+impl TemplateOptions {
+    /// Checks that no keyword argument takes a name the render sets itself.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(k) = self
+            .kwargs
+            .keys()
+            .find(|k| RESERVED_KWARGS.contains(&k.as_str()))
+        {
+            return Err(Error::InvalidParameter {
+                name: "chat_template_kwargs".into(),
+                message: format!("{k:?} is set by the render itself"),
+            });
+        }
+        Ok(())
+    }
+
+    fn input_bytes(&self) -> usize {
+        let json = |v: &serde_json::Value| v.to_string().len();
+        let tools: usize = self.tools.iter().flatten().map(json).sum();
+        let kwargs: usize = self.kwargs.iter().map(|(k, v)| k.len() + json(v)).sum();
+        tools.saturating_add(kwargs)
+    }
+}
+
+/// A JSON value as the template sees it: maps keep their key order (Python dicts do).
+pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
+        serde_json::Value::Object(o) => Value::from_pairs(
+            o.iter()
+                .map(|(k, v)| (k.as_str(), json_to_value(v)))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -222,6 +408,8 @@ impl ChatTemplate {
                 ))
             },
         );
+        // transformers replaces Jinja's HTML-escaping tojson with json.dumps.
+        env.add_filter("tojson", pyjson::tojson);
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| Error::Template(describe(&e)))?;
         Ok(ChatTemplate {
@@ -286,15 +474,39 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         cancel: &dyn Fn() -> bool,
     ) -> Result<String> {
+        self.render_with(
+            messages,
+            add_generation_prompt,
+            &TemplateOptions::default(),
+            cancel,
+        )
+    }
+
+    /// [`render_cancellable`](Self::render_cancellable) with tools and extra template
+    /// variables, as transformers' `apply_chat_template(messages, tools=tools, **kwargs)`.
+    /// The template sees what transformers gives it: `messages` (OpenAI's keys; an assistant
+    /// turn's `tool_calls` with `arguments` as JSON text), `tools` (`none` when not given),
+    /// `documents` (`none`), `add_generation_prompt`, the special-token strings and the
+    /// kwargs. An assistant turn with tool calls and no text gets `content` `""` where OpenAI
+    /// sends `null`: DeepSeek's templates render both alike (transformers 4), while
+    /// transformers 5 drops null keys and then fails on them.
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        options: &TemplateOptions,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<String> {
         if messages.is_empty() {
             return Err(Error::InvalidArgument(
                 "cannot apply a chat template to an empty conversation".into(),
             ));
         }
+        options.validate()?;
         if cancel() {
             return Err(Error::Cancelled);
         }
-        let budget = self.budget(messages);
+        let budget = self.budget_with(messages, options);
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         ctx.insert(
             "messages".into(),
@@ -304,8 +516,16 @@ impl ChatTemplate {
             "add_generation_prompt".into(),
             Value::from(add_generation_prompt),
         );
+        let tools = options.tools.as_ref().map_or(Value::from(()), |t| {
+            Value::from(t.iter().map(json_to_value).collect::<Vec<_>>())
+        });
+        ctx.insert("tools".into(), tools);
+        ctx.insert("documents".into(), Value::from(()));
         for (name, text) in &self.special_tokens {
             ctx.insert(name.to_string(), Value::from(text.as_str()));
+        }
+        for (name, value) in &options.kwargs {
+            ctx.insert(name.clone(), json_to_value(value));
         }
         // The fuel is per render, so each render gets its own (cheap, shared-state) copy of
         // the environment.
@@ -349,14 +569,21 @@ impl ChatTemplate {
 
     /// The fuel and output a render of `messages` may use (see [`RenderBudget`]).
     pub fn budget(&self, messages: &[Message]) -> RenderBudget {
+        self.budget_with(messages, &TemplateOptions::default())
+    }
+
+    /// The fuel and output a render of `messages` with `options` may use: tools and kwargs
+    /// count as input bytes.
+    pub fn budget_with(&self, messages: &[Message], options: &TemplateOptions) -> RenderBudget {
         let message_bytes: usize = messages
             .iter()
-            .map(|m| {
-                m.role.len() + m.content.len() + m.reasoning_content.as_ref().map_or(0, String::len)
-            })
+            .map(Message::input_bytes)
             .fold(0, usize::saturating_add);
         let special_bytes: usize = self.special_tokens.iter().map(|(_, t)| t.len()).sum();
-        RenderBudget::for_input(messages.len(), message_bytes.saturating_add(special_bytes))
+        let input = message_bytes
+            .saturating_add(special_bytes)
+            .saturating_add(options.input_bytes());
+        RenderBudget::for_input(messages.len(), input)
     }
 }
 

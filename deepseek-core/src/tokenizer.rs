@@ -331,6 +331,25 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
+    /// The bytes token `id` stands for, for byte-level BPE tokenizers (DeepSeek's and the
+    /// distills'); `None` for other decoders or ids without a token.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let table = self.bytes.as_ref()?;
+        self.contains(id).then(|| table.get(id))
+    }
+
+    /// The added tokens (`<think>`, `<｜User｜>`, ...) as (id, text, special).
+    pub fn added_tokens(&self) -> Vec<(u32, String, bool)> {
+        let mut out: Vec<_> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (id, t.content, t.special))
+            .collect();
+        out.sort_unstable_by_key(|t| t.0);
+        out
+    }
+
     /// A fresh incremental decoder (special tokens are skipped).
     pub fn stream_decoder(&self) -> StreamDecoder {
         StreamDecoder {

@@ -79,6 +79,7 @@ fn messages(v: &Value) -> Vec<Message> {
             reasoning_content: m
                 .get("reasoning_content")
                 .map(|r| r.as_str().unwrap().into()),
+            ..Default::default()
         })
         .collect()
 }

@@ -92,11 +92,16 @@ impl PyChatSession {
 
     /// Sends a user message and returns the reply as a GenerationResult, or with
     /// `stream=True` as a GenerationStream of chunks (the reply joins `messages` when the
-    /// stream ends or is closed). Keywords as in `Model.generate`.
+    /// stream ends or is closed). Keywords as in `Model.generate`, and the agent ones of
+    /// `Model.chat` (tools, tool_choice, response_format, max_reasoning_tokens,
+    /// chat_template_kwargs, logits_processors); the reply's `tool_calls` join `messages`
+    /// with it.
     #[pyo3(signature = (
         text, *, max_tokens = None, temperature = None, top_p = None, top_k = None,
         min_p = None, repetition_penalty = None, frequency_penalty = None,
-        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false
+        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false,
+        tools = None, tool_choice = None, response_format = None, max_reasoning_tokens = None,
+        chat_template_kwargs = None, logits_processors = None
     ))]
     fn send(
         slf: &Bound<'_, Self>,
@@ -113,6 +118,12 @@ impl PyChatSession {
         seed: Option<&Bound<'_, PyAny>>,
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
+        tools: Option<&Bound<'_, PyAny>>,
+        tool_choice: Option<&Bound<'_, PyAny>>,
+        response_format: Option<&Bound<'_, PyAny>>,
+        max_reasoning_tokens: Option<Int>,
+        chat_template_kwargs: Option<&Bound<'_, PyAny>>,
+        logits_processors: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -130,6 +141,12 @@ impl PyChatSession {
             logit_bias,
             seed,
             stop,
+            tools,
+            tool_choice,
+            response_format,
+            max_reasoning_tokens,
+            chat_template_kwargs,
+            logits_processors,
         }
         .resolve(py, defaults, &interrupt)?;
         let chat = this.lock().take().ok_or_else(busy)?;

@@ -2,7 +2,7 @@
 //! and conversations (OpenAI-style message dicts) both ways. numpy is used through its Python
 //! API, so the extension needs no numpy headers or crate.
 
-use deepseek_core::Message;
+use deepseek_core::{Message, ToolCall};
 use pyo3::exceptions::{PyKeyError, PyOverflowError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -183,7 +183,9 @@ pub fn count(py: Python<'_>, name: &str, value: Option<Int>) -> PyResult<Option<
 const MESSAGE_SHAPE: &str = r#"[{"role": "user", "content": "..."}, ...]"#;
 
 /// A conversation from a sequence of `{"role": str, "content": str}` mappings (an assistant
-/// turn may add `"reasoning_content": str`). Anything else is a `ValueError` naming the item.
+/// turn may add `"reasoning_content": str` and OpenAI's `"tool_calls"`, with `content` None; a
+/// `tool` turn may name `"tool_call_id"` and `"name"`). Anything else is a `ValueError` naming
+/// the item.
 pub fn messages(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
     let py = obj.py();
     let not_a_list = || {
@@ -241,32 +243,98 @@ pub fn messages(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
         if role.is_empty() {
             return Err(value_error(py, format!("messages[{i}][\"role\"] is empty")));
         }
-        let content = required("content")?;
-        let reasoning_content = field("reasoning_content")?;
-        // The R1 template renders tool calls, but Message has no field for them: refuse
-        // rather than silently drop them from the prompt.
-        if m.contains("tool_calls")? && !m.get_item("tool_calls")?.is_none() {
-            return Err(value_error(
-                py,
-                format!("messages[{i}]: tool_calls are not supported"),
-            ));
-        }
+        let tool_calls = match m.get_item("tool_calls") {
+            Ok(v) if !v.is_none() => tool_calls(&v, i)?,
+            Ok(_) => Vec::new(),
+            Err(e) if e.is_instance_of::<PyKeyError>(py) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        // OpenAI sends `"content": None` for a turn that only calls tools.
+        let content = if tool_calls.is_empty() {
+            required("content")?
+        } else {
+            field("content")?.unwrap_or_default()
+        };
         out.push(Message {
             role,
             content,
-            reasoning_content,
+            reasoning_content: field("reasoning_content")?,
+            tool_calls,
+            tool_call_id: field("tool_call_id")?,
+            name: field("name")?,
         });
     }
     Ok(out)
 }
 
-/// One message as a new dict (`reasoning_content` only when set).
+/// `messages[i]["tool_calls"]`: OpenAI's `[{"id", "type": "function", "function": {"name",
+/// "arguments"}}]`, arguments as JSON text or as a dict (written as JSON).
+fn tool_calls(obj: &Bound<'_, PyAny>, i: usize) -> PyResult<Vec<ToolCall>> {
+    let py = obj.py();
+    let shape = r#"[{"id": ..., "type": "function", "function": {"name": ..., "arguments": ...}}]"#;
+    let bad = |j: usize, what: &str| {
+        value_error(
+            py,
+            format!("messages[{i}][\"tool_calls\"][{j}]: {what} (expected {shape})"),
+        )
+    };
+    let value = crate::generate::to_json(obj, &format!("messages[{i}][\"tool_calls\"]"))?;
+    let Some(list) = value.as_array() else {
+        return Err(value_error(
+            py,
+            format!("messages[{i}][\"tool_calls\"] must be a list like {shape}"),
+        ));
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (j, call) in list.iter().enumerate() {
+        if call.get("type").is_some_and(|t| t != "function") {
+            return Err(bad(j, "type must be \"function\""));
+        }
+        let f = call
+            .get("function")
+            .ok_or_else(|| bad(j, "no \"function\""))?;
+        let name = f
+            .get("name")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad(j, "function has no string \"name\""))?;
+        let arguments = match f.get("arguments") {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(v @ serde_json::Value::Object(_)) => v.to_string(),
+            None => "{}".to_string(),
+            Some(_) => return Err(bad(j, "arguments must be JSON text or a dict")),
+        };
+        let id = match call.get("id") {
+            Some(serde_json::Value::String(id)) => id.clone(),
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(_) => return Err(bad(j, "id must be a string")),
+        };
+        out.push(ToolCall::new(id, name, arguments));
+    }
+    Ok(out)
+}
+
+/// One message as a new dict (`reasoning_content`, `tool_calls`, `tool_call_id` and `name`
+/// only when set).
 pub fn message_dict<'py>(py: Python<'py>, m: &Message) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "role"), &m.role)?;
     d.set_item(intern!(py, "content"), &m.content)?;
     if let Some(r) = &m.reasoning_content {
         d.set_item(intern!(py, "reasoning_content"), r)?;
+    }
+    if !m.tool_calls.is_empty() {
+        let calls = PyList::empty(py);
+        for c in &m.tool_calls {
+            calls.append(crate::generate::tool_call_dict(py, c)?)?;
+        }
+        d.set_item(intern!(py, "tool_calls"), calls)?;
+    }
+    if let Some(id) = &m.tool_call_id {
+        d.set_item(intern!(py, "tool_call_id"), id)?;
+    }
+    if let Some(name) = &m.name {
+        d.set_item(intern!(py, "name"), name)?;
     }
     Ok(d)
 }

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deepseek_core::{
-    CancelCheck, ChatTemplate, Error, Event, EventKind, GenerateParams, GenerationResult, Message,
-    Stream, Usage,
+    CancelCheck, ChatTemplate, Error, Event, EventKind, GenerateParams, GenerationResult,
+    LogitsHook, LogitsProcessor, Message, ResponseFormat, Stream, ToolCall, ToolChoice, Usage,
 };
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMapping, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyMapping, PyString};
 
 use crate::chat::PyChatSession;
 use crate::convert::{count, Int};
@@ -85,7 +86,9 @@ impl Interrupt {
 }
 
 /// The keyword arguments of every generating call; `None` keeps the checkpoint's default
-/// (generation_config.json).
+/// (generation_config.json). The agent ones (tools ... chat_template_kwargs) exist for the
+/// calls that render a conversation.
+#[derive(Default)]
 pub(crate) struct Options<'a, 'py> {
     pub max_tokens: Option<Int>,
     pub temperature: Option<f64>,
@@ -98,6 +101,12 @@ pub(crate) struct Options<'a, 'py> {
     pub logit_bias: Option<&'a Bound<'py, PyAny>>,
     pub seed: Option<&'a Bound<'py, PyAny>>,
     pub stop: Option<&'a Bound<'py, PyAny>>,
+    pub tools: Option<&'a Bound<'py, PyAny>>,
+    pub tool_choice: Option<&'a Bound<'py, PyAny>>,
+    pub response_format: Option<&'a Bound<'py, PyAny>>,
+    pub max_reasoning_tokens: Option<Int>,
+    pub chat_template_kwargs: Option<&'a Bound<'py, PyAny>>,
+    pub logits_processors: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl Options<'_, '_> {
@@ -144,9 +153,129 @@ impl Options<'_, '_> {
         if let Some(stop) = self.stop {
             p.stop = stop_strings(stop)?;
         }
+        if let Some(tools) = self.tools {
+            match to_json(tools, "tools")? {
+                serde_json::Value::Array(list) => p.tools = Some(list),
+                _ => {
+                    return Err(value_error(
+                        py,
+                        "tools must be a list of tool dicts".to_string(),
+                    ))
+                }
+            }
+        }
+        if let Some(choice) = self.tool_choice {
+            p.tool_choice = ToolChoice::from_json(&to_json(choice, "tool_choice")?)
+                .map_err(|e| to_py(py, e))?;
+        }
+        if let Some(format) = self.response_format {
+            p.response_format = ResponseFormat::from_json(&to_json(format, "response_format")?)
+                .map_err(|e| to_py(py, e))?;
+        }
+        if let Some(n) = self.max_reasoning_tokens {
+            let n = n.get(py, "max_reasoning_tokens")?;
+            p.max_reasoning_tokens = Some(usize::try_from(n).map_err(|_| {
+                value_error(py, format!("max_reasoning_tokens must be >= 0, found {n}"))
+            })?);
+        }
+        if let Some(kwargs) = self.chat_template_kwargs {
+            match to_json(kwargs, "chat_template_kwargs")? {
+                serde_json::Value::Object(map) => p.chat_template_kwargs = map,
+                _ => {
+                    return Err(value_error(
+                        py,
+                        "chat_template_kwargs must be a dict".to_string(),
+                    ))
+                }
+            }
+        }
+        if let Some(list) = self.logits_processors {
+            for (i, f) in list.try_iter()?.enumerate() {
+                let f = f?;
+                if !f.is_callable() {
+                    return Err(value_error(
+                        py,
+                        format!("logits_processors[{i}] is not callable"),
+                    ));
+                }
+                p.logits_processors
+                    .push(LogitsHook::new(PyLogitsProcessor(f.unbind())));
+            }
+        }
         p.validate().map_err(|e| to_py(py, e))?;
         Ok(p)
     }
+}
+
+/// A Python callable as a step of the sampler chain: called with the ids generated so far (a
+/// list) and the logits (a fresh float32 numpy array, one per token id); it edits the array in
+/// place or returns a new one of the same length. Its exception stops the generation.
+struct PyLogitsProcessor(Py<PyAny>);
+
+impl LogitsProcessor for PyLogitsProcessor {
+    fn process(&mut self, generated: &[u32], logits: &mut [f32]) -> deepseek_core::Result<()> {
+        Python::attach(|py| -> PyResult<()> {
+            let np = crate::convert::numpy(py)?;
+            let raw: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let array = np
+                .call_method1("frombuffer", (PyBytes::new(py, &raw), "<f4"))?
+                .call_method0("copy")?;
+            let ids = PyList::new(py, generated)?;
+            let returned = self.0.call1(py, (ids, &array))?;
+            let out = if returned.is_none(py) {
+                array
+            } else {
+                returned.into_bound(py)
+            };
+            let out = np.call_method1("ascontiguousarray", (out, "<f4"))?;
+            let bytes: Vec<u8> = out.call_method0("tobytes")?.extract()?;
+            if bytes.len() != raw.len() {
+                return Err(PyValueError::new_err(format!(
+                    "returned {} logits, expected {}",
+                    bytes.len() / 4,
+                    logits.len()
+                )));
+            }
+            for (l, b) in logits.iter_mut().zip(bytes.chunks_exact(4)) {
+                *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            deepseek_core::Error::InvalidArgument(Python::attach(|py| {
+                format!("logits processor: {}: {}", e.get_type(py), e.value(py))
+            }))
+        })
+    }
+}
+
+/// A JSON-able Python value (dicts, lists, str, int, float, bool, None) as JSON, through
+/// Python's own `json` module (so what Python would send to an OpenAI server is what we get);
+/// anything else, or NaN and infinities, is a `DeepseekValueError` naming `what`.
+pub(crate) fn to_json(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<serde_json::Value> {
+    let py = obj.py();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("allow_nan", false)?;
+    kwargs.set_item("ensure_ascii", false)?;
+    let text: String = py
+        .import("json")?
+        .call_method("dumps", (obj,), Some(&kwargs))
+        .and_then(|t| t.extract())
+        .map_err(|e| value_error(py, format!("{what} is not JSON: {}", e.value(py))))?;
+    serde_json::from_str(&text).map_err(|e| value_error(py, format!("{what} is not JSON: {e}")))
+}
+
+/// A tool call as OpenAI's dict: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}` (arguments: JSON text).
+pub(crate) fn tool_call_dict<'py>(py: Python<'py>, c: &ToolCall) -> PyResult<Bound<'py, PyDict>> {
+    let function = PyDict::new(py);
+    function.set_item(intern!(py, "name"), &c.name)?;
+    function.set_item(intern!(py, "arguments"), &c.arguments)?;
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "id"), &c.id)?;
+    d.set_item(intern!(py, "type"), "function")?;
+    d.set_item(intern!(py, "function"), function)?;
+    Ok(d)
 }
 
 /// `{token_id: bias}`; ids may be ints or decimal strings (OpenAI's JSON form, exactly as
@@ -286,8 +415,11 @@ pub struct PyGenerationResult {
     content: String,
     /// The generated token ids (a final EOS included).
     tokens: Vec<u32>,
+    /// The tools the model called, as OpenAI's dicts (`{"id", "type": "function",
+    /// "function": {"name", "arguments"}}`); empty unless tools were given.
+    tool_calls: Py<PyList>,
     /// Why generation ended: "stop" (EOS or a stop string), "length" (max_tokens or the context
-    /// length) or "cancelled" (a stream closed early).
+    /// length), "tool_calls" (the model called tools) or "cancelled" (a stream closed early).
     finish_reason: &'static str,
     /// Token counts and timings.
     usage: Py<PyUsage>,
@@ -300,6 +432,7 @@ impl PyGenerationResult {
             reasoning_content: r.reasoning_content.clone(),
             content: r.content.clone(),
             tokens: r.tokens.clone(),
+            tool_calls: tool_call_list(py, &r.tool_calls)?.unbind(),
             finish_reason: r.finish_reason.as_str(),
             usage: Py::new(py, PyUsage::from(&r.usage))?,
         })
@@ -323,26 +456,65 @@ impl PyGenerationResult {
     }
 }
 
+/// Tool calls as a new list of OpenAI dicts.
+fn tool_call_list<'py>(py: Python<'py>, calls: &[ToolCall]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for c in calls {
+        list.append(tool_call_dict(py, c)?)?;
+    }
+    Ok(list)
+}
+
 fn kind_name(kind: EventKind) -> &'static str {
     match kind {
         EventKind::Reasoning => "reasoning",
         EventKind::Content => "content",
+        EventKind::ToolCall => "tool_call",
     }
 }
 
-/// A piece of streamed text: whole characters, never empty.
+/// A piece of streamed text: whole characters, never empty except a tool call's first chunk.
 #[pyclass(module = "deepseek_rs", name = "Chunk", frozen, get_all)]
 pub struct PyChunk {
-    /// "reasoning" (inside `<think>` ... `</think>`) or "content" (the answer).
+    /// "reasoning" (inside `<think>` ... `</think>`), "content" (the answer) or "tool_call"
+    /// (a piece of a call's JSON arguments).
     kind: &'static str,
     /// The new text.
     text: String,
+    /// For "tool_call": which call (0, 1, ...); else None.
+    tool_call_index: Option<usize>,
+    /// The call's id (`call_...`), on its first chunk; else None.
+    tool_call_id: Option<String>,
+    /// The function's name, on a call's first chunk.
+    tool_name: Option<String>,
+}
+
+impl PyChunk {
+    fn new(e: Event) -> Self {
+        let (index, id, name) = match e.tool_call {
+            Some(d) => (Some(d.index), d.id, d.name),
+            None => (None, None, None),
+        };
+        PyChunk {
+            kind: kind_name(e.kind),
+            text: e.text,
+            tool_call_index: index,
+            tool_call_id: id,
+            tool_name: name,
+        }
+    }
 }
 
 #[pymethods]
 impl PyChunk {
     fn __repr__(&self) -> String {
-        format!("Chunk(kind={:?}, text={:?})", self.kind, self.text)
+        match self.tool_call_index {
+            Some(i) => format!(
+                "Chunk(kind={:?}, text={:?}, tool_call_index={i}, tool_name={:?})",
+                self.kind, self.text, self.tool_name
+            ),
+            None => format!("Chunk(kind={:?}, text={:?})", self.kind, self.text),
+        }
     }
 }
 
@@ -465,10 +637,7 @@ impl PyGenerationStream {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyChunk>> {
-        Ok(self.driver.next_event(py)?.map(|e| PyChunk {
-            kind: kind_name(e.kind),
-            text: e.text,
-        }))
+        Ok(self.driver.next_event(py)?.map(PyChunk::new))
     }
 
     /// Stops generating and frees the session (`result` then says "cancelled"); a chat
@@ -532,8 +701,16 @@ impl Envelope {
     ) -> PyResult<Bound<'py, PyDict>> {
         let message = PyDict::new(py);
         message.set_item("role", "assistant")?;
-        message.set_item("content", &r.content)?;
+        // OpenAI's null content for a reply that only calls tools.
+        if r.content.is_empty() && !r.tool_calls.is_empty() {
+            message.set_item("content", py.None())?;
+        } else {
+            message.set_item("content", &r.content)?;
+        }
         message.set_item("reasoning_content", &r.reasoning_content)?;
+        if !r.tool_calls.is_empty() {
+            message.set_item("tool_calls", tool_call_list(py, &r.tool_calls)?)?;
+        }
         let choice = PyDict::new(py);
         choice.set_item("index", 0)?;
         choice.set_item("message", message)?;
@@ -573,7 +750,9 @@ enum Phase {
 /// An iterator of OpenAI `chat.completion.chunk` dicts from `Model.chat(..., stream=True)`.
 ///
 /// The first chunk's delta is `{"role": "assistant"}`; then each delta holds a `content` or a
-/// `reasoning_content` piece; the last has an empty delta, the `finish_reason` and `usage`.
+/// `reasoning_content` piece, or OpenAI's `tool_calls` delta (`[{"index", "id", "type",
+/// "function": {"name", "arguments"}}]` on a call's first delta, then `[{"index", "function":
+/// {"arguments": piece}}]`); the last has an empty delta, the `finish_reason` and `usage`.
 /// Ctrl-C stops generation at the next token; `close()` (or dropping the iterator) stops it
 /// and frees its session.
 #[pyclass(module = "deepseek_rs", name = "ChatCompletionStream")]
@@ -609,11 +788,31 @@ impl PyChatCompletionStream {
             }
             Phase::Deltas => match self.driver.next_event(py)? {
                 Some(e) => {
-                    let key = match e.kind {
-                        EventKind::Reasoning => intern!(py, "reasoning_content"),
-                        EventKind::Content => intern!(py, "content"),
-                    };
-                    delta.set_item(key, e.text)?;
+                    match (e.kind, e.tool_call) {
+                        (EventKind::ToolCall, Some(d)) => {
+                            // OpenAI's tool-call delta: id, type and name on a call's first
+                            // delta, then pieces of the arguments.
+                            let function = PyDict::new(py);
+                            if let Some(name) = d.name {
+                                function.set_item(intern!(py, "name"), name)?;
+                            }
+                            function.set_item(intern!(py, "arguments"), e.text)?;
+                            let call = PyDict::new(py);
+                            call.set_item(intern!(py, "index"), d.index)?;
+                            if let Some(id) = d.id {
+                                call.set_item(intern!(py, "id"), id)?;
+                                call.set_item(intern!(py, "type"), "function")?;
+                            }
+                            call.set_item(intern!(py, "function"), function)?;
+                            delta.set_item(intern!(py, "tool_calls"), PyList::new(py, [call])?)?;
+                        }
+                        (EventKind::Reasoning, _) => {
+                            delta.set_item(intern!(py, "reasoning_content"), e.text)?
+                        }
+                        (EventKind::Content | EventKind::ToolCall, _) => {
+                            delta.set_item(intern!(py, "content"), e.text)?
+                        }
+                    }
                     self.envelope.chunk(py, delta, None).map(Some)
                 }
                 None => {

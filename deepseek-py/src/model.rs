@@ -328,6 +328,7 @@ impl PyModel {
             logit_bias,
             seed,
             stop,
+            ..Options::default()
         }
         .resolve(py, generator.default_params(), &interrupt)?;
         let started = match prompt.cast::<PyString>() {
@@ -350,11 +351,26 @@ impl PyModel {
     /// "created", "model", "choices": [{"index": 0, "message": {"role": "assistant",
     /// "content", "reasoning_content"}, "finish_reason"}], "usage"}`. With `stream=True`, a
     /// ChatCompletionStream of `chat.completion.chunk` dicts. Each call starts from an empty
-    /// cache (ChatSession keeps one between turns). Keywords as in `generate`.
+    /// cache (ChatSession keeps one between turns). Keywords as in `generate`, and OpenAI's
+    /// agent ones: `tools` (a list of `{"type": "function", "function": {"name", "description",
+    /// "parameters"}}`, rendered by the chat template) makes calls come back as
+    /// `message["tool_calls"]` (`[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]`, arguments a JSON string) with finish_reason "tool_calls"; `tool_choice`
+    /// "auto", "none", "required" or `{"type": "function", "function": {"name": ...}}` (forced
+    /// by a grammar); `response_format` `{"type": "json_object"}`, `{"type": "json_schema",
+    /// "json_schema": {"schema": {...}}}`, `{"type": "regex", "regex": ...}` or `{"type":
+    /// "lark", "grammar": ...}`, enforced on the answer at every token (the reasoning stays
+    /// free); `max_reasoning_tokens` (past it `</think>` is forced; 0: no reasoning);
+    /// `chat_template_kwargs` (extra template variables, e.g. `{"thinking": False}` for V3.1).
+    /// Messages may carry `tool_calls` (assistant) and `tool_call_id` (role "tool").
+    /// `logits_processors`: callables `f(generated_ids, logits)` run before each token is
+    /// chosen, editing the float32 numpy array in place or returning a new one.
     #[pyo3(signature = (
         messages, *, max_tokens = None, temperature = None, top_p = None, top_k = None,
         min_p = None, repetition_penalty = None, frequency_penalty = None,
-        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false
+        presence_penalty = None, logit_bias = None, seed = None, stop = None, stream = false,
+        tools = None, tool_choice = None, response_format = None, max_reasoning_tokens = None,
+        chat_template_kwargs = None, logits_processors = None
     ))]
     fn chat(
         &self,
@@ -371,6 +387,12 @@ impl PyModel {
         seed: Option<&Bound<'_, PyAny>>,
         stop: Option<&Bound<'_, PyAny>>,
         stream: bool,
+        tools: Option<&Bound<'_, PyAny>>,
+        tool_choice: Option<&Bound<'_, PyAny>>,
+        response_format: Option<&Bound<'_, PyAny>>,
+        max_reasoning_tokens: Option<Int>,
+        chat_template_kwargs: Option<&Bound<'_, PyAny>>,
+        logits_processors: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = messages.py();
         let generator = self.generator(py)?;
@@ -387,6 +409,12 @@ impl PyModel {
             logit_bias,
             seed,
             stop,
+            tools,
+            tool_choice,
+            response_format,
+            max_reasoning_tokens,
+            chat_template_kwargs,
+            logits_processors,
         }
         .resolve(py, generator.default_params(), &interrupt)?;
         let messages = convert::messages(messages)?;

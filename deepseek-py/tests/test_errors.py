@@ -259,7 +259,7 @@ def test_out_of_vocabulary_bias_is_a_value_error() -> None:
         ([{"role": "user", "content": "a"}, {"role": "user", "content": 1}], r"messages\[1\]\[\"content\"\] must be a string"),
         ([{"role": "", "content": "hi"}], "empty"),
         ([{"role": "assistant", "content": "x", "reasoning_content": 3}], "reasoning_content"),
-        ([{"role": "assistant", "content": "x", "tool_calls": [{}]}], "tool_calls are not supported"),
+        ([{"role": "assistant", "content": "x", "tool_calls": [{}]}], r"messages\[0\]\[\"tool_calls\"\]\[0\]: no \"function\""),
     ],
 )
 def test_bad_messages_are_value_errors(messages, match: str) -> None:

@@ -24,6 +24,7 @@ const char *finish_name(ds_finish_reason r) {
         case DS_FINISH_STOP: return "stop";
         case DS_FINISH_LENGTH: return "length";
         case DS_FINISH_CANCELLED: return "cancelled";
+        case DS_FINISH_TOOL_CALLS: return "tool_calls";
         case DS_FINISH_NONE: break;
     }
     return "none";

@@ -158,7 +158,7 @@ class Session {
                             const OnText &on_text = {}) {
         std::vector<ds_message> msgs;
         msgs.reserve(messages.size());
-        for (const Message &m : messages) msgs.push_back({m.role.c_str(), m.content.c_str()});
+        for (const Message &m : messages) msgs.push_back({m.role.c_str(), m.content.c_str(), nullptr, nullptr});
         detail::Callback cb{&on_text, nullptr};
         ds_generate_result r;
         cb.finish(ds_chat(session_.get(), msgs.data(), msgs.size(), &params, detail::Callback::call, &cb, &r));

@@ -327,7 +327,7 @@ static void no_tokenizer(ds_model *model, const char *tokenizer_dir) {
     ds_generate_result r = {.finish_reason = DS_FINISH_STOP, .prompt_tokens = 5};
     EXPECT(ds_generate(s, "hi", NULL, NULL, NULL, &r), DS_ERR_NO_TOKENIZER, "ds_generate: the model has no tokenizer");
     CHECK(r.finish_reason == DS_FINISH_NONE && r.prompt_tokens == 0);
-    ds_message m = {"user", "hi"};
+    ds_message m = {"user", "hi", NULL, NULL};
     EXPECT(ds_chat(s, &m, 1, NULL, NULL, NULL, NULL), DS_ERR_NO_TOKENIZER, "ds_chat");
     ds_session_free(s);
 
@@ -413,7 +413,7 @@ static void generate_param_errors(ds_session *s) {
     EXPECT(ds_generate(s, "hi", &p, NULL, NULL, &r), DS_ERR_INVALID_UTF8, "`params.stop[1]`");
     CHECK(r.finish_reason == DS_FINISH_NONE);
 
-    ds_message m[2] = {{"user", "hi"}, {NULL, "x"}};
+    ds_message m[2] = {{"user", "hi", NULL, NULL}, {NULL, "x", NULL, NULL}};
     EXPECT(ds_chat(NULL, m, 1, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "ds_chat: argument `session`");
     EXPECT(ds_chat(s, NULL, 1, NULL, NULL, NULL, NULL), DS_ERR_NULL_POINTER, "`messages`");
     EXPECT(ds_chat(s, m, 0, NULL, NULL, NULL, NULL), DS_ERR_INVALID_ARGUMENT, "n_messages is 0");
@@ -507,7 +507,7 @@ static void generation(const ds_model *model) {
     CHECK(r.finish_reason == DS_FINISH_LENGTH && ds_session_len(s) == 24);
 
     /* A chat, streamed as reasoning (R1's template opens <think>). */
-    ds_message m[] = {{"system", "Be brief."}, {"user", "What is 1+1?"}};
+    ds_message m[] = {{"system", "Be brief.", NULL, NULL}, {"user", "What is 1+1?", NULL, NULL}};
     struct stream chat = {0};
     p.max_tokens = 4;
     CHECK(ds_chat(s, m, 2, &p, on_text, &chat, &r) == DS_OK);

@@ -15,20 +15,28 @@
 
 mod chat;
 mod output;
+mod tools;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use serde_json::Value;
 
 pub use chat::ChatSession;
 use chat::ChatState;
-pub use output::{prompt_opens_reasoning, Event, EventKind, OutputParser, THINK_CLOSE, THINK_OPEN};
+pub use output::{
+    prompt_opens_reasoning, Event, EventKind, OutputParser, ToolCallDelta, THINK_CLOSE, THINK_OPEN,
+};
 
+use crate::constraint::{
+    tool_call_grammar, Constraint, GrammarCompiler, ResponseFormat, ToolCallFormat, ToolChoice,
+};
 use crate::error::{Error, Result};
-use crate::sampling::{GenerationConfig, Sampler, SamplingParams};
+use crate::sampling::{GenerationConfig, LogitsHook, Sampler, SamplingParams};
 use crate::session::{LoadOptions, Model, Session, SessionOptions};
-use crate::template::{ChatTemplate, Message};
+use crate::template::{ChatTemplate, Message, TemplateOptions, ToolCall};
 use crate::tokenizer::Tokenizer;
 
 /// Prompt tokens evaluated per forward call (bounds the activations of a long prefill).
@@ -78,6 +86,37 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     /// Polled during rendering, prefill and decoding; true stops (see [`CancelCheck`]).
     pub cancel: Option<CancelCheck>,
+    /// Tools the model may call (OpenAI `tools` entries), rendered by the chat template as
+    /// transformers does; with tools, tool calls are parsed out of the answer into
+    /// [`GenerationResult::tool_calls`] and [`EventKind::ToolCall`] events.
+    pub tools: Option<Vec<Value>>,
+    /// Whether the model may, must or must not call tools.
+    pub tool_choice: ToolChoice,
+    /// Extra chat-template variables, e.g. `{"thinking": true}` for V3.1.
+    pub chat_template_kwargs: serde_json::Map<String, Value>,
+    /// What the answer must be (JSON, a schema, a regex, a grammar); enforced token by token
+    /// after the reasoning, which stays free.
+    pub response_format: ResponseFormat,
+    /// Most tokens of reasoning: past them `</think>` is forced and the answer follows
+    /// (`Some(0)`: no reasoning at all).
+    pub max_reasoning_tokens: Option<usize>,
+    /// The caller's logits processors, run in order after the penalties.
+    pub logits_processors: Vec<LogitsHook>,
+}
+
+impl GenerateParams {
+    /// The tools and template kwargs as the chat template receives them.
+    pub fn template_options(&self) -> TemplateOptions {
+        TemplateOptions {
+            tools: self.tools.clone(),
+            kwargs: self.chat_template_kwargs.clone(),
+        }
+    }
+
+    /// Whether tool calls are parsed out of the answer.
+    fn parses_tool_calls(&self) -> bool {
+        self.tools.as_ref().is_some_and(|t| !t.is_empty()) && self.tool_choice != ToolChoice::None
+    }
 }
 
 impl GenerateParams {
@@ -102,8 +141,66 @@ impl GenerateParams {
                 message: "stop strings must not be empty".into(),
             });
         }
+        if let Some(tools) = &self.tools {
+            validate_tools(tools)?;
+        }
+        self.template_options().validate()?;
         self.sampling.validate()
     }
+}
+
+/// Checks OpenAI `tools` entries: `{"type": "function", "function": {"name", "description"?,
+/// "parameters"?}}`, names unique and free of the markup's characters, parameters a schema
+/// object. A bad tool would otherwise render into the prompt, or fail only once a call is forced.
+fn validate_tools(tools: &[Value]) -> Result<()> {
+    let bad = |i: usize, message: String| Error::InvalidParameter {
+        name: "tools".into(),
+        message: format!("tools[{i}]: {message}"),
+    };
+    let mut names = std::collections::HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let Some(obj) = tool.as_object() else {
+            return Err(bad(i, "is not a JSON object".into()));
+        };
+        match obj.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(other) => return Err(bad(i, format!("type {other:?} (only \"function\")"))),
+            None => return Err(bad(i, "needs \"type\": \"function\"".into())),
+        }
+        let Some(f) = obj.get("function").and_then(Value::as_object) else {
+            return Err(bad(i, "needs a \"function\" object".into()));
+        };
+        let name = match f.get("name").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => n,
+            _ => return Err(bad(i, "function needs a non-empty string \"name\"".into())),
+        };
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '｜')
+        {
+            return Err(bad(
+                i,
+                format!("function name {name:?} has whitespace or markup characters"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(bad(i, format!("function name {name:?} appears twice")));
+        }
+        if let Some(p) = f.get("parameters") {
+            if !(p.is_object() || p.is_boolean()) {
+                return Err(bad(
+                    i,
+                    "function \"parameters\" must be a JSON schema object".into(),
+                ));
+            }
+        }
+        if let Some(d) = f.get("description") {
+            if !d.is_string() {
+                return Err(bad(i, "function \"description\" must be a string".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why generation ended.
@@ -113,17 +210,20 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached or the context is full.
     Length,
+    /// The model called tools (and then stopped): run them and send the results.
+    ToolCalls,
     /// The consumer stopped it (callback returned `false`, [`Stream::cancel`], or the stream
     /// was dropped early).
     Cancelled,
 }
 
 impl FinishReason {
-    /// OpenAI's name: `stop`, `length` or `cancelled`.
+    /// OpenAI's name: `stop`, `length`, `tool_calls` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
             FinishReason::Cancelled => "cancelled",
         }
     }
@@ -155,8 +255,10 @@ pub struct GenerationResult {
     pub text: String,
     /// The reasoning section (`None` if none was opened).
     pub reasoning_content: Option<String>,
-    /// The answer.
+    /// The answer (tool-call markup excluded).
     pub content: String,
+    /// The tools the model called (empty unless tools were given).
+    pub tool_calls: Vec<ToolCall>,
     /// The generated token ids (a final EOS included).
     pub tokens: Vec<u32>,
     /// Why it ended.
@@ -246,6 +348,10 @@ pub struct Generator {
     /// Ids below the tokenizer's vocab_size that no token has: never sampled.
     holes: Arc<[u32]>,
     session_options: SessionOptions,
+    /// The tool-call markup of the template.
+    tool_format: ToolCallFormat,
+    /// Grammar compiler for structured output, built on first use.
+    compiler: Arc<OnceLock<std::result::Result<Arc<GrammarCompiler>, String>>>,
 }
 
 impl Generator {
@@ -271,11 +377,13 @@ impl Generator {
         Ok(Generator {
             model,
             tokenizer,
-            template,
             generation: GenerationConfig::default(),
             eos: eos.into(),
             holes,
             session_options: SessionOptions::default(),
+            tool_format: ToolCallFormat::detect(template.source()),
+            compiler: Arc::new(OnceLock::new()),
+            template,
         })
     }
 
@@ -311,13 +419,38 @@ impl Generator {
         eos.dedup();
         self.eos = eos.into();
         self.generation = config;
+        self.compiler = Arc::new(OnceLock::new());
         Ok(self)
     }
 
     /// Uses `template` for chat prompts.
     pub fn with_template(mut self, template: ChatTemplate) -> Self {
+        self.tool_format = ToolCallFormat::detect(template.source());
         self.template = template;
         self
+    }
+
+    /// Uses `format` to force tool calls (detected from the template otherwise).
+    pub fn with_tool_call_format(mut self, format: ToolCallFormat) -> Self {
+        self.tool_format = format;
+        self
+    }
+
+    /// The tool-call markup forced calls are written in.
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        self.tool_format
+    }
+
+    /// The grammar compiler of this generator's tokenizer (built on first use, then shared).
+    pub fn grammar_compiler(&self) -> Result<Arc<GrammarCompiler>> {
+        self.compiler
+            .get_or_init(|| {
+                GrammarCompiler::new(&self.tokenizer, &self.eos)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::InvalidArgument)
     }
 
     /// Options of the sessions this generator opens (context length, threads).
@@ -353,7 +486,7 @@ impl Generator {
             max_tokens: self.generation.max_new_tokens,
             stop: Vec::new(),
             sampling: self.generation.sampling.clone(),
-            cancel: None,
+            ..Default::default()
         }
     }
 
@@ -386,9 +519,11 @@ impl Generator {
         messages: &[Message],
         params: &GenerateParams,
     ) -> Result<(String, Vec<u32>)> {
-        let text = self
-            .template
-            .render_cancellable(messages, true, &|| params.cancelled())?;
+        let text =
+            self.template
+                .render_with(messages, true, &params.template_options(), &|| {
+                    params.cancelled()
+                })?;
         let ids = self.tokenizer.encode(&text, false)?;
         Ok((text, ids))
     }
@@ -563,8 +698,9 @@ impl Generator {
         Ok(self.launch(target, sampler, prompt, cached, in_reasoning, params))
     }
 
-    /// Checks the request and builds its sampler (everything about starting that can fail).
-    fn sampler(&self, prompt: &[u32], params: &GenerateParams) -> Result<Sampler> {
+    /// Checks the request and builds its sampler and constraint (everything about starting
+    /// that can fail).
+    fn sampler(&self, prompt: &[u32], params: &GenerateParams) -> Result<Picker> {
         params.validate()?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
@@ -588,9 +724,70 @@ impl Generator {
         sampling
             .logit_bias
             .extend(self.holes.iter().map(|&id| (id, f32::NEG_INFINITY)));
-        let mut sampler = Sampler::new(sampling)?;
+        if params.tool_choice == ToolChoice::None {
+            // No tool calls: the markers that open them are never sampled.
+            for marker in ["<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>"] {
+                if let Some(id) = self.tokenizer.token_to_id(marker) {
+                    sampling.logit_bias.push((id, f32::NEG_INFINITY));
+                }
+            }
+        }
+        let mut sampler = Sampler::with_processors(sampling, params.logits_processors.clone())?;
         sampler.add_prompt(prompt);
-        Ok(sampler)
+        let constraint = self.constraint(params)?;
+        let close_reasoning = match params.max_reasoning_tokens {
+            Some(_) => self.tokenizer.encode("\n</think>\n\n", false)?,
+            None => Vec::new(),
+        };
+        Ok(Picker {
+            sampler,
+            guard: constraint.map(|c| Guard {
+                constraint: c,
+                think_open: self.tokenizer.token_to_id(THINK_OPEN).into_iter().collect(),
+                leading: 0,
+            }),
+            close_reasoning,
+        })
+    }
+
+    /// The request's constraint: forced tool calls, or its response format (with tool calls
+    /// as an alternative when tools are offered).
+    fn constraint(&self, params: &GenerateParams) -> Result<Option<Constraint>> {
+        let tools = params.tools.as_deref().unwrap_or_default();
+        let forced = match &params.tool_choice {
+            ToolChoice::Required => Some(None),
+            ToolChoice::Function(name) => Some(Some(name.as_str())),
+            ToolChoice::Auto | ToolChoice::None => None,
+        };
+        let json_answer = matches!(
+            params.response_format,
+            ResponseFormat::JsonObject | ResponseFormat::JsonSchema(_)
+        );
+        let grammar = match forced {
+            Some(only) => Some(tool_call_grammar(
+                &self.tokenizer,
+                self.tool_format,
+                tools,
+                only,
+                None,
+            )?),
+            None if json_answer && params.parses_tool_calls() => Some(tool_call_grammar(
+                &self.tokenizer,
+                self.tool_format,
+                tools,
+                None,
+                Some(&params.response_format),
+            )?),
+            None => None,
+        };
+        if grammar.is_none() && params.response_format.is_text() {
+            return Ok(None);
+        }
+        let compiler = self.grammar_compiler()?;
+        match grammar {
+            Some(g) => compiler.lark(&g).map(Some),
+            None => compiler.response_format(&params.response_format),
+        }
     }
 
     /// A stream over `target` whose cache already holds `prompt[..cached]`, with a `sampler`
@@ -598,7 +795,7 @@ impl Generator {
     fn launch<'a>(
         &self,
         target: Target<'a>,
-        sampler: Sampler,
+        picker: Picker,
         prompt: Vec<u32>,
         cached: usize,
         in_reasoning: bool,
@@ -611,8 +808,14 @@ impl Generator {
             tokenizer_vocab: self.tokenizer.vocab_size(),
             eos: self.eos.clone(),
             max_tokens: params.max_tokens,
-            sampler,
-            parser: OutputParser::new(&self.tokenizer, &params.stop, in_reasoning),
+            sampler: picker.sampler,
+            guard: picker.guard,
+            max_reasoning: params.max_reasoning_tokens,
+            reasoning_tokens: 0,
+            close_reasoning: picker.close_reasoning,
+            forced: VecDeque::new(),
+            parser: OutputParser::new(&self.tokenizer, &params.stop, in_reasoning)
+                .with_tool_calls(params.parses_tool_calls()),
             prompt,
             cached,
             tokens: Vec::new(),
@@ -621,6 +824,54 @@ impl Generator {
             failed: false,
             prefill_secs: 0.0,
             decode_secs: 0.0,
+        }
+    }
+}
+
+/// A request's token chooser: the sampler chain, the constraint on the answer and the tokens
+/// that close a reasoning section past its budget.
+struct Picker {
+    sampler: Sampler,
+    guard: Option<Guard>,
+    close_reasoning: Vec<u32>,
+}
+
+/// Most whitespace-only tokens allowed before a constrained answer starts (R1 writes `\n\n`
+/// after `</think>`).
+const LEADING_WHITESPACE: usize = 2;
+
+/// The constraint on the answer and where the answer stands.
+struct Guard {
+    constraint: Constraint,
+    /// `<think>`, allowed while the output may still open a reasoning section.
+    think_open: Vec<u32>,
+    /// Whitespace tokens taken before the answer started.
+    leading: usize,
+}
+
+impl Guard {
+    /// Masks `logits` for the next token of the answer; `may_open` while the output has not
+    /// started (it may still open a reasoning section).
+    fn apply(&mut self, logits: &mut [f32], may_open: bool) -> Result<()> {
+        let before = self.constraint.consumed() == 0;
+        let extra: &[u32] = if may_open && before {
+            &self.think_open
+        } else {
+            &[]
+        };
+        self.constraint
+            .apply(logits, extra, before && self.leading < LEADING_WHITESPACE)
+    }
+
+    /// Advances over the chosen `id`: the grammar's token, or leading whitespace / `<think>`.
+    fn accept(&mut self, id: u32) -> Result<()> {
+        if self.constraint.allows(id) {
+            self.constraint.commit(id)
+        } else if self.think_open.contains(&id) {
+            Ok(())
+        } else {
+            self.leading += 1;
+            Ok(())
         }
     }
 }
@@ -692,6 +943,12 @@ pub struct Stream<'a> {
     eos: Arc<[u32]>,
     max_tokens: Option<usize>,
     sampler: Sampler,
+    guard: Option<Guard>,
+    max_reasoning: Option<usize>,
+    reasoning_tokens: usize,
+    close_reasoning: Vec<u32>,
+    /// Tokens to emit next instead of sampling (a reasoning section closed by its budget).
+    forced: VecDeque<u32>,
     parser: OutputParser,
     prompt: Vec<u32>,
     cached: usize,
@@ -721,6 +978,15 @@ impl Stream<'_> {
             self.end(FinishReason::Length);
             return Ok(());
         }
+        if self.forced.is_empty()
+            && self.parser.in_reasoning()
+            && self
+                .max_reasoning
+                .is_some_and(|m| self.reasoning_tokens >= m)
+        {
+            // Over budget: close the reasoning; the answer follows.
+            self.forced.extend(&self.close_reasoning);
+        }
         let t0 = Instant::now();
         let prefill = self.tokens.is_empty();
         let id = if prefill {
@@ -746,7 +1012,13 @@ impl Stream<'_> {
             }
             let last = &self.prompt[last_start..];
             let logits = self.target.session().eval(last)?;
-            let id = self.sampler.sample(&logits[..self.tokenizer_vocab])?;
+            let id = choose(
+                &mut self.sampler,
+                &mut self.guard,
+                &mut self.forced,
+                &self.parser,
+                &logits[..self.tokenizer_vocab],
+            )?;
             self.target.record(last);
             id
         } else {
@@ -761,11 +1033,23 @@ impl Stream<'_> {
             }
             let last = &self.tokens[self.tokens.len() - 1..];
             let logits = session.eval(last)?;
-            let id = self.sampler.sample(&logits[..self.tokenizer_vocab])?;
+            let id = choose(
+                &mut self.sampler,
+                &mut self.guard,
+                &mut self.forced,
+                &self.parser,
+                &logits[..self.tokenizer_vocab],
+            )?;
             self.target.record(last);
             id
         };
         self.sampler.accept(id);
+        if let Some(g) = self.guard.as_mut().filter(|_| !self.parser.in_reasoning()) {
+            g.accept(id)?;
+        }
+        if self.parser.in_reasoning() {
+            self.reasoning_tokens += 1;
+        }
         self.tokens.push(id);
         if self.eos.contains(&id) {
             self.end(FinishReason::Stop);
@@ -773,6 +1057,14 @@ impl Stream<'_> {
             self.parser.push(id, &mut self.events)?;
             if self.parser.stopped() {
                 self.end(FinishReason::Stop);
+            } else if self.forced.is_empty()
+                && self.parser.in_reasoning()
+                && self
+                    .max_reasoning
+                    .is_some_and(|m| self.reasoning_tokens >= m)
+            {
+                // Over budget: close the reasoning; the answer follows.
+                self.forced.extend(&self.close_reasoning);
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -789,12 +1081,18 @@ impl Stream<'_> {
             return;
         }
         self.parser.finish(&mut self.events);
-        self.finish = Some(reason);
+        let called = !self.parser.tool_calls().is_empty();
+        self.finish = Some(match reason {
+            FinishReason::Stop if called => FinishReason::ToolCalls,
+            r => r,
+        });
         if let Some(c) = self.target.chat() {
             c.messages.push(Message {
                 role: "assistant".into(),
                 content: self.parser.content().to_string(),
                 reasoning_content: self.parser.reasoning().map(str::to_string),
+                tool_calls: self.parser.tool_calls().to_vec(),
+                ..Default::default()
             });
         }
     }
@@ -904,6 +1202,7 @@ impl Stream<'_> {
             text: self.parser.text().to_string(),
             reasoning_content: self.parser.reasoning().map(str::to_string),
             content: self.parser.content().to_string(),
+            tool_calls: self.parser.tool_calls().to_vec(),
             tokens: self.tokens.clone(),
             finish_reason,
             usage: self.usage(),
@@ -935,6 +1234,27 @@ impl Drop for Stream<'_> {
         if self.finish.is_none() && !self.failed {
             self.end(FinishReason::Cancelled);
         }
+    }
+}
+
+/// The next token: a forced one, or the sampler's pick (masked by the constraint outside
+/// reasoning).
+fn choose(
+    sampler: &mut Sampler,
+    guard: &mut Option<Guard>,
+    forced: &mut VecDeque<u32>,
+    parser: &OutputParser,
+    logits: &[f32],
+) -> Result<u32> {
+    if let Some(id) = forced.pop_front() {
+        return Ok(id);
+    }
+    match guard.as_mut().filter(|_| !parser.in_reasoning()) {
+        Some(g) => {
+            let may_open = !parser.in_answer();
+            sampler.sample_with(logits, &mut |l| g.apply(l, may_open))
+        }
+        None => sampler.sample(logits),
     }
 }
 

@@ -1,10 +1,13 @@
-//! From generated token ids to tagged text deltas: incremental UTF-8-safe detokenisation, stop
-//! strings (never emitted, not even partly) and R1's `<think>` ... `</think>` reasoning split.
-//! Pure text processing: no model, no sampling.
+//! From generated token ids to tagged deltas: incremental UTF-8-safe detokenisation, stop
+//! strings (never emitted, not even partly), R1's `<think>` ... `</think>` reasoning split and
+//! DeepSeek's tool-call markup in the answer ([`tools`](super::tools)). Pure text processing:
+//! no model, no sampling.
 
 use std::collections::VecDeque;
 
+use super::tools::{Piece, ToolCallSplitter};
 use crate::error::Result;
+use crate::template::ToolCall;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// Opens a reasoning section (R1, R1-Distill, QwQ).
@@ -19,15 +22,32 @@ pub enum EventKind {
     Reasoning,
     /// The answer proper (`content`).
     Content,
+    /// A tool call (OpenAI's `tool_calls` deltas): see [`Event::tool_call`].
+    ToolCall,
 }
 
-/// A piece of streamed text.
+/// Which tool call a [`EventKind::ToolCall`] event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    /// The call's position in the reply (0, 1, ...).
+    pub index: usize,
+    /// Set on the call's first event: its id.
+    pub id: Option<String>,
+    /// Set on the call's first event: the function's name.
+    pub name: Option<String>,
+}
+
+/// A piece of streamed output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Reasoning or answer.
+    /// Reasoning, answer or tool call.
     pub kind: EventKind,
-    /// The new text: whole UTF-8 characters, never empty.
+    /// The new text: whole UTF-8 characters. Never empty for reasoning and content; for a tool
+    /// call, a piece of its arguments' JSON text (empty on a call's first event when no
+    /// arguments have come yet).
     pub text: String,
+    /// For [`EventKind::ToolCall`]: the call's index, and on its first event its id and name.
+    pub tool_call: Option<ToolCallDelta>,
 }
 
 /// Whether a prompt leaves the model inside a reasoning section (R1's template ends the
@@ -194,19 +214,28 @@ impl ReasoningSplitter {
 }
 
 /// Turns generated token ids into [`Event`]s: detokenises incrementally (whole UTF-8 characters,
-/// special tokens skipped), cuts at the first stop string and splits reasoning from content.
+/// special tokens skipped), cuts at the first stop string, splits reasoning from content and,
+/// when enabled ([`with_tool_calls`](Self::with_tool_calls)), tool calls from content.
 /// What [`Generator`](super::Generator) runs on every token; usable alone on scripted ids.
 #[derive(Debug)]
 pub struct OutputParser {
     decoder: StreamDecoder,
     stop: StopMatcher,
     splitter: ReasoningSplitter,
+    tools: Option<ToolCallSplitter>,
     decoded: String,
     released: String,
     text: String,
+    sink: Sink,
+    finished: bool,
+}
+
+/// Where the parts of the output accumulate.
+#[derive(Debug, Default)]
+struct Sink {
     reasoning: String,
     content: String,
-    finished: bool,
+    calls: Vec<ToolCall>,
 }
 
 impl OutputParser {
@@ -220,13 +249,21 @@ impl OutputParser {
                 ..Default::default()
             },
             splitter: ReasoningSplitter::new(in_reasoning),
+            tools: None,
             decoded: String::new(),
             released: String::new(),
             text: String::new(),
-            reasoning: String::new(),
-            content: String::new(),
+            sink: Sink::default(),
             finished: false,
         }
+    }
+
+    /// Parses DeepSeek's tool-call markup out of the answer (R1 and V3.1 forms, misspelled
+    /// markers included) into [`tool_calls`](Self::tool_calls) and
+    /// [`EventKind::ToolCall`] events. Off by default: without tools, markup stays text.
+    pub fn with_tool_calls(mut self, on: bool) -> Self {
+        self.tools = on.then(ToolCallSplitter::new);
+        self
     }
 
     /// Adds one generated token; its events (zero or more) are appended to `events`.
@@ -263,22 +300,36 @@ impl OutputParser {
 
     fn split(&mut self, events: &mut VecDeque<Event>) {
         self.text.push_str(&self.released);
-        let (reasoning, content) = (&mut self.reasoning, &mut self.content);
+        let (sink, tools) = (&mut self.sink, &mut self.tools);
         self.splitter.push(&self.released, &mut |kind, text| {
-            emit(kind, text, reasoning, content, events)
+            route(kind, text, tools, sink, events)
         });
     }
 
     fn end(&mut self, events: &mut VecDeque<Event>) {
-        let (reasoning, content) = (&mut self.reasoning, &mut self.content);
+        let (sink, tools) = (&mut self.sink, &mut self.tools);
         self.splitter
-            .finish(&mut |kind, text| emit(kind, text, reasoning, content, events));
+            .finish(&mut |kind, text| route(kind, text, tools, sink, events));
+        if let Some(t) = tools {
+            t.finish(&mut |p| piece(p, sink, events));
+        }
         self.finished = true;
     }
 
     /// Whether a stop string ended the output.
     pub fn stopped(&self) -> bool {
         self.stop.stopped
+    }
+
+    /// Whether the output has left its reasoning section (or never had one): what comes now
+    /// is the answer.
+    pub fn in_answer(&self) -> bool {
+        self.splitter.phase == Phase::Content
+    }
+
+    /// Whether the output is inside a reasoning section.
+    pub fn in_reasoning(&self) -> bool {
+        self.splitter.phase == Phase::Reasoning
     }
 
     /// The raw text so far, tags included, stop string excluded.
@@ -288,28 +339,98 @@ impl OutputParser {
 
     /// The reasoning so far (`None` if no reasoning section was opened).
     pub fn reasoning(&self) -> Option<&str> {
-        self.splitter.entered.then_some(self.reasoning.as_str())
+        self.splitter
+            .entered
+            .then_some(self.sink.reasoning.as_str())
     }
 
-    /// The answer so far.
+    /// The answer so far (tool-call markup excluded when tool calls are parsed).
     pub fn content(&self) -> &str {
-        &self.content
+        &self.sink.content
+    }
+
+    /// The tool calls so far (the last may still be growing).
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.sink.calls
     }
 }
 
-fn emit(
+/// Sends reasoning on, and content through the tool-call splitter when there is one.
+fn route(
     kind: EventKind,
     text: &str,
-    reasoning: &mut String,
-    content: &mut String,
+    tools: &mut Option<ToolCallSplitter>,
+    sink: &mut Sink,
     events: &mut VecDeque<Event>,
 ) {
+    match (kind, tools) {
+        (EventKind::Content, Some(t)) => t.push(text, &mut |p| piece(p, sink, events)),
+        _ => emit(kind, text, sink, events),
+    }
+}
+
+fn piece(p: Piece<'_>, sink: &mut Sink, events: &mut VecDeque<Event>) {
+    match p {
+        Piece::Content(text) => emit(EventKind::Content, text, sink, events),
+        Piece::CallStart(index, name) => {
+            let id = new_call_id();
+            sink.calls.push(ToolCall::new(id.clone(), name, ""));
+            events.push_back(Event {
+                kind: EventKind::ToolCall,
+                text: String::new(),
+                tool_call: Some(ToolCallDelta {
+                    index,
+                    id: Some(id),
+                    name: Some(name.to_string()),
+                }),
+            });
+        }
+        Piece::Args(index, text) => {
+            if let Some(call) = sink.calls.get_mut(index) {
+                call.arguments.push_str(text);
+            }
+            match events.back_mut() {
+                Some(last)
+                    if last.kind == EventKind::ToolCall
+                        && last.tool_call.as_ref().is_some_and(|d| d.index == index) =>
+                {
+                    last.text.push_str(text)
+                }
+                _ => events.push_back(Event {
+                    kind: EventKind::ToolCall,
+                    text: text.to_string(),
+                    tool_call: Some(ToolCallDelta {
+                        index,
+                        id: None,
+                        name: None,
+                    }),
+                }),
+            }
+        }
+    }
+}
+
+/// A fresh OpenAI-style call id: `call_` and 24 hex digits, unique within a process run.
+fn new_call_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    let a = h.finish();
+    h.write_u64(a);
+    format!("call_{:016x}{:08x}", a, h.finish() as u32)
+}
+
+fn emit(kind: EventKind, text: &str, sink: &mut Sink, events: &mut VecDeque<Event>) {
     if text.is_empty() {
         return;
     }
     match kind {
-        EventKind::Reasoning => reasoning.push_str(text),
-        EventKind::Content => content.push_str(text),
+        EventKind::Reasoning => sink.reasoning.push_str(text),
+        EventKind::Content => sink.content.push_str(text),
+        EventKind::ToolCall => return,
     }
     // Merge with the previous delta of the same kind when the consumer has not taken it yet.
     match events.back_mut() {
@@ -317,6 +438,7 @@ fn emit(
         _ => events.push_back(Event {
             kind,
             text: text.to_string(),
+            tool_call: None,
         }),
     }
 }

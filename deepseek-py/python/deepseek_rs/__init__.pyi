@@ -6,7 +6,7 @@ tests/test_api.py fails when names, signatures or docstrings drift from the modu
 
 import os
 import pathlib
-from typing import Any, Dict, List, Literal, Mapping, Sequence, TypedDict, Union, overload
+from typing import Any, Callable, Dict, List, Literal, Mapping, Sequence, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -17,13 +17,27 @@ __version__: str
 _TokenIds = Union[Sequence[int], npt.NDArray[np.integer[Any]]]
 _Path = Union[str, "os.PathLike[str]"]
 
+class _ToolCallFunction(TypedDict):
+    name: str
+    arguments: str
+
+class _ToolCall(TypedDict, total=False):
+    id: str
+    type: Literal["function"]
+    function: _ToolCallFunction
+
 class _Message(TypedDict, total=False):
     role: str
-    content: str
+    content: Union[str, None]
     reasoning_content: str
+    tool_calls: List[_ToolCall]
+    tool_call_id: str
+    name: str
 
 # A conversation: [{"role": "user", "content": "..."}, ...].
 _Messages = Sequence[Union[_Message, Mapping[str, Any]]]
+# A logits processor: f(generated_ids, logits) edits logits in place (returns None) or returns new ones.
+_LogitsProcessor = Callable[[List[int], npt.NDArray[np.float32]], Union[npt.NDArray[np.float32], None]]
 # logit_bias: {token_id: bias}; ids may be ints or decimal strings (OpenAI's JSON form, e.g. "7").
 _LogitBias = Mapping[Union[int, str], float]
 
@@ -200,13 +214,32 @@ class Model:
         seed: Union[int, None] = None,
         stop: Union[str, Sequence[str], None] = None,
         stream: Literal[False] = False,
+        tools: Union[Sequence[Mapping[str, Any]], None] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        response_format: Union[Mapping[str, Any], None] = None,
+        max_reasoning_tokens: Union[int, None] = None,
+        chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> Dict[str, Any]:
         """Answers a conversation (`[{"role": ..., "content": ...}, ...]`) in OpenAI's shape, like
         llama-cpp-python's `create_chat_completion`: `{"id", "object": "chat.completion",
         "created", "model", "choices": [{"index": 0, "message": {"role": "assistant",
         "content", "reasoning_content"}, "finish_reason"}], "usage"}`. With `stream=True`, a
         ChatCompletionStream of `chat.completion.chunk` dicts. Each call starts from an empty
-        cache (ChatSession keeps one between turns). Keywords as in `generate`.
+        cache (ChatSession keeps one between turns). Keywords as in `generate`, and OpenAI's
+        agent ones: `tools` (a list of `{"type": "function", "function": {"name", "description",
+        "parameters"}}`, rendered by the chat template) makes calls come back as
+        `message["tool_calls"]` (`[{"id", "type": "function", "function": {"name",
+        "arguments"}}]`, arguments a JSON string) with finish_reason "tool_calls"; `tool_choice`
+        "auto", "none", "required" or `{"type": "function", "function": {"name": ...}}` (forced
+        by a grammar); `response_format` `{"type": "json_object"}`, `{"type": "json_schema",
+        "json_schema": {"schema": {...}}}`, `{"type": "regex", "regex": ...}` or `{"type":
+        "lark", "grammar": ...}`, enforced on the answer at every token (the reasoning stays
+        free); `max_reasoning_tokens` (past it `</think>` is forced; 0: no reasoning);
+        `chat_template_kwargs` (extra template variables, e.g. `{"thinking": False}` for V3.1).
+        Messages may carry `tool_calls` (assistant) and `tool_call_id` (role "tool").
+        `logits_processors`: callables `f(generated_ids, logits)` run before each token is
+        chosen, editing the float32 numpy array in place or returning a new one.
         """
     @overload
     def chat(
@@ -225,6 +258,12 @@ class Model:
         seed: Union[int, None] = None,
         stop: Union[str, Sequence[str], None] = None,
         stream: Literal[True],
+        tools: Union[Sequence[Mapping[str, Any]], None] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        response_format: Union[Mapping[str, Any], None] = None,
+        max_reasoning_tokens: Union[int, None] = None,
+        chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "ChatCompletionStream": ...
     @property
     def tokenizer(self) -> Union["Tokenizer", None]:
@@ -374,10 +413,19 @@ class ChatSession:
         seed: Union[int, None] = None,
         stop: Union[str, Sequence[str], None] = None,
         stream: Literal[False] = False,
+        tools: Union[Sequence[Mapping[str, Any]], None] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        response_format: Union[Mapping[str, Any], None] = None,
+        max_reasoning_tokens: Union[int, None] = None,
+        chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "GenerationResult":
         """Sends a user message and returns the reply as a GenerationResult, or with
         `stream=True` as a GenerationStream of chunks (the reply joins `messages` when the
-        stream ends or is closed). Keywords as in `Model.generate`.
+        stream ends or is closed). Keywords as in `Model.generate`, and the agent ones of
+        `Model.chat` (tools, tool_choice, response_format, max_reasoning_tokens,
+        chat_template_kwargs, logits_processors); the reply's `tool_calls` join `messages`
+        with it.
         """
     @overload
     def send(
@@ -396,6 +444,12 @@ class ChatSession:
         seed: Union[int, None] = None,
         stop: Union[str, Sequence[str], None] = None,
         stream: Literal[True],
+        tools: Union[Sequence[Mapping[str, Any]], None] = None,
+        tool_choice: Union[str, Mapping[str, Any], None] = None,
+        response_format: Union[Mapping[str, Any], None] = None,
+        max_reasoning_tokens: Union[int, None] = None,
+        chat_template_kwargs: Union[Mapping[str, Any], None] = None,
+        logits_processors: Union[Sequence[_LogitsProcessor], None] = None,
     ) -> "GenerationStream": ...
     def reset(self) -> None:
         """Forgets the conversation and the cache; the system prompt stays."""
@@ -435,9 +489,14 @@ class GenerationResult:
     def tokens(self) -> List[int]:
         """The generated token ids (a final EOS included)."""
     @property
-    def finish_reason(self) -> Literal["stop", "length", "cancelled"]:
+    def tool_calls(self) -> List[_ToolCall]:
+        """The tools the model called, as OpenAI's dicts (`{"id", "type": "function",
+        "function": {"name", "arguments"}}`); empty unless tools were given.
+        """
+    @property
+    def finish_reason(self) -> Literal["stop", "length", "tool_calls", "cancelled"]:
         """Why generation ended: "stop" (EOS or a stop string), "length" (max_tokens or the context
-        length) or "cancelled" (a stream closed early).
+        length), "tool_calls" (the model called tools) or "cancelled" (a stream closed early).
         """
     @property
     def usage(self) -> "Usage":
@@ -472,14 +531,25 @@ class Usage:
         """Tokens per second after the first one."""
 
 class Chunk:
-    """A piece of streamed text: whole characters, never empty."""
+    """A piece of streamed text: whole characters, never empty except a tool call's first chunk."""
 
     @property
-    def kind(self) -> Literal["reasoning", "content"]:
-        """"reasoning" (inside `<think>` ... `</think>`) or "content" (the answer)."""
+    def kind(self) -> Literal["reasoning", "content", "tool_call"]:
+        """"reasoning" (inside `<think>` ... `</think>`), "content" (the answer) or "tool_call"
+        (a piece of a call's JSON arguments).
+        """
     @property
     def text(self) -> str:
         """The new text."""
+    @property
+    def tool_call_index(self) -> Union[int, None]:
+        """For "tool_call": which call (0, 1, ...); else None."""
+    @property
+    def tool_call_id(self) -> Union[str, None]:
+        """The call's id (`call_...`), on its first chunk; else None."""
+    @property
+    def tool_name(self) -> Union[str, None]:
+        """The function's name, on a call's first chunk."""
 
 class GenerationStream:
     """An iterator of `Chunk`s from `Model.generate(..., stream=True)` or
@@ -504,7 +574,9 @@ class ChatCompletionStream:
     """An iterator of OpenAI `chat.completion.chunk` dicts from `Model.chat(..., stream=True)`.
 
     The first chunk's delta is `{"role": "assistant"}`; then each delta holds a `content` or a
-    `reasoning_content` piece; the last has an empty delta, the `finish_reason` and `usage`.
+    `reasoning_content` piece, or OpenAI's `tool_calls` delta (`[{"index", "id", "type",
+    "function": {"name", "arguments"}}]` on a call's first delta, then `[{"index", "function":
+    {"arguments": piece}}]`); the last has an empty delta, the `finish_reason` and `usage`.
     Ctrl-C stops generation at the next token; `close()` (or dropping the iterator) stops it
     and frees its session.
     """
