@@ -10,8 +10,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use deepseek_core::{
-    EventKind, GenerateParams, GenerationResult, Generator, LoadOptions, Message, SessionOptions,
-    WeightDtype,
+    CacheDtype, EventKind, GenerateParams, GenerationResult, Generator, LoadOptions, Message,
+    SessionOptions, WeightDtype,
 };
 
 const USAGE: &str = "\
@@ -27,6 +27,8 @@ usage: chat [--model DIR] [options]
   --context N               context length (default: the model's)
   --threads N               worker threads (default: all cores)
   --dtype D                 weight format: auto (as stored), f32, bf16, f16, q8_0, q4_0
+  --cache-dtype C           KV cache format: f32 (default, exact), bf16 (half the memory),
+                            q8_0 (34 bytes per 32 values)
   --temperature T           0 = greedy (default: generation_config.json, else 1)
   --top-k K  --top-p P  --min-p P
   --repetition-penalty R  --frequency-penalty F  --presence-penalty P
@@ -45,6 +47,7 @@ struct Args {
     raw: bool,
     threads: Option<usize>,
     dtype: WeightDtype,
+    cache_dtype: CacheDtype,
     context: Option<usize>,
     hide_reasoning: bool,
     color: bool,
@@ -77,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         raw: false,
         threads: None,
         dtype: WeightDtype::Auto,
+        cache_dtype: CacheDtype::default(),
         context: None,
         hide_reasoning: false,
         color: std::io::stdout().is_terminal(),
@@ -99,6 +103,11 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => a.threads = Some(parse(&flag, &value()?)?),
             "--dtype" => {
                 a.dtype = value()?
+                    .parse()
+                    .map_err(|e: deepseek_core::Error| e.to_string())?
+            }
+            "--cache-dtype" => {
+                a.cache_dtype = value()?
                     .parse()
                     .map_err(|e: deepseek_core::Error| e.to_string())?
             }
@@ -148,6 +157,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         })?
         .with_session_options(SessionOptions {
             context_length: args.context,
+            cache_dtype: args.cache_dtype,
             ..Default::default()
         });
     let mut params = generator.default_params();

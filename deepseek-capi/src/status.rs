@@ -49,6 +49,9 @@ pub enum ds_status {
     DS_ERR_DTYPE = 27,
     /// A GGUF file is truncated or corrupt, or its metadata describes no supported model.
     DS_ERR_GGUF = 28,
+    /// A saved session state (ds_session_save) is not one, is truncated or corrupt (checksum),
+    /// of another format version, or was computed by another model.
+    DS_ERR_SESSION_STATE = 29,
     /// A text function was called on a model without a tokenizer (no tokenizer.json in its
     /// folder): load one with ds_model_load_tokenizer.
     DS_ERR_NO_TOKENIZER = 40,
@@ -102,7 +105,7 @@ impl From<Error> for Failure {
 
 /// The one table from core error kinds to status codes; [`status_of`] reads it and a test
 /// checks it covers every kind and agrees with the README's bad-input table.
-const STATUS_OF_KIND: [(ErrorKind, ds_status); 18] = [
+const STATUS_OF_KIND: [(ErrorKind, ds_status); 19] = [
     (ErrorKind::NotFound, DS_ERR_IO),
     (ErrorKind::Io, DS_ERR_IO),
     (ErrorKind::Json, DS_ERR_JSON),
@@ -124,6 +127,7 @@ const STATUS_OF_KIND: [(ErrorKind, ds_status); 18] = [
     (ErrorKind::InvalidParameter, DS_ERR_INVALID_PARAMETER),
     (ErrorKind::NonFiniteLogits, DS_ERR_NON_FINITE_LOGITS),
     (ErrorKind::Cancelled, DS_ERR_CANCELLED),
+    (ErrorKind::SessionState, DS_ERR_SESSION_STATE),
 ];
 
 /// The status code for a core error.
@@ -223,7 +227,7 @@ pub extern "C" fn ds_last_error() -> *const c_char {
 }
 
 /// Every status, for lookups by number.
-const ALL_STATUSES: [ds_status; 25] = [
+const ALL_STATUSES: [ds_status; 26] = [
     DS_OK,
     DS_ERR_NULL_POINTER,
     DS_ERR_INVALID_ARGUMENT,
@@ -242,6 +246,7 @@ const ALL_STATUSES: [ds_status; 25] = [
     DS_ERR_SHAPE,
     DS_ERR_DTYPE,
     DS_ERR_GGUF,
+    DS_ERR_SESSION_STATE,
     DS_ERR_NO_TOKENIZER,
     DS_ERR_TOKENIZER,
     DS_ERR_TEMPLATE,
@@ -271,6 +276,7 @@ fn describe(status: ds_status) -> &'static CStr {
         DS_ERR_SHAPE => c"tensor shape mismatch",
         DS_ERR_DTYPE => c"unsupported tensor dtype",
         DS_ERR_GGUF => c"corrupt or unsupported GGUF file",
+        DS_ERR_SESSION_STATE => c"corrupt or mismatched session state file",
         DS_ERR_NO_TOKENIZER => c"model has no tokenizer",
         DS_ERR_TOKENIZER => c"tokenizer error",
         DS_ERR_TEMPLATE => c"chat template error",

@@ -170,6 +170,96 @@ fn model_info_comes_from_config_json() {
     }
 }
 
+/// Every cache format through the params, and a session saved, restored and forked: the
+/// restored and forked sessions continue with the logits the original gives; a corrupt file,
+/// another model's file and bad params are typed statuses.
+#[test]
+fn cache_formats_save_restore_and_fork() {
+    let model = load("v3_tiny", 1);
+    let other = load("v2_lite_tiny", 1);
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("deepseek-capi-state-{}.dss", std::process::id()));
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: every pointer below is valid for its call; sessions are freed once.
+    unsafe {
+        let vocab = ds_model_vocab_size(model.0);
+        let logits_after = |s: *mut ds_session, ids: &[ds_token]| -> Vec<f32> {
+            let mut out = vec![f32::NAN; vocab];
+            check(ds_eval(s, ids.as_ptr(), ids.len(), out.as_mut_ptr(), vocab));
+            out
+        };
+        for dtype in [DS_CACHE_F32, DS_CACHE_BF16, DS_CACHE_Q8_0] {
+            let params = ds_session_params {
+                cache_dtype: dtype,
+                ..ds_session_default_params()
+            };
+            let mut a = ptr::null_mut();
+            check(ds_session_new(model.0, &params, &mut a));
+            assert_eq!(ds_session_cache_dtype(a), dtype);
+            logits_after(a, &[3, 14, 15, 92, 65]);
+            check(ds_session_save(a, cpath.as_ptr()));
+            let (mut b, mut f) = (ptr::null_mut(), ptr::null_mut());
+            check(ds_session_restore(
+                model.0,
+                cpath.as_ptr(),
+                ptr::null(),
+                &mut b,
+            ));
+            check(ds_session_fork(a, &mut f));
+            assert_eq!((ds_session_len(b), ds_session_len(f)), (5, 5));
+            assert_eq!(ds_session_cache_dtype(b), dtype, "the saved format wins");
+            let want = logits_after(a, &[35, 89]);
+            assert_eq!(logits_after(b, &[35, 89]), want, "restored, cache {dtype}");
+            assert_eq!(logits_after(f, &[35, 89]), want, "forked, cache {dtype}");
+            for s in [a, b, f] {
+                ds_session_free(s);
+            }
+        }
+        // Another model's state, a corrupt one, a missing one, bad params.
+        let mut s = ptr::null_mut();
+        let state = ds_status::DS_ERR_SESSION_STATE;
+        assert_eq!(
+            ds_session_restore(other.0, cpath.as_ptr(), ptr::null(), &mut s),
+            state
+        );
+        assert!(
+            s.is_null() && last_error().contains("another model"),
+            "{}",
+            last_error()
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            ds_session_restore(model.0, cpath.as_ptr(), ptr::null(), &mut s),
+            state
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            ds_session_restore(model.0, cpath.as_ptr(), ptr::null(), &mut s),
+            ds_status::DS_ERR_IO
+        );
+        let bad = ds_session_params {
+            cache_dtype: 7,
+            ..ds_session_default_params()
+        };
+        assert_eq!(
+            ds_session_new(model.0, &bad, &mut s),
+            ds_status::DS_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("cache_dtype 7"), "{}", last_error());
+        assert_eq!(
+            ds_session_save(ptr::null(), cpath.as_ptr()),
+            ds_status::DS_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            ds_session_fork(ptr::null(), &mut s),
+            ds_status::DS_ERR_NULL_POINTER
+        );
+    }
+}
+
 /// The version in the workspace manifest, which every front door must report.
 fn workspace_version() -> String {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"));

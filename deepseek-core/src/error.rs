@@ -105,6 +105,15 @@ pub enum Error {
     /// A chat template failed to compile or render.
     #[error("chat template: {0}")]
     Template(String),
+    /// A saved session state is not a state file, is corrupt or truncated, or was computed by
+    /// another model.
+    #[error("session state {path}: {message}")]
+    SessionState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A sampling or generation parameter is out of range.
     #[error("invalid parameter `{name}`: {message}")]
     InvalidParameter {
@@ -170,11 +179,13 @@ pub enum ErrorKind {
     NonFiniteLogits,
     /// [`Error::Cancelled`].
     Cancelled,
+    /// [`Error::SessionState`].
+    SessionState,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::NotFound,
         ErrorKind::Io,
         ErrorKind::Json,
@@ -193,6 +204,7 @@ impl ErrorKind {
         ErrorKind::InvalidParameter,
         ErrorKind::NonFiniteLogits,
         ErrorKind::Cancelled,
+        ErrorKind::SessionState,
     ];
 
     /// The kind's name as written in the README's bad-input table (the variant's name, or
@@ -217,6 +229,7 @@ impl ErrorKind {
             ErrorKind::InvalidParameter => "InvalidParameter",
             ErrorKind::NonFiniteLogits => "NonFiniteLogits",
             ErrorKind::Cancelled => "Cancelled",
+            ErrorKind::SessionState => "SessionState",
         }
     }
 
@@ -253,6 +266,7 @@ impl Error {
             Error::InvalidParameter { .. } => ErrorKind::InvalidParameter,
             Error::NonFiniteLogits { .. } => ErrorKind::NonFiniteLogits,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::SessionState { .. } => ErrorKind::SessionState,
         }
     }
 
@@ -297,6 +311,7 @@ impl Error {
             },
             ErrorKind::NonFiniteLogits => Error::NonFiniteLogits { position: 0 },
             ErrorKind::Cancelled => Error::Cancelled,
+            ErrorKind::SessionState => Error::SessionState { path, message },
         }
     }
 

@@ -29,6 +29,7 @@ pub mod profile;
 pub mod quant;
 pub mod sampling;
 mod session;
+mod state;
 pub mod template;
 pub mod tokenizer;
 
@@ -47,6 +48,7 @@ pub use generate::{
     CancelCheck, ChatSession, Event, EventKind, FinishReason, GenerateParams, GenerationResult,
     Generator, Stream, TextAssets, Usage,
 };
+pub use kernels::attention::CacheDtype;
 pub use model::AttentionPath;
 pub use quant::WeightDtype;
 pub use sampling::{

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::kernels::attention::CacheDtype;
 use crate::kernels::{self, Pool};
-use crate::model::{self, AttentionPath, KvCache, Network, Scratch, Transformer};
+use crate::model::{self, AttentionPath, KvCache, Network, RowLayout, Scratch, Transformer};
 use crate::quant::WeightDtype;
 
 /// How to load a model.
@@ -28,6 +29,8 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// MLA evaluation path (`Auto` picks the cheaper exact one per call; GQA models have one).
     pub attention: AttentionPath,
+    /// How the KV cache stores its rows.
+    pub cache_dtype: CacheDtype,
 }
 
 /// A loaded model: weights are immutable and shared by every session (wrap it in an `Arc`).
@@ -77,6 +80,12 @@ impl Model {
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
+
+    /// What identifies this model's KV cache: shapes, rotary table and samples of the stored
+    /// key/value weights (format included). Saved session states carry it.
+    pub fn fingerprint(&self) -> u64 {
+        crate::state::fingerprint(&self.inner)
+    }
 }
 
 fn resolve_threads(threads: Option<usize>) -> Result<usize> {
@@ -100,11 +109,12 @@ pub struct Trace {
 }
 
 /// One conversation: the KV cache (MLA's latents for DeepSeek, K/V per KV head for the
-/// R1-Distill families), scratch buffers and the thread pool it runs on.
+/// R1-Distill families), the tokens it holds, scratch buffers and the thread pool it runs on.
 pub struct Session {
     model: Arc<Model>,
     pool: Arc<Pool>,
     cache: KvCache,
+    tokens: Vec<u32>,
     scratch: Scratch,
     hidden: Vec<f32>,
     logits: Vec<f32>,
@@ -140,11 +150,13 @@ impl Session {
             None => model.pool.clone(),
             Some(t) => Arc::new(Pool::new(resolve_threads(Some(t))?)?),
         };
-        let cache = KvCache::new(c.num_hidden_layers, model.inner.cache_width());
+        let layout = RowLayout::new(&model.inner.cache_parts(), options.cache_dtype);
+        let cache = KvCache::new(c.num_hidden_layers, layout);
         Ok(Session {
             model,
             pool,
             cache,
+            tokens: Vec::new(),
             scratch: Scratch::default(),
             hidden: Vec::new(),
             logits: Vec::new(),
@@ -173,20 +185,38 @@ impl Session {
         self.context_length
     }
 
-    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4` for DeepSeek,
-    /// `2 x num_key_value_heads x head_dim x layers x 4` for the R1-Distill families.
+    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers` values for DeepSeek,
+    /// `2 x num_key_value_heads x head_dim x layers` for the R1-Distill families, at 4 bytes
+    /// (f32), 2 (bf16) or 34 per 32 (q8_0, each part padded to a whole block).
     pub fn cache_bytes_per_token(&self) -> usize {
         self.cache.bytes_per_token()
     }
 
-    /// Cache bytes held now.
+    /// Cache bytes the cached tokens occupy (`len() x cache_bytes_per_token()`).
     pub fn cache_bytes(&self) -> usize {
-        self.cache.bytes_used()
+        self.cache.len() * self.cache.bytes_per_token()
+    }
+
+    /// Cache bytes allocated now: whole pages of 256 tokens per layer, at most one page per
+    /// layer beyond [`cache_bytes`](Self::cache_bytes) (pages shared with a fork count here too).
+    pub fn cache_bytes_allocated(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// How the KV cache stores its rows.
+    pub fn cache_dtype(&self) -> CacheDtype {
+        self.cache.dtype()
+    }
+
+    /// The tokens in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// Forgets every cached token.
     pub fn reset(&mut self) {
         self.cache.truncate(0);
+        self.tokens.clear();
     }
 
     /// Keeps only the first `n` cached tokens (e.g. to reuse a shared prompt prefix).
@@ -198,7 +228,55 @@ impl Session {
             )));
         }
         self.cache.truncate(n);
+        self.tokens.truncate(n);
         Ok(())
+    }
+
+    /// A new session holding this one's tokens and cache, without recomputing or copying the
+    /// cache: both share its pages until one of them writes there (a page of 256 tokens is
+    /// copied at most, per layer). Compute a shared prefix (a system prompt, a long document)
+    /// once, then fork a session per request. The fork runs on the same thread pool.
+    pub fn fork(&self) -> Session {
+        Session {
+            model: self.model.clone(),
+            pool: self.pool.clone(),
+            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
+            scratch: Scratch::default(),
+            hidden: Vec::new(),
+            logits: Vec::new(),
+            context_length: self.context_length,
+            path: self.path,
+        }
+    }
+
+    /// Writes the tokens and the cache (in its format) to `path`, with a versioned header
+    /// naming this model and a checksum; [`Session::restore`] reads it back.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let fp = self.model.fingerprint();
+        crate::state::save(path.as_ref(), fp, &self.tokens, &self.cache)
+    }
+
+    /// A session holding the tokens and cache saved at `path` by [`Session::save`], with
+    /// `options` (the cache keeps the format it was saved in, whatever
+    /// `options.cache_dtype` says). A file from another model, another format version, a
+    /// truncated or corrupt one is an [`Error::SessionState`]; more tokens than the context
+    /// length an [`Error::ContextOverflow`].
+    pub fn restore(
+        model: Arc<Model>,
+        path: impl AsRef<Path>,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let mut s = Session::new(model, options)?;
+        let expect = crate::state::Expect {
+            model: s.model.fingerprint(),
+            network: &s.model.inner,
+            context_length: s.context_length,
+        };
+        let (tokens, cache) = crate::state::load(path.as_ref(), &expect)?;
+        s.tokens = tokens;
+        s.cache = cache;
+        Ok(s)
     }
 
     /// Runs on a new pool of `threads` workers from now on.
@@ -300,6 +378,7 @@ impl Session {
                 position: pos0 + n - rows + row,
             });
         }
+        self.tokens.extend_from_slice(tokens);
         Ok(())
     }
 }

@@ -6,23 +6,23 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use deepseek_core::{ChatSession, Message, SessionOptions};
+use deepseek_core::{ChatSession, Message};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::convert::{count, message_list, Int};
 use crate::errors::{busy_error, to_py};
 use crate::generate::{result_or_stream, Driver, Interrupt, Options};
-use crate::model::PyModel;
+use crate::model::{parse_cache_dtype, PyModel};
 
 /// A conversation with a Model that keeps its KV cache between turns: each `send` evaluates
 /// only the tokens the cache does not already hold (see `usage.cached_tokens`).
 ///
-/// `system` is an optional system prompt (kept by `reset()`); `context_length` and `threads`
-/// default to the model's. Replies join `messages` with the answer as `content` and the
-/// reasoning as `reasoning_content` (R1's template drops earlier turns' reasoning). One reply
-/// at a time: while a streamed reply is open, other calls raise DeepseekBusyError (a
-/// RuntimeError).
+/// `system` is an optional system prompt (kept by `reset()`); `context_length`, `threads` and
+/// `cache_dtype` ("f32", "bf16", "q8_0") default to the model's. Replies join `messages`
+/// with the answer as `content` and the reasoning as `reasoning_content` (R1's template
+/// drops earlier turns' reasoning). One reply at a time: while a streamed reply is open,
+/// other calls raise DeepseekBusyError (a RuntimeError).
 #[pyclass(module = "deepseek_rs", name = "ChatSession", frozen)]
 pub struct PyChatSession {
     model: Py<PyModel>,
@@ -61,22 +61,23 @@ impl PyChatSession {
 #[pymethods]
 impl PyChatSession {
     #[new]
-    #[pyo3(signature = (model, system = None, context_length = None, threads = None))]
+    #[pyo3(signature = (
+        model, system = None, context_length = None, threads = None, cache_dtype = None
+    ))]
     fn new(
         model: Bound<'_, PyModel>,
         system: Option<String>,
         context_length: Option<Int>,
         threads: Option<Int>,
+        cache_dtype: Option<&str>,
     ) -> PyResult<Self> {
         let py = model.py();
         let m = model.get();
-        let options = SessionOptions {
-            context_length: Some(
-                count(py, "context_length", context_length)?.unwrap_or(m.context_length),
-            ),
-            threads: count(py, "threads", threads)?,
-            ..SessionOptions::default()
-        };
+        let options = m.options(
+            count(py, "context_length", context_length)?,
+            count(py, "threads", threads)?,
+            parse_cache_dtype(py, cache_dtype)?,
+        );
         let generator = m.generator(py)?.clone().with_session_options(options);
         let mut chat = generator.chat_session().map_err(|e| to_py(py, e))?;
         if let Some(s) = &system {

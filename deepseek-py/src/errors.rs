@@ -90,6 +90,13 @@ class!(
     |py| vec![VALUE_ERROR.get(py)?.clone()]
 );
 class!(
+    SESSION_STATE,
+    "DeepseekSessionStateError",
+    "A saved session state is not one, is truncated or corrupt (checksum), of another format \
+     version, or was computed by another model (a DeepseekValueError).",
+    |py| vec![VALUE_ERROR.get(py)?.clone()]
+);
+class!(
     OS_ERROR,
     "DeepseekOSError",
     "A model file could not be read (a DeepseekError and an OSError).",
@@ -133,12 +140,13 @@ class!(
 );
 
 /// Every class, in the order the module lists them.
-const CLASSES: [&Class; 10] = [
+const CLASSES: [&Class; 11] = [
     &VALUE_ERROR,
     &CONTEXT_OVERFLOW,
     &MODEL_FILE,
     &TOKENIZER,
     &TEMPLATE,
+    &SESSION_STATE,
     &OS_ERROR,
     &NOT_FOUND,
     &NUMERICAL,
@@ -148,7 +156,7 @@ const CLASSES: [&Class; 10] = [
 
 /// The one table from core error kinds to classes; `to_py` reads it and the tests check it
 /// against the README's bad-input table.
-const CLASS_OF_KIND: [(ErrorKind, &Class); 18] = [
+const CLASS_OF_KIND: [(ErrorKind, &Class); 19] = [
     (ErrorKind::NotFound, &NOT_FOUND),
     (ErrorKind::Io, &OS_ERROR),
     (ErrorKind::Json, &MODEL_FILE),
@@ -167,6 +175,7 @@ const CLASS_OF_KIND: [(ErrorKind, &Class); 18] = [
     (ErrorKind::InvalidParameter, &VALUE_ERROR),
     (ErrorKind::NonFiniteLogits, &NUMERICAL),
     (ErrorKind::Cancelled, &CANCELLED),
+    (ErrorKind::SessionState, &SESSION_STATE),
 ];
 
 fn class_of(kind: ErrorKind) -> &'static Class {

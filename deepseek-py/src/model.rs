@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use deepseek_core::{
-    GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions, TextAssets,
-    Tokenizer, WeightDtype,
+    CacheDtype, GenerationConfig, Generator, LoadOptions, Model, Session, SessionOptions,
+    TextAssets, Tokenizer, WeightDtype,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -29,6 +29,8 @@ use crate::tokenizer::PyTokenizer;
 /// llama.cpp's llama-quantize does, and "q4_k_m" is its Q4_K_M mix).
 /// `threads` sizes the default worker pool (default: all cores); `context_length` is the
 /// default limit of the sessions it opens and of `logits` (default: the model's maximum).
+/// `cache_dtype` is how those sessions store the KV cache: "f32" (exact, the default),
+/// "bf16" (half the memory) or "q8_0" (34 bytes per 32 values).
 /// `tokenizer` is the folder with `tokenizer.json` or a GGUF file with tokenizer metadata
 /// (default: `path`); without one the model still evaluates ids, and only the text methods
 /// raise. `generation_config.json` in the folder (or `general.sampling.*` in a GGUF file)
@@ -40,6 +42,7 @@ pub struct PyModel {
     pub(crate) model: Arc<Model>,
     path: PathBuf,
     pub(crate) context_length: usize,
+    cache_dtype: CacheDtype,
     /// The text layer, or why there is none.
     generator: Result<Generator, String>,
     tokenizer: Option<Py<PyTokenizer>>,
@@ -53,12 +56,23 @@ impl PyModel {
         context_length: Option<usize>,
         threads: Option<usize>,
     ) -> PyResult<Session> {
-        let options = SessionOptions {
+        let options = self.options(context_length, threads, None);
+        Session::new(self.model.clone(), options).map_err(|e| to_py(py, e))
+    }
+
+    /// Session options with this model's defaults, overridden where given.
+    pub(crate) fn options(
+        &self,
+        context_length: Option<usize>,
+        threads: Option<usize>,
+        cache_dtype: Option<CacheDtype>,
+    ) -> SessionOptions {
+        SessionOptions {
             context_length: Some(context_length.unwrap_or(self.context_length)),
             threads,
+            cache_dtype: cache_dtype.unwrap_or(self.cache_dtype),
             ..SessionOptions::default()
-        };
-        Session::new(self.model.clone(), options).map_err(|e| to_py(py, e))
+        }
     }
 
     /// The generator, or a ValueError saying why the text API is unavailable.
@@ -69,16 +83,28 @@ impl PyModel {
     }
 }
 
+/// The format a `cache_dtype=` keyword names (`None`: the model's), or a DeepseekValueError.
+pub(crate) fn parse_cache_dtype(
+    py: Python<'_>,
+    name: Option<&str>,
+) -> PyResult<Option<CacheDtype>> {
+    name.map(str::parse::<CacheDtype>)
+        .transpose()
+        .map_err(|e| to_py(py, e))
+}
+
 /// The text layer of `model`: its tokenizer with the checkpoint's decoding defaults.
 fn text_layer(
     model: &Arc<Model>,
     tokenizer: Tokenizer,
     generation: Option<GenerationConfig>,
     context_length: usize,
+    cache_dtype: CacheDtype,
 ) -> deepseek_core::Result<Generator> {
     let generator =
         Generator::new(model.clone(), tokenizer)?.with_session_options(SessionOptions {
             context_length: Some(context_length),
+            cache_dtype,
             ..SessionOptions::default()
         });
     match generation {
@@ -90,7 +116,10 @@ fn text_layer(
 #[pymethods]
 impl PyModel {
     #[new]
-    #[pyo3(signature = (path, dtype = "auto", threads = None, context_length = None, tokenizer = None))]
+    #[pyo3(signature = (
+        path, dtype = "auto", threads = None, context_length = None, tokenizer = None,
+        cache_dtype = "f32"
+    ))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -98,8 +127,10 @@ impl PyModel {
         threads: Option<Int>,
         context_length: Option<Int>,
         tokenizer: Option<PathBuf>,
+        cache_dtype: &str,
     ) -> PyResult<Self> {
         let dtype: WeightDtype = dtype.parse().map_err(|e| to_py(py, e))?;
+        let cache_dtype: CacheDtype = cache_dtype.parse().map_err(|e| to_py(py, e))?;
         let threads = count(py, "threads", threads)?;
         let context_length = count(py, "context_length", context_length)?;
         let (model, tok) = py
@@ -121,7 +152,7 @@ impl PyModel {
         let context_length = probe.context_length();
         let (generator, tokenizer) = match tok.tokenizer {
             Some(t) => {
-                let generator = text_layer(&model, t, tok.generation, context_length)
+                let generator = text_layer(&model, t, tok.generation, context_length, cache_dtype)
                     .map_err(|e| to_py(py, e))?;
                 let wrapped = PyTokenizer::new(
                     generator.tokenizer().clone(),
@@ -143,6 +174,7 @@ impl PyModel {
         };
         Ok(PyModel {
             context_length,
+            cache_dtype,
             model,
             path,
             generator,
@@ -168,18 +200,44 @@ impl PyModel {
 
     /// A new session (an empty cache) for incremental evaluation.
     ///
-    /// `context_length` and `threads` default to the model's; a session with its own
-    /// `threads` runs on its own worker pool.
-    #[pyo3(signature = (context_length = None, threads = None))]
+    /// `context_length`, `threads` and `cache_dtype` ("f32", "bf16", "q8_0") default to the
+    /// model's; a session with its own `threads` runs on its own worker pool.
+    #[pyo3(signature = (context_length = None, threads = None, cache_dtype = None))]
     fn new_session(
         slf: &Bound<'_, Self>,
+        context_length: Option<Int>,
+        threads: Option<Int>,
+        cache_dtype: Option<&str>,
+    ) -> PyResult<PySession> {
+        let py = slf.py();
+        let context_length = count(py, "context_length", context_length)?;
+        let threads = count(py, "threads", threads)?;
+        let cache_dtype = parse_cache_dtype(py, cache_dtype)?;
+        let options = slf.get().options(context_length, threads, cache_dtype);
+        let session = Session::new(slf.get().model.clone(), options).map_err(|e| to_py(py, e))?;
+        Ok(PySession::new(session, slf.clone().unbind()))
+    }
+
+    /// A session holding the tokens and KV cache saved at `path` by `Session.save`.
+    ///
+    /// The cache keeps the format it was saved in. A file that is not a state, is truncated or
+    /// corrupt, or was saved from another model raises DeepseekSessionStateError; more tokens
+    /// than `context_length` raises DeepseekContextOverflowError.
+    #[pyo3(signature = (path, context_length = None, threads = None))]
+    fn load_session(
+        slf: &Bound<'_, Self>,
+        path: PathBuf,
         context_length: Option<Int>,
         threads: Option<Int>,
     ) -> PyResult<PySession> {
         let py = slf.py();
         let context_length = count(py, "context_length", context_length)?;
         let threads = count(py, "threads", threads)?;
-        let session = slf.get().open(py, context_length, threads)?;
+        let options = slf.get().options(context_length, threads, None);
+        let model = slf.get().model.clone();
+        let session = py
+            .detach(|| Session::restore(model, &path, options))
+            .map_err(|e| to_py(py, e))?;
         Ok(PySession::new(session, slf.clone().unbind()))
     }
 

@@ -59,6 +59,7 @@ pub struct PySession {
     len: AtomicUsize,
     context_length: usize,
     cache_bytes_per_token: usize,
+    cache_dtype: deepseek_core::CacheDtype,
     vocab_size: usize,
     model: Py<PyModel>,
 }
@@ -70,6 +71,7 @@ impl PySession {
             len: AtomicUsize::new(session.len()),
             context_length: session.context_length(),
             cache_bytes_per_token: session.cache_bytes_per_token(),
+            cache_dtype: session.cache_dtype(),
             vocab_size: session.model().config().vocab_size,
             session: Mutex::new(session),
             model,
@@ -142,10 +144,38 @@ impl PySession {
         self.context_length
     }
 
-    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4`.
+    /// Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers` values (DeepSeek;
+    /// K and V of every KV head otherwise) at 4 bytes (f32), 2 (bf16) or 34 per 32 (q8_0).
     #[getter]
     fn cache_bytes_per_token(&self) -> usize {
         self.cache_bytes_per_token
+    }
+
+    /// How the KV cache stores its rows: "f32", "bf16" or "q8_0".
+    #[getter]
+    fn cache_dtype(&self) -> &'static str {
+        self.cache_dtype.name()
+    }
+
+    /// The token ids in the cache, in order.
+    fn tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        self.with(py, |s| s.tokens().to_vec())
+    }
+
+    /// Writes the tokens and KV cache (in its format) to `path`, with a header naming the model
+    /// and a checksum; `Model.load_session(path)` reads it back. Written under a temporary name
+    /// and renamed, so `path` never holds half a state.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        self.with(py, |s| py.detach(|| s.save(&path)))?
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// A new Session holding this one's tokens and cache without recomputing or copying it:
+    /// both share the cache until one writes (then at most 256 tokens per layer are copied).
+    /// Compute a shared prefix once (a system prompt, a document), then fork one per request.
+    fn fork(&self, py: Python<'_>) -> PyResult<PySession> {
+        let fork = self.with(py, |s| s.fork())?;
+        Ok(PySession::new(fork, self.model.clone_ref(py)))
     }
 
     /// The Model this session runs.

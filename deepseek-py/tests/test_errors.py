@@ -22,6 +22,7 @@ HIERARCHY = {
     "DeepseekModelFileError": ("DeepseekValueError", ValueError),
     "DeepseekTokenizerError": ("DeepseekValueError", ValueError),
     "DeepseekTemplateError": ("DeepseekValueError", ValueError),
+    "DeepseekSessionStateError": ("DeepseekValueError", ValueError),
     "DeepseekOSError": ("DeepseekError", OSError),
     "DeepseekFileNotFoundError": ("DeepseekOSError", FileNotFoundError),
     "DeepseekNumericalError": ("DeepseekError", ArithmeticError),

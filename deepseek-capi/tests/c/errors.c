@@ -132,6 +132,65 @@ static void sessions(const ds_model *model) {
     EXPECT(ds_session_reset(NULL), DS_ERR_NULL_POINTER, "`session`");
 }
 
+/* Cache formats, session state files and forks from C: a restored session and a fork continue
+ * exactly as the original; a truncated file, a missing one and bad arguments are statuses. */
+static void state_files(const ds_model *model) {
+    const size_t vocab = ds_model_vocab_size(model);
+    float *want = malloc(vocab * sizeof *want), *got = malloc(vocab * sizeof *got);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/ds-errors-%ld-%p.dss", (long)time(NULL), (void *)path);
+    ds_session_params p = ds_session_default_params();
+    p.cache_dtype = 9;
+    ds_session *s = NULL, *r = NULL, *f = NULL;
+    EXPECT(ds_session_new(model, &p, &s), DS_ERR_INVALID_ARGUMENT, "params.cache_dtype 9");
+    p.cache_dtype = DS_CACHE_Q8_0;
+    p.threads = 1;
+    CHECK(ds_session_new(model, &p, &s) == DS_OK);
+    CHECK(ds_session_cache_dtype(s) == DS_CACHE_Q8_0);
+    CHECK(ds_eval(s, PROMPT, N_PROMPT - 1, NULL, 0) == DS_OK);
+    EXPECT(ds_session_save(NULL, path), DS_ERR_NULL_POINTER, "`session`");
+    EXPECT(ds_session_save(s, NULL), DS_ERR_NULL_POINTER, "`path`");
+    CHECK(ds_session_save(s, path) == DS_OK);
+    CHECK(ds_session_restore(model, path, NULL, &r) == DS_OK);
+    CHECK(ds_session_fork(s, &f) == DS_OK);
+    CHECK(ds_session_len(r) == N_PROMPT - 1 && ds_session_len(f) == N_PROMPT - 1);
+    CHECK(ds_session_cache_dtype(r) == DS_CACHE_Q8_0);
+    CHECK(ds_eval(s, PROMPT + N_PROMPT - 1, 1, want, vocab) == DS_OK);
+    CHECK(ds_eval(r, PROMPT + N_PROMPT - 1, 1, got, vocab) == DS_OK);
+    CHECK(max_abs_diff(want, got, vocab) == 0.0f);
+    CHECK(ds_eval(f, PROMPT + N_PROMPT - 1, 1, got, vocab) == DS_OK);
+    CHECK(max_abs_diff(want, got, vocab) == 0.0f);
+    ds_session_free(r);
+    r = (ds_session *)&r;
+
+    /* Cut the file short: a state error, and *out is NULL. */
+    FILE *fp = fopen(path, "rb");
+    CHECK(fp != NULL);
+    if (fp) {
+        static unsigned char bytes[1 << 16];
+        size_t len = fread(bytes, 1, sizeof bytes, fp);
+        fclose(fp);
+        CHECK(len > 3 && len < sizeof bytes);
+        fp = fopen(path, "wb");
+        CHECK(fp != NULL && fwrite(bytes, 1, len - 3, fp) == len - 3);
+        if (fp)
+            fclose(fp);
+    }
+    EXPECT(ds_session_restore(model, path, NULL, &r), DS_ERR_SESSION_STATE, "bytes");
+    CHECK(r == NULL);
+    remove(path);
+    EXPECT(ds_session_restore(model, path, NULL, &r), DS_ERR_IO, "ds-errors");
+    EXPECT(ds_session_restore(NULL, path, NULL, &r), DS_ERR_NULL_POINTER, "`model`");
+    EXPECT(ds_session_restore(model, path, NULL, NULL), DS_ERR_NULL_POINTER, "`out`");
+    EXPECT(ds_session_fork(s, NULL), DS_ERR_NULL_POINTER, "`out`");
+    CHECK(ds_session_cache_dtype(NULL) == DS_CACHE_F32);
+    CHECK(!strcmp(ds_status_str(DS_ERR_SESSION_STATE), "corrupt or mismatched session state file"));
+    ds_session_free(s);
+    ds_session_free(f);
+    free(want);
+    free(got);
+}
+
 static void eval_errors(const ds_model *model) {
     const size_t vocab = ds_model_vocab_size(model);
     float *logits = malloc(2 * N_PROMPT * vocab * sizeof *logits);
@@ -509,6 +568,7 @@ int main(int argc, char **argv) {
     getters(model);
     sessions(model);
     eval_errors(model);
+    state_files(model);
     concurrent_use(model);
 
     int empty = 0;

@@ -10,6 +10,7 @@
 //! decode and prefill alike. Every SIMD path has a scalar twin ([`Isa::Scalar`]) it is tested
 //! against. Knows no layers.
 
+pub mod attention;
 mod isa;
 pub mod kquant;
 mod pool;

@@ -6,9 +6,11 @@
 //! RoPE scaling) is data from the config. Never a file, a tensor name, a storage format or SIMD.
 
 use super::Scratch;
-use super::{add_assign, grow, softmax_inplace, Ctx, HeadWork, Linear, Mlp, RmsNorm, Rope};
+use super::{
+    add_assign, attend_cache, grow, AttnWork, Ctx, LayerCache, Linear, Mlp, RmsNorm, Rope,
+};
 use crate::config::Config;
-use crate::kernels::{axpy, dot, Pool};
+use crate::kernels::Pool;
 use crate::quant::Weight;
 
 /// A linear layer with an optional bias (Qwen2's q/k/v, `attention_bias` of Llama and Qwen3).
@@ -75,8 +77,11 @@ pub struct GqaScratch {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    rows: Vec<f32>,
+    queries: Vec<f32>,
+    out: Vec<f32>,
     attn: Vec<f32>,
-    heads: HeadWork,
+    work: AttnWork,
 }
 
 impl Gqa {
@@ -85,9 +90,13 @@ impl Gqa {
         2 * self.num_key_value_heads * self.head_dim
     }
 
+    /// The parts of a cached row: each KV head's roped K, then each one's V.
+    pub fn cache_parts(&self) -> Vec<usize> {
+        vec![self.head_dim; 2 * self.num_key_value_heads]
+    }
+
     /// Attends `n` new tokens `x: [n, hidden]` at positions `pos0..pos0+n` over `cache`
-    /// (`pos0` cached tokens of `cache_width()` values), appends their K/V to it, and writes
-    /// `out: [n, hidden]`.
+    /// (`pos0` cached tokens), appends their K/V to it, and writes `out: [n, hidden]`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -96,12 +105,12 @@ impl Gqa {
         x: &[f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut GqaScratch,
         out: &mut [f32],
     ) {
         let (nh, kvh, hd) = (self.num_heads, self.num_key_value_heads, self.head_dim);
-        let (group, kw, w) = (nh / kvh, kvh * hd, self.cache_width());
+        let (group, kw) = (nh / kvh, kvh * hd);
 
         // q: [n, heads, head_dim]; k, v: [n, kv_heads, head_dim]
         let q = grow(&mut s.q, n * nh * hd);
@@ -116,7 +125,7 @@ impl Gqa {
         }
 
         // cache rows: [k (kv_heads * head_dim) | v (kv_heads * head_dim)]
-        cache.truncate(pos0 * w);
+        let rows = grow(&mut s.rows, n * 2 * kw);
         for t in 0..n {
             for qh in q[t * nh * hd..][..nh * hd].chunks_exact_mut(hd) {
                 rope.apply(qh, pos0 + t);
@@ -124,56 +133,47 @@ impl Gqa {
             for kh in k[t * kw..][..kw].chunks_exact_mut(hd) {
                 rope.apply(kh, pos0 + t);
             }
-            cache.extend_from_slice(&k[t * kw..][..kw]);
-            cache.extend_from_slice(&v[t * kw..][..kw]);
+            rows[t * 2 * kw..][..kw].copy_from_slice(&k[t * kw..][..kw]);
+            rows[(t * 2 + 1) * kw..][..kw].copy_from_slice(&v[t * kw..][..kw]);
         }
+        cache.append(pos0, rows);
 
-        // attn: [n, heads, head_dim], causal over the cache; heads in parallel.
-        let total = pos0 + n;
-        let scale = self.softmax_scale;
-        let cache = &cache[..];
-        s.heads.run(
-            pool,
-            nh,
-            n * hd,
-            total,
-            n * total * hd,
-            |hs, outs, scores| {
-                // Cached rows outer, heads inner: each K/V row is read once for the whole group.
-                for t in 0..n {
-                    let len = pos0 + t + 1;
-                    for j in 0..len {
-                        let row = &cache[j * w..][..w];
-                        for (k, h) in hs.clone().enumerate() {
-                            let (qh, g) = (&q[(t * nh + h) * hd..][..hd], h / group);
-                            scores[k * total + j] = dot(qh, &row[g * hd..][..hd]) * scale;
-                        }
-                    }
-                    for k in 0..hs.len() {
-                        softmax_inplace(&mut scores[k * total..][..len]);
-                        outs[(k * n + t) * hd..][..hd].fill(0.0);
-                    }
-                    for j in 0..len {
-                        let row = &cache[j * w..][..w];
-                        for (k, h) in hs.clone().enumerate() {
-                            let v = &row[kw + (h / group) * hd..][..hd];
-                            axpy(
-                                scores[k * total + j],
-                                v,
-                                &mut outs[(k * n + t) * hd..][..hd],
-                            );
-                        }
-                    }
-                }
-            },
-        );
-        let attn = grow(&mut s.attn, n * nh * hd);
-        for h in 0..nh {
-            let o_h = s.heads.out(h, n * hd);
-            for t in 0..n {
-                attn[(t * nh + h) * hd..][..hd].copy_from_slice(&o_h[t * hd..][..hd]);
+        // attn: [n, heads, head_dim], causal over the cache; a KV head's query group reads each
+        // of its rows once. Queries and outputs take the cache's padded head width.
+        let layout = cache.layout();
+        let hp = layout.seg(0).width;
+        let (queries, outs) = if hp == hd {
+            (&q[..], grow(&mut s.attn, n * nh * hd))
+        } else {
+            let qp = grow(&mut s.queries, n * nh * hp);
+            for (dst, src) in qp.chunks_exact_mut(hp).zip(q.chunks_exact(hd)) {
+                dst[..hd].copy_from_slice(src);
+                dst[hd..].fill(0.0);
             }
-        }
+            (&qp[..], grow(&mut s.out, n * nh * hp))
+        };
+        attend_cache(
+            pool,
+            cache,
+            n,
+            pos0,
+            kvh,
+            group,
+            |g| (layout.seg(g), layout.seg(kvh + g)),
+            queries,
+            self.softmax_scale,
+            &mut s.work,
+            outs,
+        );
+        let attn = if hp == hd {
+            &s.attn[..n * nh * hd]
+        } else {
+            let attn = grow(&mut s.attn, n * nh * hd);
+            for (dst, src) in attn.chunks_exact_mut(hd).zip(s.out.chunks_exact(hp)) {
+                dst.copy_from_slice(&src[..hd]);
+            }
+            &attn[..]
+        };
         self.o_proj.forward(pool, attn, n, out);
     }
 }
@@ -199,7 +199,7 @@ impl LlamaLayer {
         h: &mut [f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut Scratch,
     ) {
         let normed = grow(&mut s.normed, h.len());
@@ -238,6 +238,13 @@ impl LlamaModel {
         self.layers.first().map_or(0, |l| l.self_attn.cache_width())
     }
 
+    /// The parts of a cached row: each KV head's K, then each one's V.
+    pub fn cache_parts(&self) -> Vec<usize> {
+        self.layers
+            .first()
+            .map_or_else(Vec::new, |l| l.self_attn.cache_parts())
+    }
+
     /// Weight bytes one decoded token reads: every matrix except the embedding (one row).
     pub fn weight_bytes_per_token(&self) -> usize {
         let mut total = self.lm_head.weight.storage_bytes();
@@ -262,7 +269,7 @@ impl super::Layer for LlamaLayer {
         h: &mut [f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut Scratch,
     ) {
         LlamaLayer::forward(self, ctx, h, n, pos0, cache, s)

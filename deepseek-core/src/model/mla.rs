@@ -6,11 +6,13 @@
 //!   softmax, so history is read as latents and per-head K/V never exist (decode);
 //! - expanded: rebuild per-head K/V from the latents with `kv_b_proj` (cheaper for long prompts).
 
+use super::cache::LayerCache;
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::Rope;
-use super::{grow, softmax_inplace, HeadWork};
-use crate::kernels::{self, axpy, dot, Pool};
+use super::{attend_cache, grow, AttnWork};
+use crate::kernels::attention::{self, CacheDtype, KvRows, Queries, Seg};
+use crate::kernels::{self, Pool};
 
 /// Which way to evaluate attention over the latent cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,10 +112,28 @@ struct AttnScratch {
     head_in: Vec<f32>,
     head_lat: Vec<f32>,
     head_out: Vec<f32>,
+    queries: Vec<f32>,
+    o_lat: Vec<f32>,
     latents: Vec<f32>,
-    kv_full: Vec<f32>,
-    heads: HeadWork,
+    k_pe: Vec<f32>,
+    kv_tile: Vec<f32>,
+    rows: Vec<f32>,
+    row_bytes: Vec<u8>,
+    states: Vec<f32>,
+    k_nope: Vec<f32>,
+    k_bounds: Vec<usize>,
+    bounds: Vec<usize>,
+    work: AttnWork,
 }
+
+thread_local! {
+    /// One head's `W_UK` decoded to f32 for the expanded path (grown, never shrunk).
+    static EXPAND_W: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Cached rows expanded to per-head keys and values at a time (expanded path): bounds the
+/// expansion buffers whatever the context length.
+const EXPAND_TILE: usize = 256;
 
 impl Mla {
     /// Width of one cached token: latent then roped `k_pe`.
@@ -121,9 +141,13 @@ impl Mla {
         self.kv_lora_rank + self.qk_rope_head_dim
     }
 
+    /// The parts of a cached row: the latent, then the roped `k_pe`.
+    pub fn cache_parts(&self) -> Vec<usize> {
+        vec![self.kv_lora_rank, self.qk_rope_head_dim]
+    }
+
     /// Attends `n` new tokens `x: [n, hidden]` at positions `pos0..pos0+n` over `cache`
-    /// (`pos0` cached tokens of `cache_width()` values), appends their latents to it, and
-    /// writes `out: [n, hidden]`.
+    /// (`pos0` cached tokens), appends their latents to it, and writes `out: [n, hidden]`.
     pub fn forward(
         &self,
         pool: &Pool,
@@ -132,7 +156,7 @@ impl Mla {
         x: &[f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut MlaScratch,
         out: &mut [f32],
     ) {
@@ -163,16 +187,16 @@ impl Mla {
                 q_b_proj.forward(pool, qa, n, q);
             }
         }
-        cache.truncate(pos0 * w);
         for t in 0..n {
             let row = &mut kv[t * w..][..w];
             self.kv_a_layernorm.forward_inplace(&mut row[..c]);
             rope.apply(&mut row[c..], pos0 + t);
-            cache.extend_from_slice(row);
             for h in 0..nh {
                 rope.apply(&mut q[(t * nh + h) * qk + dn..][..dr], pos0 + t);
             }
         }
+        cache.append(pos0, kv);
+        let cache = &*cache;
 
         // attn: [n, heads * v]
         let attn = grow(&mut s.attn, n * nh * self.v_head_dim);
@@ -210,7 +234,7 @@ impl Mla {
         q: &[f32],
         n: usize,
         pos0: usize,
-        cache: &[f32],
+        cache: &LayerCache,
         s: &mut AttnScratch,
         attn: &mut [f32],
     ) {
@@ -221,7 +245,7 @@ impl Mla {
             self.v_head_dim,
             self.kv_lora_rank,
         );
-        let (qk, w) = (dn + dr, c + dr);
+        let qk = dn + dr;
 
         // q_lat[h]: [n, kv_lora] = q_nope[h] W_UK[h]   (W_UK[h] = kv_b rows of head h's keys)
         let q_nope = grow(&mut s.head_in, nh * n * dn);
@@ -247,51 +271,51 @@ impl Mla {
             }
         }
 
-        // o_lat[h, t] = softmax_j(q_lat . latent_j + q_pe . k_pe_j) weighted sum of latents;
-        // heads in parallel.
-        let (total, scale, q_lat) = (pos0 + n, self.softmax_scale, &q_lat[..]);
-        let macs = n * total * (2 * c + dr);
-        s.heads
-            .run(pool, nh, n * c, total, macs, |hs, outs, scores| {
-                // Cached latents outer, heads inner: all heads share the one latent row (MQA-like),
-                // so each row is read once for the whole group instead of once per head.
-                for t in 0..n {
-                    let len = pos0 + t + 1;
-                    for j in 0..len {
-                        let row = &cache[j * w..][..w];
-                        for (k, h) in hs.clone().enumerate() {
-                            let ql = &q_lat[(h * n + t) * c..][..c];
-                            let qp = &q[(t * nh + h) * qk + dn..][..dr];
-                            scores[k * total + j] =
-                                (dot(ql, &row[..c]) + dot(qp, &row[c..])) * scale;
-                        }
-                    }
-                    for k in 0..hs.len() {
-                        softmax_inplace(&mut scores[k * total..][..len]);
-                        outs[(k * n + t) * c..][..c].fill(0.0);
-                    }
-                    for j in 0..len {
-                        let latent = &cache[j * w..][..c];
-                        for k in 0..hs.len() {
-                            axpy(
-                                scores[k * total + j],
-                                latent,
-                                &mut outs[(k * n + t) * c..][..c],
-                            );
-                        }
-                    }
-                }
-            });
+        // queries: [n, heads, row] = [q_lat | q_pe] laid out as a cached row [latent | k_pe], so
+        // a score is one dot product over the row; every head shares every row (one group).
+        let layout = cache.layout();
+        let (width, lat) = (layout.width(), layout.seg(0));
+        let queries = grow(&mut s.queries, n * nh * width);
+        let pe = layout.seg(1);
+        for t in 0..n {
+            for h in 0..nh {
+                let dst = &mut queries[(t * nh + h) * width..][..width];
+                dst[..c].copy_from_slice(&q_lat[(h * n + t) * c..][..c]);
+                dst[c..pe.col].fill(0.0);
+                dst[pe.col..pe.col + dr].copy_from_slice(&q[(t * nh + h) * qk + dn..][..dr]);
+                dst[pe.col + dr..].fill(0.0);
+            }
+        }
+        // o_lat: [n, heads, latent (padded)]
+        let o_lat = grow(&mut s.o_lat, n * nh * lat.width);
+        let row = layout.span(0..2);
+        attend_cache(
+            pool,
+            cache,
+            n,
+            pos0,
+            1,
+            nh,
+            |_| (row, lat),
+            queries,
+            self.softmax_scale,
+            &mut s.work,
+            o_lat,
+        );
 
         // out[h]: [n, v] = o_lat[h] W_UV[h]^T
+        let o_h = grow(&mut s.head_in, n * c);
         let out = grow(&mut s.head_out, nh * n * dv);
         for h in 0..nh {
-            let (x, y) = (s.heads.out(h, n * c), &mut out[h * n * dv..][..n * dv]);
+            for t in 0..n {
+                o_h[t * c..][..c].copy_from_slice(&o_lat[(t * nh + h) * lat.width..][..c]);
+            }
+            let y = &mut out[h * n * dv..][..n * dv];
             let (v, rows) = match &self.kv_up {
                 KvUp::Fused(kvb) => (kvb, h * (dn + dv) + dn..(h + 1) * (dn + dv)),
                 KvUp::Split { v_b, .. } => (v_b, h * dv..(h + 1) * dv),
             };
-            kernels::matmul(pool, &v.weight, rows, x, n, y);
+            kernels::matmul(pool, &v.weight, rows, o_h, n, y);
         }
         for t in 0..n {
             for h in 0..nh {
@@ -300,13 +324,15 @@ impl Mla {
         }
     }
 
+    /// Per-head K/V rebuilt from the cached latents `EXPAND_TILE` rows at a time, each tile
+    /// attended by every new token's heads (online softmax), so no buffer grows with the cache.
     fn attend_expanded(
         &self,
         pool: &Pool,
         q: &[f32],
         n: usize,
         pos0: usize,
-        cache: &[f32],
+        cache: &LayerCache,
         s: &mut AttnScratch,
         attn: &mut [f32],
     ) {
@@ -317,66 +343,128 @@ impl Mla {
             self.v_head_dim,
             self.kv_lora_rank,
         );
-        let (qk, w, total) = (dn + dr, c + dr, pos0 + n);
+        let (qk, total) = (dn + dr, pos0 + n);
+        // An expanded row: per head [k_nope | k_pe | v], so a head's key is one segment.
+        let hw = dn + dr + dv;
+        let sl = attention::state_len(dv);
+        let (lat_w, pe_w) = (cache.layout().seg(0).width, cache.layout().seg(1).width);
 
-        // kv_full: [total, heads, nope + v] from the cached latents
-        let latents = grow(&mut s.latents, total * c);
-        for j in 0..total {
-            latents[j * c..][..c].copy_from_slice(&cache[j * w..][..c]);
-        }
-        let kv_full = grow(&mut s.kv_full, total * nh * (dn + dv));
-        match &self.kv_up {
-            KvUp::Fused(kvb) => kvb.forward(pool, latents, total, kv_full),
-            KvUp::Split { k_b, v_b } => {
-                // Per head: k_nope = latents W_UK, v = latents W_UV^T, into the fused layout.
-                let part = grow(&mut s.head_out, total * dn.max(dv));
+        // states: [heads, n] running softmax states, carried across tiles.
+        s.bounds.clear();
+        s.bounds.extend((0..=nh).map(|h| h * n * sl));
+        let states = grow(&mut s.states, nh * n * sl);
+        attention::init_states(states, dv);
+        for r0 in (0..total).step_by(EXPAND_TILE) {
+            let b = EXPAND_TILE.min(total - r0);
+            // latents: [b, kv_lora], k_pe: [b, rope] decoded from the cache
+            let latents = grow(&mut s.latents, b * lat_w);
+            cache.decode(r0..r0 + b, 0, latents);
+            if lat_w != c {
+                for j in 1..b {
+                    latents.copy_within(j * lat_w..j * lat_w + c, j * c);
+                }
+            }
+            let latents = &latents[..b * c];
+            let k_pe = grow(&mut s.k_pe, b * pe_w);
+            cache.decode(r0..r0 + b, 1, k_pe);
+
+            // kv: [b, heads, nope + v] = latents kv_b^T
+            let kv = grow(&mut s.kv_tile, b * nh * (dn + dv));
+            match &self.kv_up {
+                KvUp::Fused(kvb) => kvb.forward(pool, latents, b, kv),
+                KvUp::Split { k_b, v_b } => {
+                    // k_nope[h] = latents W_UK[h]: k_b holds W_UK[h]^T ([kv_lora, nope] per
+                    // head), so decode it and sum its rows weighted by the latents (heads in
+                    // parallel); v = latents W_UV^T is a plain matmul.
+                    s.k_bounds.clear();
+                    s.k_bounds.extend((0..=nh).map(|h| h * b * dn));
+                    let k_all = grow(&mut s.k_nope, nh * b * dn);
+                    k_all.fill(0.0);
+                    pool.for_each_part(k_all, &s.k_bounds, b * c * dn, |h, k| {
+                        EXPAND_W.with(|wb| {
+                            let mut wb = wb.borrow_mut();
+                            if wb.len() < c * dn {
+                                wb.resize(c * dn, 0.0);
+                            }
+                            for r in 0..c {
+                                let row = &mut wb[r * dn..][..dn];
+                                kernels::decode_with(
+                                    kernels::Isa::detect(),
+                                    &k_b.weight,
+                                    h * c + r,
+                                    0,
+                                    row,
+                                );
+                            }
+                            attention::weighted_sum(latents, &wb[..c * dn], b, c, dn, k);
+                        })
+                    });
+                    let part = grow(&mut s.head_out, b * dv);
+                    for h in 0..nh {
+                        let k = &s.k_nope[h * b * dn..][..b * dn];
+                        for j in 0..b {
+                            kv[(j * nh + h) * (dn + dv)..][..dn]
+                                .copy_from_slice(&k[j * dn..][..dn]);
+                        }
+                        let v = &mut part[..b * dv];
+                        kernels::matmul(pool, &v_b.weight, h * dv..(h + 1) * dv, latents, b, v);
+                        for j in 0..b {
+                            kv[(j * nh + h) * (dn + dv) + dn..][..dv]
+                                .copy_from_slice(&v[j * dv..][..dv]);
+                        }
+                    }
+                }
+            }
+            let rows = grow(&mut s.rows, b * nh * hw);
+            for j in 0..b {
                 for h in 0..nh {
-                    let k = &mut part[..total * dn];
-                    kernels::matmul_t(pool, &k_b.weight, h * c..(h + 1) * c, latents, total, k);
-                    for j in 0..total {
-                        kv_full[(j * nh + h) * (dn + dv)..][..dn]
-                            .copy_from_slice(&k[j * dn..][..dn]);
-                    }
-                    let v = &mut part[..total * dv];
-                    kernels::matmul(pool, &v_b.weight, h * dv..(h + 1) * dv, latents, total, v);
-                    for j in 0..total {
-                        kv_full[(j * nh + h) * (dn + dv) + dn..][..dv]
-                            .copy_from_slice(&v[j * dv..][..dv]);
-                    }
+                    let (src, dst) = (
+                        &kv[(j * nh + h) * (dn + dv)..][..dn + dv],
+                        &mut rows[(j * nh + h) * hw..][..hw],
+                    );
+                    dst[..dn].copy_from_slice(&src[..dn]);
+                    dst[dn..dn + dr].copy_from_slice(&k_pe[j * pe_w..][..dr]);
+                    dst[dn + dr..].copy_from_slice(&src[dn..]);
                 }
             }
-        }
-
-        // Heads in parallel, each into its own [n, v] output.
-        let (scale, kv_full) = (self.softmax_scale, &kv_full[..]);
-        let macs = n * total * (dn + dr + dv);
-        s.heads
-            .run(pool, nh, n * dv, total, macs, |hs, outs, scores| {
-                for (k, h) in hs.enumerate() {
-                    let (o_h, scores) =
-                        (&mut outs[k * n * dv..][..n * dv], &mut scores[k * total..]);
-                    for t in 0..n {
-                        let len = pos0 + t + 1;
-                        let qh = &q[(t * nh + h) * qk..][..qk];
-                        for (j, sc) in scores[..len].iter_mut().enumerate() {
-                            let k_nope = &kv_full[(j * nh + h) * (dn + dv)..][..dn];
-                            let k_pe = &cache[j * w + c..][..dr];
-                            *sc = (dot(&qh[..dn], k_nope) + dot(&qh[dn..], k_pe)) * scale;
-                        }
-                        softmax_inplace(&mut scores[..len]);
-                        let o = &mut o_h[t * dv..][..dv];
-                        o.fill(0.0);
-                        for (j, &p) in scores[..len].iter().enumerate() {
-                            axpy(p, &kv_full[(j * nh + h) * (dn + dv) + dn..][..dv], o);
-                        }
-                    }
-                }
+            if s.row_bytes.len() < b * nh * hw * 4 {
+                s.row_bytes.resize(b * nh * hw * 4, 0);
+            }
+            let bytes = &mut s.row_bytes[..b * nh * hw * 4];
+            attention::encode(CacheDtype::F32, rows, bytes);
+            let run = KvRows {
+                data: bytes,
+                row_bytes: nh * hw * 4,
+                first: r0,
+            };
+            // Heads in parallel, each over the tile's rows for all new tokens.
+            let (scale, macs) = (self.softmax_scale, n * b * (qk + dv));
+            pool.for_each_part(states, &s.bounds, macs, |h, part| {
+                let queries = Queries {
+                    n,
+                    per: 1,
+                    values: &q[h * qk..],
+                    outer: nh * qk,
+                    inner: 0,
+                    blocks: &[],
+                    block_outer: 0,
+                    block_inner: 0,
+                    visible: pos0 + 1,
+                };
+                let key = Seg {
+                    col: h * hw,
+                    width: qk,
+                };
+                let value = Seg {
+                    col: h * hw + qk,
+                    width: dv,
+                };
+                attention::attend(CacheDtype::F32, run, key, value, &queries, scale, part);
             });
+        }
         for h in 0..nh {
-            let o_h = s.heads.out(h, n * dv);
-            for t in 0..n {
-                attn[(t * nh + h) * dv..][..dv].copy_from_slice(&o_h[t * dv..][..dv]);
-            }
+            let part = &states[h * n * sl..][..n * sl];
+            attention::finish_states(part, dv, &mut attn[h * dv..], nh * dv);
         }
     }
 }

@@ -15,7 +15,7 @@ mod norm;
 mod rope;
 pub mod router;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, LayerCache, RowLayout, PAGE};
 pub use linear::Linear;
 pub use llama::{Gqa, GqaScratch, LlamaLayer, LlamaModel};
 pub use mla::{AttentionPath, KvUp, Mla, MlaScratch, QProj};
@@ -25,9 +25,10 @@ pub use norm::RmsNorm;
 pub use rope::{Rope, RopeLayout};
 
 use crate::config::Config;
+use crate::kernels::attention::{self, CacheDtype, Queries, QueryBlock, Seg};
 use crate::kernels::Pool;
 use crate::profile::{self, Part};
-use crate::quant::Weight;
+use crate::quant::{Weight, QK};
 
 /// A layer's feed-forward block.
 #[derive(Debug, Clone)]
@@ -70,7 +71,7 @@ impl DecoderLayer {
         h: &mut [f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut Scratch,
     ) {
         let normed = grow(&mut s.normed, h.len());
@@ -115,7 +116,7 @@ pub(crate) trait Layer {
         h: &mut [f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut Scratch,
     );
 }
@@ -127,7 +128,7 @@ impl Layer for DecoderLayer {
         h: &mut [f32],
         n: usize,
         pos0: usize,
-        cache: &mut Vec<f32>,
+        cache: &mut LayerCache,
         s: &mut Scratch,
     ) {
         DecoderLayer::forward(self, ctx, h, n, pos0, cache, s)
@@ -171,7 +172,6 @@ impl<L: Layer> Stack<'_, L> {
         if let Some(tr) = trace {
             tr.push(h.to_vec());
         }
-        cache.set_len(pos0 + n);
         self.norm.forward_inplace(h);
     }
 }
@@ -248,63 +248,131 @@ pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// Per-head attention buffers, so the heads of one layer can be attended on the pool at once.
+/// Buffers of attention over a layer's cache, kept across calls: per-unit softmax states and
+/// the queries quantised for Q8_0 caches.
 #[derive(Debug, Default)]
-pub(crate) struct HeadWork {
-    buf: Vec<f32>,
+pub(crate) struct AttnWork {
+    states: Vec<f32>,
     bounds: Vec<usize>,
-    stride: usize,
-    per_group: usize,
-    out_len: usize,
+    blocks: Vec<QueryBlock>,
 }
 
-impl HeadWork {
-    /// Runs `f(heads, outs, scores)` over groups of consecutive heads, one group per pool
-    /// thread (so a group reads each cached row once for all its heads), in parallel when
-    /// `macs_per_head` (multiply-adds) makes it worth it. `outs` holds `out_len` floats per head
-    /// of the group and `scores` `scores_len` per head, all the group's own.
-    pub(crate) fn run<F>(
-        &mut self,
-        pool: &Pool,
-        heads: usize,
-        out_len: usize,
-        scores_len: usize,
-        macs_per_head: usize,
-        f: F,
-    ) where
-        F: Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync,
-    {
-        let per = heads.div_ceil(pool.threads().clamp(1, heads.max(1))).max(1);
-        let groups = heads.div_ceil(per);
-        self.per_group = per;
-        self.out_len = out_len;
-        self.stride = per * (out_len + scores_len);
-        self.bounds.clear();
-        self.bounds.extend((0..=groups).map(|g| g * self.stride));
-        let buf = grow(&mut self.buf, groups * self.stride);
-        pool.for_each_part(buf, &self.bounds, per * macs_per_head, |g, part| {
-            let (outs, scores) = part.split_at_mut(per * out_len);
-            f(g * per..((g + 1) * per).min(heads), outs, scores)
+/// Positions per decode chunk: at most 16 chunks, whole pages, so a decoded token's attention
+/// splits across threads along the cache (flash-decoding) the same way whatever the thread
+/// count (the merge order is fixed, so the logits are too).
+fn decode_chunk(total: usize) -> usize {
+    total.div_ceil(16).next_multiple_of(PAGE)
+}
+
+/// Attention of `n` new tokens (positions `pos0..`) over `cache`, which already holds them.
+///
+/// Queries `q: [n, groups * per, kw]` (laid out as the cache's rows, see
+/// [`RowLayout::place`]); the `per` queries of group `g` share the keys and values
+/// `segs(g)` (MLA: one group, every head; GQA: a KV head's query heads), so each cached row is
+/// read once for all of them. Writes `out: [n, groups * per, dv]`. A decoded token (`n == 1`)
+/// splits the cache into chunks whose states are merged; longer inputs split by token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_cache<S>(
+    pool: &Pool,
+    cache: &LayerCache,
+    n: usize,
+    pos0: usize,
+    groups: usize,
+    per: usize,
+    segs: S,
+    q: &[f32],
+    scale: f32,
+    w: &mut AttnWork,
+    out: &mut [f32],
+) where
+    S: Fn(usize) -> (Seg, Seg) + Sync,
+{
+    let dtype = cache.layout().dtype();
+    let (key, value) = segs(0);
+    let (kw, dv, sl) = (key.width, value.width, attention::state_len(value.width));
+    let nq = groups * per;
+    debug_assert!(q.len() == n * nq * kw && out.len() == n * nq * dv);
+    let kb = kw / QK;
+    let blocks: &[QueryBlock] = if dtype == CacheDtype::Q8_0 {
+        if w.blocks.len() < n * nq * kb {
+            w.blocks.resize(n * nq * kb, QueryBlock::default());
+        }
+        attention::quantize_queries(q, &mut w.blocks[..n * nq * kb]);
+        &w.blocks[..n * nq * kb]
+    } else {
+        &[]
+    };
+    let queries = |g: usize| Queries {
+        n: n * per,
+        per,
+        values: &q[g * per * kw..],
+        outer: nq * kw,
+        inner: kw,
+        blocks: if blocks.is_empty() {
+            blocks
+        } else {
+            &blocks[g * per * kb..]
+        },
+        block_outer: nq * kb,
+        block_inner: kb,
+        visible: pos0 + 1,
+    };
+    let total = pos0 + n;
+    w.bounds.clear();
+    if n == 1 {
+        // Decode: (group, chunk of positions) units, merged in chunk order.
+        let chunk = decode_chunk(total);
+        let chunks = total.div_ceil(chunk);
+        w.bounds.extend((0..=groups * chunks).map(|u| u * per * sl));
+        let states = grow(&mut w.states, groups * chunks * per * sl);
+        pool.for_each_part(states, &w.bounds, chunk * per * (kw + dv), |u, part| {
+            let (g, c) = (u / chunks, u % chunks);
+            let (key, value) = segs(g);
+            attention::init_states(part, dv);
+            for run in cache.rows(c * chunk..total.min((c + 1) * chunk)) {
+                attention::attend(dtype, run, key, value, &queries(g), scale, part);
+            }
         });
+        for g in 0..groups {
+            let (first, rest) =
+                states[g * chunks * per * sl..][..chunks * per * sl].split_at_mut(per * sl);
+            for part in rest.chunks_exact(per * sl) {
+                attention::merge_states(first, part, dv);
+            }
+            attention::finish_states(first, dv, &mut out[g * per * dv..], dv);
+        }
+        return;
     }
-
-    /// Head `h`'s output from the last [`run`](Self::run) (`len` floats).
-    pub(crate) fn out(&self, h: usize, len: usize) -> &[f32] {
-        let (g, k) = (h / self.per_group, h % self.per_group);
-        &self.buf[g * self.stride + k * self.out_len..][..len]
+    // Prefill: (group, block of tokens) units, each reading the rows its last token sees.
+    let tb = n.div_ceil(4 * pool.threads()).clamp(1, 64);
+    let blocks_n = n.div_ceil(tb);
+    w.bounds.push(0);
+    for u in 0..groups * blocks_n {
+        let b = u % blocks_n;
+        let tokens = (n.min((b + 1) * tb)) - b * tb;
+        let last = *w.bounds.last().unwrap_or(&0);
+        w.bounds.push(last + tokens * per * sl);
     }
-}
-
-/// In-place softmax in float32 (max-subtracted), as transformers computes attention weights.
-pub(crate) fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    let states = grow(&mut w.states, groups * n * per * sl);
+    let macs = tb * per * (pos0 + n / 2) * (kw + dv);
+    pool.for_each_part(states, &w.bounds, macs, |u, part| {
+        let (g, b) = (u / blocks_n, u % blocks_n);
+        let (t0, t1) = (b * tb, n.min((b + 1) * tb));
+        let (key, value) = segs(g);
+        let qs = queries(g).tokens(t0, t1);
+        attention::init_states(part, dv);
+        for run in cache.rows(0..pos0 + t1) {
+            attention::attend(dtype, run, key, value, &qs, scale, part);
+        }
+    });
+    for u in 0..groups * blocks_n {
+        let (g, b) = (u / blocks_n, u % blocks_n);
+        let part = &states[w.bounds[u]..w.bounds[u + 1]];
+        for (k, st) in part.chunks_exact(per * sl).enumerate() {
+            let t = b * tb + k;
+            attention::finish_states(st, dv, &mut out[(t * nq + g * per) * dv..], dv);
+        }
     }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 fn add_assign(h: &mut [f32], d: &[f32]) {
@@ -339,12 +407,21 @@ impl Network {
         }
     }
 
-    /// Values one token occupies in one layer's cache.
-    pub fn cache_width(&self) -> usize {
+    /// The parts of one token's row in one layer's cache, in values: MLA's latent and RoPE key,
+    /// or K then V of each KV head.
+    pub fn cache_parts(&self) -> Vec<usize> {
         match self {
-            Network::Deepseek(m) => m.layers.first().map_or(0, |l| l.self_attn.cache_width()),
-            Network::Llama(m) => m.cache_width(),
+            Network::Deepseek(m) => m
+                .layers
+                .first()
+                .map_or_else(Vec::new, |l| l.self_attn.cache_parts()),
+            Network::Llama(m) => m.cache_parts(),
         }
+    }
+
+    /// Values one token occupies in one layer's cache (before any padding of the format).
+    pub fn cache_width(&self) -> usize {
+        self.cache_parts().iter().sum()
     }
 
     /// Weight bytes one decoded token reads (decode speed is bounded by bandwidth / this).

@@ -59,6 +59,9 @@ class DeepseekTokenizerError(DeepseekValueError):
 class DeepseekTemplateError(DeepseekValueError):
     """The chat template failed to compile or render, or needed more than its budget (a DeepseekValueError)."""
 
+class DeepseekSessionStateError(DeepseekValueError):
+    """A saved session state is not one, is truncated or corrupt (checksum), of another format version, or was computed by another model (a DeepseekValueError)."""
+
 class DeepseekOSError(DeepseekError, OSError):
     """A model file could not be read (a DeepseekError and an OSError)."""
 
@@ -85,6 +88,8 @@ class Model:
     llama.cpp's llama-quantize does, and "q4_k_m" is its Q4_K_M mix).
     `threads` sizes the default worker pool (default: all cores); `context_length` is the
     default limit of the sessions it opens and of `logits` (default: the model's maximum).
+    `cache_dtype` is how those sessions store the KV cache: "f32" (exact, the default),
+    "bf16" (half the memory) or "q8_0" (34 bytes per 32 values).
     `tokenizer` is the folder with `tokenizer.json` or a GGUF file with tokenizer metadata
     (default: `path`); without one the model still evaluates ids, and only the text methods
     raise. `generation_config.json` in the folder (or `general.sampling.*` in a GGUF file)
@@ -100,6 +105,7 @@ class Model:
         threads: Union[int, None] = None,
         context_length: Union[int, None] = None,
         tokenizer: Union[_Path, None] = None,
+        cache_dtype: str = "f32",
     ) -> None: ...
     def logits(self, ids: _TokenIds, all: bool = False) -> npt.NDArray[np.float32]:
         """Logits after `ids`, evaluated from an empty context (the model keeps no state).
@@ -108,12 +114,27 @@ class Model:
         every position with `all=True`. `ids` is a sequence of ints or a 1-D integer array.
         """
     def new_session(
-        self, context_length: Union[int, None] = None, threads: Union[int, None] = None
+        self,
+        context_length: Union[int, None] = None,
+        threads: Union[int, None] = None,
+        cache_dtype: Union[str, None] = None,
     ) -> "Session":
         """A new session (an empty cache) for incremental evaluation.
 
-        `context_length` and `threads` default to the model's; a session with its own
-        `threads` runs on its own worker pool.
+        `context_length`, `threads` and `cache_dtype` ("f32", "bf16", "q8_0") default to the
+        model's; a session with its own `threads` runs on its own worker pool.
+        """
+    def load_session(
+        self,
+        path: _Path,
+        context_length: Union[int, None] = None,
+        threads: Union[int, None] = None,
+    ) -> "Session":
+        """A session holding the tokens and KV cache saved at `path` by `Session.save`.
+
+        The cache keeps the format it was saved in. A file that is not a state, is truncated or
+        corrupt, or was saved from another model raises DeepseekSessionStateError; more tokens
+        than `context_length` raises DeepseekContextOverflowError.
         """
     def tokenize(self, text: str, add_special: bool = True) -> List[int]:
         """Token ids of `text` as `generate` evaluates them: with `add_special`, BOS first if the
@@ -287,7 +308,24 @@ class Session:
         """The most tokens this session accepts."""
     @property
     def cache_bytes_per_token(self) -> int:
-        """Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers x 4`."""
+        """Cache bytes per token: `(kv_lora_rank + qk_rope_head_dim) x layers` values (DeepSeek;
+        K and V of every KV head otherwise) at 4 bytes (f32), 2 (bf16) or 34 per 32 (q8_0).
+        """
+    @property
+    def cache_dtype(self) -> str:
+        """How the KV cache stores its rows: "f32", "bf16" or "q8_0"."""
+    def tokens(self) -> List[int]:
+        """The token ids in the cache, in order."""
+    def save(self, path: _Path) -> None:
+        """Writes the tokens and KV cache (in its format) to `path`, with a header naming the model
+        and a checksum; `Model.load_session(path)` reads it back. Written under a temporary name
+        and renamed, so `path` never holds half a state.
+        """
+    def fork(self) -> "Session":
+        """A new Session holding this one's tokens and cache without recomputing or copying it:
+        both share the cache until one writes (then at most 256 tokens per layer are copied).
+        Compute a shared prefix once (a system prompt, a document), then fork one per request.
+        """
     @property
     def model(self) -> Model:
         """The Model this session runs."""
@@ -343,11 +381,11 @@ class ChatSession:
     """A conversation with a Model that keeps its KV cache between turns: each `send` evaluates
     only the tokens the cache does not already hold (see `usage.cached_tokens`).
 
-    `system` is an optional system prompt (kept by `reset()`); `context_length` and `threads`
-    default to the model's. Replies join `messages` with the answer as `content` and the
-    reasoning as `reasoning_content` (R1's template drops earlier turns' reasoning). One reply
-    at a time: while a streamed reply is open, other calls raise DeepseekBusyError (a
-    RuntimeError).
+    `system` is an optional system prompt (kept by `reset()`); `context_length`, `threads` and
+    `cache_dtype` ("f32", "bf16", "q8_0") default to the model's. Replies join `messages`
+    with the answer as `content` and the reasoning as `reasoning_content` (R1's template
+    drops earlier turns' reasoning). One reply at a time: while a streamed reply is open,
+    other calls raise DeepseekBusyError (a RuntimeError).
     """
 
     def __init__(
@@ -356,6 +394,7 @@ class ChatSession:
         system: Union[str, None] = None,
         context_length: Union[int, None] = None,
         threads: Union[int, None] = None,
+        cache_dtype: Union[str, None] = None,
     ) -> None: ...
     @overload
     def send(
