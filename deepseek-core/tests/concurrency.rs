@@ -58,6 +58,7 @@ fn options(i: usize) -> SessionOptions {
             AttentionPath::Absorbed,
             AttentionPath::Expanded,
         ][(i / 3) % 3],
+        ..Default::default()
     }
 }
 
